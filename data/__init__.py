@@ -1,0 +1,1 @@
+"""Dataset definitions: long-tailed sources that the input pipeline turns into batches."""

@@ -1,0 +1,65 @@
+"""Datasets by name: `get_dataset(config.data)` builds the `LongTailedDataset` a config asks for.
+
+To add a dataset, write a builder `(data_config) -> LongTailedDataset` and add it to `BUILDERS`.
+`data_config` is an ml_collections ConfigDict with `name`, `imbalance_factor`, `seed` and `root`
+(None selects the dataset's default location).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from data import base
+from data import cifar_lt
+from data import digits
+from data import fashion_mnist
+from data import long_tail
+from data import split_list
+
+
+def _build_digits_lt(data_config: Any) -> base.LongTailedDataset:
+  return digits.load_digits_lt(imbalance_factor=data_config.imbalance_factor, seed=data_config.seed)
+
+
+def _build_fashion_mnist_lt(data_config: Any) -> base.LongTailedDataset:
+  root = data_config.root or fashion_mnist.DEFAULT_ROOT
+  return fashion_mnist.load_fashion_mnist_lt(imbalance_factor=data_config.imbalance_factor,
+                                             seed=data_config.seed, root=root)
+
+
+BUILDERS: dict[str, Callable[[Any], base.LongTailedDataset]] = {
+    "digits_lt": _build_digits_lt,
+    "fashion_mnist_lt": _build_fashion_mnist_lt,
+    "cifar10_lt": cifar_lt.build_cifar10_lt,
+    "cifar100_lt": cifar_lt.build_cifar100_lt,
+    "imagenet_lt": split_list.build_imagenet_lt,
+    "places_lt": split_list.build_places_lt,
+    "inat18": split_list.build_inat18,
+}
+
+_summarised: set[tuple[Any, ...]] = set()
+
+
+def summary(dataset: base.LongTailedDataset) -> str:
+  """One line: classes, image counts, per-class range and the evaluation groups' sizes."""
+  counts = dataset.class_counts
+  groups, scheme = long_tail.shot_groups(counts)
+  group_sizes = ", ".join(f"{name} {len(classes)}" for name, classes in groups.items())
+  val = f", val {len(dataset.val)}" if dataset.val is not None else ""
+  return (f"{dataset.name}: {dataset.num_classes} classes, train {len(dataset.train)} images "
+          f"({int(counts.max())}..{int(counts.min())} per class, IF {counts.max() / max(counts.min(), 1):.1f}), "
+          f"test {len(dataset.test)}{val}; groups by {scheme}: {group_sizes} classes")
+
+
+def get_dataset(data_config: Any) -> base.LongTailedDataset:
+  """The dataset `data_config.name` names; prints a one-line summary the first time each is built."""
+  name = data_config.name
+  if name not in BUILDERS:
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(BUILDERS))}")
+  dataset = BUILDERS[name](data_config)
+  key = (name, data_config.get("imbalance_factor"), data_config.get("seed"), data_config.get("root"))
+  if key not in _summarised:
+    _summarised.add(key)
+    print(summary(dataset), flush=True)
+  return dataset
+

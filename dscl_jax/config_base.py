@@ -1,0 +1,112 @@
+"""The shared base of every config in configs/. Each config file calls `base_config(...)` and changes
+only what differs (STYLE.md). Every field can be overridden on the command line, e.g.
+`--config.train.batch_size=512`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from dscl_jax import augment
+
+
+def base_config(*, dataset: str, image_size: int, channels: int, depth: int, style: str,
+                method: str = "dscl") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # "all" runs pretrain, then linear_probe, then eval; or pick one of the three.
+  c.mode = "all"
+  c.method = method  # "dscl" | "supcon" | "ce"
+  c.seed = 0
+  # A pretrain workdir (or its checkpoints dir) for linear_probe / eval; empty: this run's --workdir.
+  c.pretrained = ""
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = dataset
+  c.data.imbalance_factor = 100.0
+  c.data.seed = 0
+  c.data.root = ""  # empty: the dataset's default location
+  c.data.split_dir = ""  # split-list datasets: directory of the .txt lists; empty: data.root
+  c.data.tfds_data_dir = ""  # tfds-backed datasets (CIFAR-LT): the tfds data_dir; empty: data.root
+
+  c.augment = augment.default_augment_config(image_size, channels)
+  c.pbsd = augment.default_pbsd_config()
+  c.pbsd.enabled = False  # the *_dscl_pbsd configs turn it on
+
+  c.model = ml_collections.ConfigDict()
+  c.model.depth = depth
+  c.model.style = style
+  c.model.width = 1
+  c.model.embed_dim = 128
+  c.model.head_hidden_dim = 0  # 0: the trunk's feature width (2048 for ResNet-50), as the reference
+  c.model.dtype = "float32"  # "bfloat16" on TPU / recent GPUs
+  # Momentum-target BatchNorm over groups of this many samples of a permuted batch (shuffle-BN's
+  # stand-in, see dscl_jax/step.py); 0 = the whole global batch.
+  c.model.key_bn_group_size = 0
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.beta = 8.0
+  c.loss.temperature = 0.07
+
+  c.moco = ml_collections.ConfigDict()
+  c.moco.momentum = 0.999
+  c.moco.queue_size = 65536
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256  # global, over every device and host
+  c.train.epochs = 200
+  c.train.warmup_epochs = 10
+  c.train.base_lr = 0.1  # at batch 256; lr = base_lr * batch_size / 256
+  c.train.momentum = 0.9
+  c.train.weight_decay = 5e-4
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.num_workers = 0  # grain worker processes per host; 0 decodes in the main process
+  c.train.max_steps = -1  # >= 0 stops early after this many steps (smoke tests); -1 runs every epoch
+
+  c.probe = ml_collections.ConfigDict()
+  c.probe.batch_size = 2048
+  c.probe.epochs = 40
+  c.probe.lr = 10.0
+  c.probe.momentum = 0.9
+  c.probe.weight_decay = 0.0
+  c.probe.milestones = (0.5, 0.75)  # fractions of the epochs where lr is multiplied by 0.1 (20, 30 of 40)
+  c.probe.log_every = 50
+  c.probe.checkpoint_every = 1000
+  c.probe.max_steps = -1
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 512
+  c.eval.split = "test"
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.num_devices = -1  # -1: every device of every process
+  return c
+
+
+def fashion_mnist_lt_config(method: str) -> ml_collections.ConfigDict:
+  """Fashion-MNIST-LT (IF 100: 6000 down to 60 images per class), ResNet-20 sized for 28x28.
+
+  The schedule is short so that pretrain + probe + eval fit a CPU; on an accelerator raise
+  `train.epochs` (e.g. 200) and `probe.epochs`.
+  """
+  c = base_config(dataset="fashion_mnist_lt", image_size=28, channels=1, depth=20, style="cifar",
+                  method=method)
+  c.data.imbalance_factor = 100.0
+  c.augment.crop_scale = (0.2, 1.0)
+  c.augment.probe_crop_scale = (0.5, 1.0)
+  c.augment.mean, c.augment.std = (0.2860,), (0.3530,)  # Fashion-MNIST training set
+  c.pbsd.crop_size = 12  # the 64 / 224 ratio of the ImageNet recipe, at 28x28
+  c.moco.queue_size = 4096
+  c.moco.momentum = 0.99  # ~1k steps in all: the target must follow faster than at 0.999
+  c.model.key_bn_group_size = 64
+  c.train.batch_size = 128
+  c.train.epochs = 10
+  c.train.warmup_epochs = 1
+  c.train.log_every = 20
+  c.train.checkpoint_every = 200
+  c.probe.batch_size = 256
+  c.probe.epochs = 4
+  c.probe.lr = 1.0
+  c.probe.log_every = 20
+  c.eval.batch_size = 500
+  return c

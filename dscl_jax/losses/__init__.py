@@ -1,0 +1,8 @@
+"""Loss functions: pure functions of arrays, one method per module."""
+
+from dscl_jax.losses.cross_entropy import cross_entropy_loss
+from dscl_jax.losses.dscl import dscl_loss
+from dscl_jax.losses.pbsd import pbsd_loss
+from dscl_jax.losses.supcon import supcon_loss
+
+__all__ = ["cross_entropy_loss", "dscl_loss", "pbsd_loss", "supcon_loss"]

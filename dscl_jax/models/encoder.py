@@ -1,0 +1,62 @@
+"""The encoder every method trains: a ResNet trunk, a projection head and an optional classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from dscl_jax.models.heads import ProjectionHead
+from dscl_jax.models.resnet import ResNet
+
+
+class Encoder(nn.Module):
+  """Trunk + projection head (+ a linear classifier when `num_classes` > 0, for cross-entropy).
+
+  `__call__(x [B, H, W, C], train)` returns {"feature_map" [B, h, w, F], "pooled" [B, F],
+  "embedding" [B, D] (unnormalised), and "logits" [B, num_classes] when there is a classifier}.
+  `project(pooled [R, F]) -> [R, D]` runs the projection head alone (PBSD's teacher path).
+  """
+
+  depth: int
+  style: str
+  width: int = 1
+  embed_dim: int = 128
+  head_hidden_dim: int | None = None
+  num_classes: int = 0
+  bn_group_size: int | None = None
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype)
+    hidden = self.head_hidden_dim or self.trunk.num_features
+    self.head = ProjectionHead(hidden, self.embed_dim, self.dtype)
+    if self.num_classes:
+      self.classifier = nn.Dense(self.num_classes, dtype=self.dtype)
+
+  def __call__(self, x, train: bool):
+    out = dict(self.trunk(x, train))
+    out["embedding"] = self.head(out["pooled"])
+    if self.num_classes:
+      out["logits"] = self.classifier(out["pooled"]).astype(jnp.float32)
+    return out
+
+  def project(self, pooled):
+    return self.head(pooled)
+
+  def features(self, x, train: bool = False):
+    """Pooled trunk feature only [B, F] (linear probe and evaluation)."""
+    return self.trunk(x, train)["pooled"]
+
+
+def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
+                  bn_group_size: int | None = None) -> Encoder:
+  """An Encoder from `config.model` (depth, style, width, embed_dim, head_hidden_dim, dtype)."""
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(model_config.get("dtype", "float32"))
+  if dtype is None:
+    raise ValueError(f"model.dtype {model_config.dtype!r} must be 'float32' or 'bfloat16'")
+  return Encoder(depth=model_config.depth, style=model_config.style, width=model_config.get("width", 1),
+                 embed_dim=model_config.embed_dim, head_hidden_dim=model_config.get("head_hidden_dim"),
+                 num_classes=num_classes, bn_group_size=bn_group_size, dtype=dtype)

@@ -1,0 +1,123 @@
+"""Linear probe: a linear classifier on the frozen pretrained trunk, trained with class-balanced sampling.
+
+The trunk (online encoder, inference-mode BatchNorm) comes from the pretrain checkpoint in this workdir
+or in `config.pretrained`. The probe's own state is checkpointed in `<workdir>/probe/checkpoints` and a
+rerun resumes it, like pretraining.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from data.registry import get_dataset
+from dscl_jax import checkpoint, input_pipeline, optim, sharding
+from dscl_jax.models import ResNet
+from dscl_jax.progress import Progress, StopRequest
+from dscl_jax.state import ProbeState
+from dscl_jax.step import make_probe_step
+from dscl_jax.train import build_models, init_pretrain_state, pretrain_schedule
+
+
+def build_trunk(config) -> ResNet:
+  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+  return ResNet(config.model.depth, config.model.style, config.model.get("width", 1), None, dtype)
+
+
+def load_pretrained_trunk(config, dataset, mesh, workdir: str):
+  """Restore the pretrain checkpoint; return (trunk variables, full pretrain state, checkpoint dir)."""
+  source = config.pretrained or workdir
+  directory = checkpoint.find_checkpoint_dir(source, "pretrain")
+  schedule, _, _ = pretrain_schedule(config, len(dataset.train))
+  tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
+  online, _ = build_models(config, dataset.num_classes)
+  template = jax.eval_shape(lambda: init_pretrain_state(config, online, tx, dataset.num_classes,
+                                                        dataset.channels, mesh))
+  state, source = checkpoint.restore_from(directory, template, sharding.replicated(mesh))
+  trunk_variables = {"params": state.params["trunk"], "batch_stats": state.batch_stats["trunk"]}
+  return trunk_variables, state, source
+
+
+def probe_optimizer(config, num_train: int):
+  """(steps_per_epoch, total_steps, lr schedule, optimiser) of the probe: lr x0.1 at the milestones."""
+  steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.probe.batch_size)
+  total_steps = config.probe.epochs * steps_per_epoch
+  schedule = optim.step_schedule(config.probe.lr, [round(f * total_steps) for f in config.probe.milestones])
+  if config.probe.max_steps >= 0:
+    total_steps = min(total_steps, config.probe.max_steps)
+  tx = optim.sgd(schedule, config.probe.momentum, config.probe.weight_decay)
+  return steps_per_epoch, total_steps, schedule, tx
+
+
+def create_probe_state(tx, num_features: int, num_classes: int) -> ProbeState:
+  """A zero-initialised linear classifier [F, C] + [C] and its optimiser state."""
+  params = {"kernel": jnp.zeros((num_features, num_classes), jnp.float32),
+            "bias": jnp.zeros((num_classes,), jnp.float32)}
+  return ProbeState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def restore_probe(config, workdir: str, num_features: int, num_classes: int, num_train: int, mesh):
+  """The latest probe state in `<workdir>/probe/checkpoints` and where it came from."""
+  directory = checkpoint.find_checkpoint_dir(workdir, "probe")
+  _, _, _, tx = probe_optimizer(config, num_train)
+  template = jax.eval_shape(lambda: create_probe_state(tx, num_features, num_classes))
+  return checkpoint.restore_from(directory, template, sharding.replicated(mesh))
+
+
+def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  sharding.check_batch_size(config.probe.batch_size, mesh)
+  dataset = get_dataset(config.data)
+  job_dir = os.path.join(workdir, "probe")
+  os.makedirs(job_dir, exist_ok=True)
+  trunk_variables, _, source = load_pretrained_trunk(config, dataset, mesh, workdir)
+  trunk = build_trunk(config)
+  num_features = trunk.num_features
+  print(f"[probe] frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, "
+        f"class-balanced sampling", flush=True)
+
+  steps_per_epoch, total_steps, schedule, tx = probe_optimizer(config, len(dataset.train))
+  replicated = sharding.replicated(mesh)
+  create = lambda: create_probe_state(tx, num_features, dataset.num_classes)
+  state = jax.jit(create, out_shardings=replicated)()
+  ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
+  restored = checkpoint.restore_latest(ckpt, state)
+  if restored is not None:
+    state = restored
+    print(f"[probe] resuming from step {int(state.step)}", flush=True)
+  start_step = int(state.step)
+  if start_step >= total_steps:
+    print(f"[probe] already finished ({start_step} steps)", flush=True)
+    return state
+
+  probe_step = jax.jit(make_probe_step(trunk, tx, schedule),
+                       in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  batches = input_pipeline.probe_iterator(
+      dataset.train, config.augment, global_batch_size=config.probe.batch_size, seed=config.seed + 1,
+      start_step=start_step, process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.train.num_workers, class_balanced=True)
+  progress = Progress("probe", job_dir, total_steps, steps_per_epoch, config.probe.batch_size, start_step)
+  with StopRequest() as stop:
+    for step in range(start_step, total_steps):
+      state, metrics = probe_step(state, trunk_variables, sharding.to_global(next(batches), mesh))
+      done = step + 1
+      if step == start_step:
+        jax.block_until_ready(metrics)
+        progress.start_timing(done)
+      if done % config.probe.log_every == 0 or done == total_steps:
+        record = progress.log(done, metrics)
+        if not np.isfinite(record["loss"]):
+          raise FloatingPointError(f"probe loss is {record['loss']} at step {done}; lower probe.lr")
+      if done % config.probe.checkpoint_every == 0 or done == total_steps or stop.requested:
+        checkpoint.save(ckpt, done, state, force=True)
+      if stop.requested:
+        ckpt.wait_until_finished()
+        raise SystemExit(f"[probe] stopped at step {done}; rerun the same command to resume")
+  ckpt.wait_until_finished()
+  print(f"[probe] done: {total_steps} steps in {progress.elapsed():.0f}s", flush=True)
+  return state

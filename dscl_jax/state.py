@@ -1,0 +1,71 @@
+"""The training state: one pytree holding everything a pretrain step reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@flax.struct.dataclass
+class PretrainState:
+  """MoCo-style state shared by every method.
+
+  `params` / `batch_stats`: the online encoder. `target_params` / `target_batch_stats`: its momentum
+  (EMA) target, which has its own BatchNorm statistics. `queue` [K, D] holds target embeddings of past
+  global batches and `queue_labels` [K] their labels; `queue_ptr` is the next row to write. `rng` is a raw
+  uint32 key [2], folded with `step` inside the step so a resumed run draws the same numbers.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  target_params: Any
+  target_batch_stats: Any
+  opt_state: Any
+  queue: jax.Array
+  queue_labels: jax.Array
+  queue_ptr: jax.Array
+  rng: jax.Array
+
+
+@flax.struct.dataclass
+class ProbeState:
+  """Linear probe state: the classifier's params and optimiser state (the trunk is frozen elsewhere)."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: int):
+  """The reference's queue initialisation: random unit vectors [K, D] and random labels [K]."""
+  vec_rng, label_rng = jax.random.split(rng)
+  queue = jax.random.normal(vec_rng, (queue_size, embed_dim), jnp.float32)
+  queue = queue / jnp.maximum(jnp.linalg.norm(queue, axis=1, keepdims=True), 1e-12)
+  labels = jax.random.randint(label_rng, (queue_size,), 0, num_classes, jnp.int32)
+  return queue, labels
+
+
+def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformation, image_shape,
+                          queue_size: int, num_classes: int) -> PretrainState:
+  """Initialise the online encoder, copy it into the target, build the queue. `image_shape` is (H, W, C)."""
+  init_rng, queue_rng, state_rng = jax.random.split(rng, 3)
+  variables = model.init(init_rng, jnp.zeros((2,) + tuple(image_shape), jnp.float32), train=False)
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  probe = model.apply(variables, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  embed_dim = probe["embedding"].shape[-1]
+  queue, queue_labels = random_queue(queue_rng, queue_size, embed_dim, num_classes)
+  copy = lambda tree: jax.tree.map(jnp.array, tree)
+  return PretrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+      target_params=copy(params), target_batch_stats=copy(batch_stats), opt_state=tx.init(params),
+      queue=queue, queue_labels=queue_labels, queue_ptr=jnp.zeros((), jnp.int32), rng=state_rng)
+
+
+def param_count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

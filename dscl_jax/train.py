@@ -1,0 +1,128 @@
+"""Pretraining: `pretrain(config, workdir)` runs (or resumes) the representation stage of any method.
+
+Resume rules:
+1. `<workdir>/pretrain/checkpoints` has a checkpoint: restore the whole state and continue from its step;
+   the input pipeline is a pure function of (seed, step), so the run sees exactly the batches and
+   augmentations an uninterrupted run would.
+2. Otherwise start from step 0 with the config's seed.
+3. SIGTERM / Ctrl-C: checkpoint at the end of the current step, then stop; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from data.registry import get_dataset
+from dscl_jax import checkpoint, input_pipeline, optim, sharding
+from dscl_jax.models import build_encoder
+from dscl_jax.progress import Progress, StopRequest
+from dscl_jax.state import PretrainState, create_pretrain_state, param_count
+from dscl_jax.step import make_pretrain_step
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
+  """Fail early, naming the bad value and the fix."""
+  batch = config.train.batch_size
+  sharding.check_batch_size(batch, mesh)
+  if config.method != "ce":
+    queue = config.moco.queue_size
+    if queue < 0 or (queue and queue % batch):
+      raise ValueError(f"moco.queue_size {queue} must be 0 or a multiple of the global batch {batch} "
+                       f"(the whole batch is enqueued at once), e.g. {max(batch, queue // batch * batch)}")
+    group = config.model.key_bn_group_size
+    if group and (batch % group or group < 2):
+      raise ValueError(f"model.key_bn_group_size {group} must be >= 2 and divide the global batch {batch}")
+  if not 0.0 <= config.moco.momentum < 1.0:
+    raise ValueError(f"moco.momentum {config.moco.momentum} must be in [0, 1)")
+
+
+def build_models(config, num_classes: int):
+  """(online encoder, momentum-target encoder): same parameters, the target's BatchNorm grouped."""
+  classes = num_classes if config.method == "ce" else 0
+  online = build_encoder(config.model, num_classes=classes)
+  target = build_encoder(config.model, num_classes=classes, bn_group_size=config.model.key_bn_group_size or None)
+  return online, target
+
+
+def pretrain_schedule(config, num_train: int):
+  steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.train.batch_size)
+  total_steps = config.train.epochs * steps_per_epoch
+  lr = config.train.base_lr * config.train.batch_size / 256
+  schedule = optim.warmup_cosine_schedule(lr, total_steps, config.train.warmup_epochs * steps_per_epoch)
+  return schedule, steps_per_epoch, total_steps
+
+
+def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh) -> PretrainState:
+  """A freshly initialised state, created directly with replicated sharding on the mesh."""
+  image_shape = (config.augment.image_size, config.augment.image_size, channels)
+  queue_size = 0 if config.method == "ce" else config.moco.queue_size
+  create = lambda rng: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes)
+  return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  validate_config(config, mesh)
+  dataset = get_dataset(config.data)
+  job_dir = os.path.join(workdir, "pretrain")
+  os.makedirs(job_dir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(job_dir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  schedule, steps_per_epoch, total_steps = pretrain_schedule(config, len(dataset.train))
+  if config.train.max_steps >= 0:
+    total_steps = min(total_steps, config.train.max_steps)
+  tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
+  online, target = build_models(config, dataset.num_classes)
+  state = init_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, mesh)
+
+  ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
+  restored = checkpoint.restore_latest(ckpt, state)
+  if restored is not None:
+    state = restored
+    print(f"[pretrain] resuming from step {int(state.step)} ({ckpt.directory})", flush=True)
+  start_step = int(state.step)
+  print(f"[pretrain] {config.method} on {dataset.name}: ResNet-{config.model.depth} "
+        f"({param_count(state.params) / 1e6:.2f}M params), batch {config.train.batch_size} on "
+        f"{mesh.devices.size} device(s) x {jax.process_count()} process(es), {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps", flush=True)
+  if start_step >= total_steps:
+    print(f"[pretrain] already finished ({start_step} steps)", flush=True)
+    return state
+
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  train_step = jax.jit(make_pretrain_step(config, online, target, tx, schedule),
+                       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+                       donate_argnums=0)
+  batches = input_pipeline.pretrain_iterator(
+      dataset.train, config.augment, config.pbsd, global_batch_size=config.train.batch_size,
+      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_workers=config.train.num_workers)
+  progress = Progress("pretrain", job_dir, total_steps, steps_per_epoch, config.train.batch_size, start_step)
+  with StopRequest() as stop:
+    for step in range(start_step, total_steps):
+      state, metrics = train_step(state, sharding.to_global(next(batches), mesh))
+      done = step + 1
+      if step == start_step:
+        jax.block_until_ready(metrics)
+        print(f"[pretrain] first step (with compilation) took {progress.elapsed():.1f}s", flush=True)
+        progress.start_timing(done)
+      if done % config.train.log_every == 0 or done == total_steps:
+        record = progress.log(done, metrics)
+        if not np.isfinite(record["loss"]):
+          raise FloatingPointError(f"pretrain loss is {record['loss']} at step {done}; lower train.base_lr")
+      if done % config.train.checkpoint_every == 0 or done == total_steps or stop.requested:
+        checkpoint.save(ckpt, done, state, force=True)
+      if stop.requested:
+        ckpt.wait_until_finished()
+        raise SystemExit(f"[pretrain] stopped at step {done}; rerun the same command to resume")
+  ckpt.wait_until_finished()
+  print(f"[pretrain] done: {total_steps} steps in {progress.elapsed():.0f}s; checkpoint in {ckpt.directory}",
+        flush=True)
+  return state

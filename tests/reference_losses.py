@@ -1,0 +1,79 @@
+"""Float64 NumPy references for the losses, written from METHODS.md.
+
+They deliberately follow the reference code's dense formulation (a weight
+matrix over all 2B+K columns) rather than the decomposed form the JAX code
+uses, so that an agreement checks the algebra as well as the arithmetic.
+"""
+
+import numpy as np
+
+
+def _log_prob_and_mask(query, key, queue, labels, queue_labels, temperature):
+  """Returns log_prob [B, N], positive mask [B, N] (float) with N = 2B+K."""
+  query, key, queue = (np.asarray(x, np.float64) for x in (query, key, queue))
+  batch = query.shape[0]
+  features = np.concatenate([query, key, queue], axis=0)
+  feature_labels = np.concatenate([labels, labels, queue_labels], axis=0)
+  logits = query @ features.T / temperature
+  logits = logits - logits.max(axis=1, keepdims=True)
+  logits_mask = np.ones_like(logits)
+  logits_mask[np.arange(batch), np.arange(batch)] = 0.0
+  mask = (np.asarray(labels)[:, None] == feature_labels[None, :]) * logits_mask
+  exp_logits = np.exp(logits) * logits_mask
+  log_prob = logits - np.log(exp_logits.sum(axis=1, keepdims=True) + 1e-12)
+  return log_prob, mask
+
+
+def dscl_reference(query, key, queue, labels, queue_labels, beta,
+                   temperature):
+  log_prob, mask = _log_prob_and_mask(
+      query, key, queue, labels, queue_labels, temperature)
+  batch = log_prob.shape[0]
+  weights = np.repeat(beta / (mask.sum(axis=1, keepdims=True) - 1 + 1e-12),
+                      log_prob.shape[1], axis=1)
+  weights[np.arange(batch), batch + np.arange(batch)] = 1.0
+  per_anchor = ((mask * log_prob * weights).sum(axis=1)
+                / (mask * weights).sum(axis=1))
+  return -per_anchor.mean()
+
+
+def supcon_reference(query, key, queue, labels, queue_labels, temperature):
+  log_prob, mask = _log_prob_and_mask(
+      query, key, queue, labels, queue_labels, temperature)
+  per_anchor = (mask * log_prob).sum(axis=1) / mask.sum(axis=1)
+  return -per_anchor.mean()
+
+
+def _log_softmax(x):
+  shifted = x - x.max(axis=-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def pbsd_teacher_probs(teacher, key, queue, temperature):
+  """[n, B, 1+K] teacher distributions over [own key, queue]."""
+  teacher, key, queue = (np.asarray(x, np.float64)
+                         for x in (teacher, key, queue))
+  probs = []
+  for crop in teacher:
+    logits = np.concatenate(
+        [(crop * key).sum(axis=1, keepdims=True), crop @ queue.T], axis=1)
+    probs.append(np.exp(_log_softmax(logits / temperature)))
+  return np.stack(probs)
+
+
+def pbsd_reference(teacher, student, key, queue, temperature):
+  teacher_probs = pbsd_teacher_probs(teacher, key, queue, temperature)
+  student, key, queue = (np.asarray(x, np.float64)
+                         for x in (student, key, queue))
+  per_crop = []
+  for probs, crop in zip(teacher_probs, student):
+    logits = np.concatenate(
+        [(crop * key).sum(axis=1, keepdims=True), crop @ queue.T], axis=1)
+    per_crop.append(-(probs * _log_softmax(logits / temperature)).sum(axis=1))
+  # Mean over anchors of (1/n) * sum over crops.
+  return np.sum(per_crop, axis=0).mean() / len(per_crop)
+
+
+def cross_entropy_reference(logits, labels):
+  log_probs = _log_softmax(np.asarray(logits, np.float64))
+  return -log_probs[np.arange(len(labels)), labels].mean()

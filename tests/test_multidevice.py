@@ -1,0 +1,31 @@
+"""The same steps on 1 and on 8 simulated CPU devices give the same losses, params and queue."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+RUNNER = os.path.join(os.path.dirname(__file__), "step_runner.py")
+
+
+def run_on(devices, out, *args):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  subprocess.run([sys.executable, RUNNER, str(out), *args], check=True, env=env, timeout=600)
+  return dict(np.load(out))
+
+
+@pytest.mark.parametrize("args", [(), ("--pbsd",), ("--method", "ce")], ids=["dscl", "dscl_pbsd", "ce"])
+def test_one_vs_eight_devices(tmp_path, args):
+  one = run_on(1, tmp_path / "one.npz", *args)
+  eight = run_on(8, tmp_path / "eight.npz", *args)
+  assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
+  assert set(one) == set(eight)
+  np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(one["queue_labels"], eight["queue_labels"])
+  assert int(one["queue_ptr"]) == int(eight["queue_ptr"])
+  for name in sorted(one):
+    if name in ("devices", "loss", "queue_labels", "queue_ptr"):
+      continue
+    np.testing.assert_allclose(one[name], eight[name], rtol=2e-3, atol=2e-4, err_msg=name)

@@ -1,0 +1,67 @@
+"""Killing a pretrain run mid-way and rerunning the same command reaches the same final parameters."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TOTAL_STEPS = 120
+
+
+def command(workdir):
+  return [sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir", str(workdir),
+          "--config.mode=pretrain", "--config.train.batch_size=32", "--config.moco.queue_size=64",
+          "--config.model.key_bn_group_size=16", f"--config.train.max_steps={TOTAL_STEPS}",
+          "--config.train.checkpoint_every=5", "--config.train.log_every=20"]
+
+
+def steps_saved(workdir):
+  directory = os.path.join(workdir, "pretrain", "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def final_params(workdir):
+  path = os.path.join(workdir, "pretrain", "checkpoints", str(TOTAL_STEPS), "default")
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  subprocess.run(command(straight), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True)
+
+  proc = subprocess.Popen(command(resumed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if any(s >= 10 for s in steps_saved(resumed)):
+      proc.send_signal(signal.SIGKILL)  # no chance to save: resume must use the periodic checkpoint
+      break
+    time.sleep(0.02)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  killed_at = max(steps_saved(resumed))
+  assert 10 <= killed_at < TOTAL_STEPS
+
+  out = subprocess.run(command(resumed), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True,
+                       text=True)
+  assert f"resuming from step {killed_at}" in out.stdout
+
+  a, b = final_params(straight), final_params(resumed)
+  assert int(a["step"]) == int(b["step"]) == TOTAL_STEPS
+  for name in ("params", "target_params", "batch_stats", "queue", "queue_labels", "queue_ptr"):
+    for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6, err_msg=name)
