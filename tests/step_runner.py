@@ -9,7 +9,7 @@ import argparse
 import jax
 import numpy as np
 
-from dscl_jax import optim, sharding
+from dscl_jax import optim, sharding, synthetic
 from dscl_jax.config_base import base_config
 from dscl_jax.step import make_pretrain_step
 from dscl_jax.train import build_models, init_pretrain_state
@@ -31,17 +31,8 @@ def small_config(method="dscl", pbsd=False, multicrop=False):
 
 def random_batches(config, num_steps, num_classes=10, seed=0):
   rng = np.random.default_rng(seed)
-  b, s, n, cs = config.train.batch_size, config.augment.image_size, config.pbsd.num_crops, config.pbsd.crop_size
   for _ in range(num_steps):
-    batch = {"query": rng.normal(size=(b, s, s, 1)).astype(np.float32),
-             "key": rng.normal(size=(b, s, s, 1)).astype(np.float32),
-             "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
-    if config.pbsd.enabled or config.pbsd.multicrop:
-      batch["small_crops"] = rng.normal(size=(b, n, cs, cs, 1)).astype(np.float32)
-      xy = rng.uniform(0, s / 2, size=(b, n, 2))
-      wh = rng.uniform(2, s / 2, size=(b, n, 2))
-      batch["boxes"] = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
-    yield batch
+    yield synthetic.pretrain_batch(config, 1, num_classes, rng)
 
 
 def run(config, num_steps, num_classes=10):

@@ -1,0 +1,22 @@
+"""Random batches with a config's real shapes, for smoke tests and benchmarks (no data on disk needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """A global pretrain batch: "query", "key" [B, S, S, C], "label" [B], and with PBSD / multi-crop
+  "small_crops" [B, n, s, s, C] and "boxes" [B, n, 4] drawn like the small-crop boxes (inside the S x S
+  view, area fraction in `pbsd.crop_scale`)."""
+  b, s = config.train.batch_size, config.augment.image_size
+  batch = {"query": rng.normal(size=(b, s, s, channels)).astype(np.float32),
+           "key": rng.normal(size=(b, s, s, channels)).astype(np.float32),
+           "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
+  if config.pbsd.enabled or config.pbsd.multicrop:
+    n, cs = config.pbsd.num_crops, config.pbsd.crop_size
+    batch["small_crops"] = rng.normal(size=(b, n, cs, cs, channels)).astype(np.float32)
+    side = np.sqrt(rng.uniform(*config.pbsd.crop_scale, size=(b, n, 1))) * s
+    xy = rng.uniform(0, 1, size=(b, n, 2)) * (s - side)
+    batch["boxes"] = np.concatenate([xy, xy + side], axis=-1).astype(np.float32)
+  return batch
