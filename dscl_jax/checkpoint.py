@@ -31,7 +31,7 @@ def restore_latest(mgr: ocp.CheckpointManager, template):
   return mgr.restore(step, args=ocp.args.StandardRestore(abstract_like(template)))
 
 
-def _has_checkpoint(directory: str) -> bool:
+def has_checkpoint(directory: str) -> bool:
   """True when `directory` holds a finished orbax step (a sub-directory named by an integer)."""
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
@@ -40,7 +40,7 @@ def find_checkpoint_dir(path: str, job: str = "pretrain") -> str:
   """Accept a workdir, `<workdir>/<job>` or `<workdir>/<job>/checkpoints`; return the checkpoints dir."""
   candidates = (os.path.join(path, job, "checkpoints"), os.path.join(path, "checkpoints"), path)
   for candidate in candidates:
-    if _has_checkpoint(candidate):
+    if has_checkpoint(candidate):
       return os.path.abspath(candidate)
   raise FileNotFoundError(f"no {job} checkpoint under {path!r} (looked in {', '.join(candidates)}); "
                           f"run --config.mode={job} first or point to a directory that has one")

@@ -7,6 +7,7 @@ rerun resumes it, like pretraining.
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 
 from data.registry import get_dataset
 from dscl_jax import checkpoint, input_pipeline, optim, sharding
+from dscl_jax.accuracy import count_correct, jit_count_step
 from dscl_jax.models import ResNet
 from dscl_jax.progress import Progress, StopRequest
 from dscl_jax.state import ProbeState
@@ -61,11 +63,56 @@ def create_probe_state(tx, num_features: int, num_classes: int) -> ProbeState:
 
 
 def restore_probe(config, workdir: str, num_features: int, num_classes: int, num_train: int, mesh):
-  """The latest probe state in `<workdir>/probe/checkpoints` and where it came from."""
-  directory = checkpoint.find_checkpoint_dir(workdir, "probe")
+  """The probe state to evaluate and where it came from: the one selected on the validation split
+  (`<workdir>/probe/best`) when the dataset has one, else the last (`<workdir>/probe/checkpoints`)."""
+  best = os.path.join(workdir, "probe", "best")
+  directory = best if checkpoint.has_checkpoint(best) else checkpoint.find_checkpoint_dir(workdir, "probe")
   _, _, _, tx = probe_optimizer(config, num_train)
   template = jax.eval_shape(lambda: create_probe_state(tx, num_features, num_classes))
   return checkpoint.restore_from(directory, template, sharding.replicated(mesh))
+
+
+class ValSelector:
+  """Keeps the probe state with the best validation accuracy, checked after every epoch, in
+  `<job_dir>/best`, and its record in `<job_dir>/best.json`. The test split is never looked at.
+
+  Datasets without a validation split (digits-LT, Fashion-MNIST-LT, CIFAR-LT, iNaturalist 2018) make no
+  choice during training: eval uses the last state.
+  """
+
+  def __init__(self, config, dataset, trunk, trunk_variables, mesh, job_dir: str):
+    self.enabled = dataset.val is not None
+    if not self.enabled:
+      return
+    self.config, self.dataset, self.trunk_variables, self.mesh = config, dataset, trunk_variables, mesh
+    self.count_step = jit_count_step(trunk, dataset.num_classes, mesh)
+    self.record_path = os.path.join(job_dir, "best.json")
+    self.best = {"val_accuracy": -1.0}
+    if os.path.exists(self.record_path):
+      with open(self.record_path) as f:
+        self.best = json.load(f)
+    self.manager = checkpoint.manager(os.path.join(job_dir, "best"), max_to_keep=1)
+
+  def update(self, step: int, epoch: float, state: ProbeState) -> None:
+    if not self.enabled:
+      return
+    correct, seen = count_correct(self.count_step, self.trunk_variables, state.params, self.dataset.val,
+                                  self.config.augment, self.config.eval.batch_size, self.mesh)
+    accuracy = float(100.0 * correct.sum() / seen.sum())
+    improved = accuracy > self.best["val_accuracy"]
+    print(f"[probe] epoch {epoch:.2f}: val top-1 {accuracy:.2f}%" + (" (best so far)" if improved else ""),
+          flush=True)
+    if improved:
+      checkpoint.save(self.manager, step, state, force=True)
+      self.manager.wait_until_finished()
+      self.best = {"step": step, "epoch": epoch, "val_accuracy": accuracy}
+      if jax.process_index() == 0:
+        with open(self.record_path, "w") as f:
+          json.dump(self.best, f)
+
+  def wait(self) -> None:
+    if self.enabled:
+      self.manager.wait_until_finished()
 
 
 def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
@@ -102,6 +149,7 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
       start_step=start_step, process_index=jax.process_index(), process_count=jax.process_count(),
       num_workers=config.train.num_workers, class_balanced=True)
   progress = Progress("probe", job_dir, total_steps, steps_per_epoch, config.probe.batch_size, start_step)
+  selector = ValSelector(config, dataset, trunk, trunk_variables, mesh, job_dir)
   with StopRequest() as stop:
     for step in range(start_step, total_steps):
       state, metrics = probe_step(state, trunk_variables, sharding.to_global(next(batches), mesh))
@@ -113,11 +161,15 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
         record = progress.log(done, metrics)
         if not np.isfinite(record["loss"]):
           raise FloatingPointError(f"probe loss is {record['loss']} at step {done}; lower probe.lr")
+      if done % steps_per_epoch == 0 or done == total_steps:
+        selector.update(done, done / steps_per_epoch, state)
       if done % config.probe.checkpoint_every == 0 or done == total_steps or stop.requested:
         checkpoint.save(ckpt, done, state, force=True)
       if stop.requested:
         ckpt.wait_until_finished()
+        selector.wait()
         raise SystemExit(f"[probe] stopped at step {done}; rerun the same command to resume")
   ckpt.wait_until_finished()
+  selector.wait()
   print(f"[probe] done: {total_steps} steps in {progress.elapsed():.0f}s", flush=True)
   return state

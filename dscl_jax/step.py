@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -163,13 +163,3 @@ def make_probe_step(trunk_model, tx: optax.GradientTransformation, lr_schedule: 
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return probe_step
-
-
-def make_predict_step(trunk_model) -> Callable:
-  """`predict_step(trunk_variables, classifier, images [B, H, W, C]) -> predicted class [B]`."""
-
-  def predict_step(trunk_variables, classifier: Any, images):
-    features = trunk_model.apply(trunk_variables, images, train=False)["pooled"]
-    return jnp.argmax(features @ classifier["kernel"] + classifier["bias"], axis=-1)
-
-  return predict_step
