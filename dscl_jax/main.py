@@ -6,7 +6,7 @@ Rerunning a command resumes from the latest checkpoint of its job in `--workdir`
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dscl_jax import sharding
@@ -37,6 +37,9 @@ def run(config, workdir: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save at INFO; our own progress lines are printed, so keep absl at WARNING.
+    logging.set_verbosity(logging.WARNING)
   sharding.maybe_initialize_distributed()
   run(_CONFIG.value, _WORKDIR.value)
 

@@ -46,13 +46,17 @@ def run(config, num_steps, num_classes=10):
                  in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=0)
   history = []
+  rows = config.train.batch_size // jax.process_count()
+  mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
   for batch in random_batches(config, num_steps):
-    state, metrics = step(state, sharding.to_global(batch, mesh))
+    local = {k: v[mine] for k, v in batch.items()}  # this process's rows of the global batch
+    state, metrics = step(state, sharding.to_global(local, mesh))
     history.append(jax.device_get(metrics))
   return history, state
 
 
 def main():
+  sharding.maybe_initialize_distributed()
   parser = argparse.ArgumentParser()
   parser.add_argument("out")
   parser.add_argument("--method", default="dscl")
@@ -60,14 +64,15 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   args = parser.parse_args()
   history, state = run(small_config(args.method, args.pbsd), args.steps)
-  flat = {"devices": np.array(jax.device_count()),
+  flat = {"devices": np.array(jax.device_count()), "processes": np.array(jax.process_count()),
           "loss": np.array([h["loss"] for h in history]),
           "queue": np.asarray(state.queue), "queue_labels": np.asarray(state.queue_labels),
           "queue_ptr": np.asarray(state.queue_ptr)}
   for name, tree in (("params", state.params), ("target", state.target_params), ("stats", state.batch_stats)):
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
       flat[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
-  np.savez(args.out, **flat)
+  if jax.process_index() == 0:
+    np.savez(args.out, **flat)
 
 
 if __name__ == "__main__":
