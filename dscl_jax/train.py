@@ -50,6 +50,9 @@ def build_models(config, num_classes: int):
 
 
 def pretrain_schedule(config, num_train: int):
+  if not 0 <= config.train.warmup_epochs < config.train.epochs:
+    raise ValueError(f"train.warmup_epochs {config.train.warmup_epochs} must be in [0, train.epochs="
+                     f"{config.train.epochs})")
   steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.train.batch_size)
   total_steps = config.train.epochs * steps_per_epoch
   lr = config.train.base_lr * config.train.batch_size / 256
