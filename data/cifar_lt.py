@@ -19,48 +19,24 @@ a PNG.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from data import base
 from data import long_tail
+from data import tfds_common
 
 # Images per class of each builder's train split: the head class keeps them all.
 TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
-def _default_data_dir() -> str:
-  """Where tfds looks when no data_dir is given: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(os.path.join("~", "tensorflow_datasets"))
-
-
-def open_split(builder_name: str, split: str, data_dir: str | None) -> Any:
-  """The tfds random-access source of one split; a clear error when the prepared files are missing.
-
-  tfds is asked first and diagnosed only on failure, so `tfds.testing.mock_data` (which fakes the
-  source, not the files) works in tests.
-  """
-  try:
-    # download=False: missing data must fail here, never start a download.
-    return tfds.data_source(builder_name, split=split, data_dir=data_dir or None, download=False)
-  except Exception as error:  # tfds raises KeyError, NotImplementedError, ... for missing data
-    builder = tfds.builder(builder_name, data_dir=data_dir or None)
-    build = (f"`tfds build {builder_name} --file_format=array_record --data_dir=<dir>` on a machine with "
-             f"network access and tensorflow, copy <dir>/{builder_name} here and pass "
-             f"--config.data.tfds_data_dir=<dir> (or set TFDS_DATA_DIR)")
-    if not builder.is_prepared():
-      searched = data_dir or _default_data_dir()
-      raise FileNotFoundError(f"tfds dataset {builder_name} is not prepared in {searched} (looked for "
-                              f"{builder.data_dir}). Prepare it once: {build}") from error
-    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      raise ValueError(f"tfds dataset {builder_name} in {builder.data_dir} is prepared as "
-                       f"{builder.info.file_format}, which tfds cannot random-access. Prepare it as "
-                       f"ArrayRecord: {build}") from error
-    raise
+def _build_hint(builder_name: str) -> str:
+  """How to prepare `builder_name`'s files, for the end of `tfds_common.open_split`'s errors."""
+  return (f"Prepare it once as ArrayRecord: `tfds build {builder_name} --file_format=array_record "
+          f"--data_dir=<dir>` on a machine with network access and tensorflow, copy <dir>/{builder_name} "
+          f"here and pass --config.data.tfds_data_dir=<dir> (or set TFDS_DATA_DIR)")
 
 
 def read_all(source: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +64,10 @@ def load_cifar_lt(builder_name: str, imbalance_factor: float = 100, seed: int = 
     raise ValueError(f"builder_name must be one of {sorted(NUM_CLASSES)}, got {builder_name!r}")
   num_classes = NUM_CLASSES[builder_name]
   n_max = TRAIN_PER_CLASS[builder_name] if n_max is None else n_max
-  train_images, train_labels = read_all(open_split(builder_name, "train", data_dir))
-  test_images, test_labels = read_all(open_split(builder_name, "test", data_dir))
+  hint = _build_hint(builder_name)
+  train_images, train_labels = read_all(
+      tfds_common.open_split(builder_name, "train", data_dir, build_hint=hint))
+  test_images, test_labels = read_all(tfds_common.open_split(builder_name, "test", data_dir, build_hint=hint))
   for split, labels in (("train", train_labels), ("test", test_labels)):
     if labels.max() >= num_classes:
       raise ValueError(f"{builder_name} {split} has label {labels.max()}, expected < {num_classes}")
@@ -102,13 +80,7 @@ def load_cifar_lt(builder_name: str, imbalance_factor: float = 100, seed: int = 
       name=f"{builder_name}_lt", num_classes=num_classes, channels=3,
       train=split("train", train_images[keep], train_labels[keep]),
       test=split("test", test_images, test_labels),
-      class_names=_class_names(builder_name, data_dir, num_classes))
-
-
-def _class_names(builder_name: str, data_dir: str | None, num_classes: int) -> list[str]:
-  """Label names from the prepared dataset's metadata, or the class indices when it has none."""
-  names = tfds.builder(builder_name, data_dir=data_dir or None).info.features["label"].names
-  return list(names) if len(names) == num_classes else [str(c) for c in range(num_classes)]
+      class_names=tfds_common.class_names(builder_name, data_dir, num_classes))
 
 
 def load_cifar10_lt(imbalance_factor: float = 100, seed: int = 0,
@@ -123,16 +95,13 @@ def load_cifar100_lt(imbalance_factor: float = 100, seed: int = 0,
   return load_cifar_lt("cifar100", imbalance_factor, seed, data_dir)
 
 
-def _tfds_data_dir(data_config: Any) -> str | None:
-  """`data.tfds_data_dir`, else `data.root`, else None (tfds's default location)."""
-  return data_config.get("tfds_data_dir") or data_config.get("root") or None
-
-
 def build_cifar10_lt(data_config: Any) -> base.LongTailedDataset:
   """Registry builder: imbalance_factor, seed and the tfds data directory from `data_config`."""
-  return load_cifar10_lt(data_config.imbalance_factor, data_config.seed, _tfds_data_dir(data_config))
+  return load_cifar10_lt(data_config.imbalance_factor, data_config.seed,
+                         tfds_common.tfds_data_dir(data_config))
 
 
 def build_cifar100_lt(data_config: Any) -> base.LongTailedDataset:
   """Registry builder: imbalance_factor, seed and the tfds data directory from `data_config`."""
-  return load_cifar100_lt(data_config.imbalance_factor, data_config.seed, _tfds_data_dir(data_config))
+  return load_cifar100_lt(data_config.imbalance_factor, data_config.seed,
+                          tfds_common.tfds_data_dir(data_config))

@@ -15,6 +15,7 @@ from data import digits
 from data import fashion_mnist
 from data import long_tail
 from data import split_list
+from data import tfds_lt
 
 
 def _build_digits_lt(data_config: Any) -> base.LongTailedDataset:
@@ -35,6 +36,8 @@ BUILDERS: dict[str, Callable[[Any], base.LongTailedDataset]] = {
     "imagenet_lt": split_list.build_imagenet_lt,
     "places_lt": split_list.build_places_lt,
     "inat18": split_list.build_inat18,
+    "imagenet_lt_tfds": tfds_lt.build_imagenet_lt_tfds,
+    "inat18_tfds": tfds_lt.build_inat18_tfds,
 }
 
 _summarised: set[tuple[Any, ...]] = set()

@@ -26,7 +26,7 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.data.seed = 0
   c.data.root = ""  # empty: the dataset's default location
   c.data.split_dir = ""  # split-list datasets: directory of the .txt lists; empty: data.root
-  c.data.tfds_data_dir = ""  # tfds-backed datasets (CIFAR-LT): the tfds data_dir; empty: data.root
+  c.data.tfds_data_dir = ""  # tfds-backed datasets (CIFAR-LT, imagenet_lt_tfds, inat18_tfds): the tfds data_dir; empty: data.root
 
   c.augment = augment.default_augment_config(image_size, channels)
   c.pbsd = augment.default_pbsd_config()
@@ -39,6 +39,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.model.embed_dim = 128
   c.model.head_hidden_dim = 0  # 0: the trunk's feature width (2048 for ResNet-50), as the reference
   c.model.dtype = "float32"  # "bfloat16" on TPU / recent GPUs
+  # A .npz of torchvision ResNet weights (tools/convert_torchvision_resnet.py) to start both encoders'
+  # trunks from; empty: random initialisation.
+  c.model.init_from = ""
   # Momentum-target BatchNorm over groups of this many samples of a permuted batch (shuffle-BN's
   # stand-in, see dscl_jax/step.py); 0 = the whole global batch.
   c.model.key_bn_group_size = 0

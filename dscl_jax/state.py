@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dscl_jax.models.torchvision_weights import replace_trunk
+
 
 @flax.struct.dataclass
 class PretrainState:
@@ -52,10 +54,17 @@ def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: i
 
 
 def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformation, image_shape,
-                          queue_size: int, num_classes: int) -> PretrainState:
-  """Initialise the online encoder, copy it into the target, build the queue. `image_shape` is (H, W, C)."""
+                          queue_size: int, num_classes: int, trunk_variables=None,
+                          depth: int | None = None) -> PretrainState:
+  """Initialise the online encoder, copy it into the target, build the queue. `image_shape` is (H, W, C).
+
+  `trunk_variables` ({"params", "batch_stats"} of the ResNet trunk, e.g. converted ImageNet weights)
+  replace the random trunk of both encoders; the heads stay random.
+  """
   init_rng, queue_rng, state_rng = jax.random.split(rng, 3)
   variables = model.init(init_rng, jnp.zeros((2,) + tuple(image_shape), jnp.float32), train=False)
+  if trunk_variables is not None:
+    variables = replace_trunk(variables, trunk_variables, depth)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   probe = model.apply(variables, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
   embed_dim = probe["embedding"].shape[-1]

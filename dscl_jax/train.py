@@ -20,6 +20,7 @@ import numpy as np
 from data.registry import get_dataset
 from dscl_jax import checkpoint, input_pipeline, optim, sharding
 from dscl_jax.models import build_encoder
+from dscl_jax.models.torchvision_weights import load_torchvision_resnet
 from dscl_jax.progress import Progress, StopRequest
 from dscl_jax.state import PretrainState, create_pretrain_state, param_count
 from dscl_jax.step import make_pretrain_step
@@ -64,8 +65,15 @@ def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh
   """A freshly initialised state, created directly with replicated sharding on the mesh."""
   image_shape = (config.augment.image_size, config.augment.image_size, channels)
   queue_size = 0 if config.method == "ce" else config.moco.queue_size
-  create = lambda rng: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes)
-  return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  trunk = None
+  if config.model.get("init_from"):
+    if config.model.style != "imagenet" or config.model.get("width", 1) != 1:
+      raise ValueError(f"model.init_from loads torchvision ResNet-50/101/152 weights; model.style "
+                       f"{config.model.style!r} width {config.model.get('width', 1)} has no torchvision twin")
+    trunk = load_torchvision_resnet(config.model.init_from, config.model.depth)
+  create = lambda rng, trunk: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, trunk,
+                                                     config.model.depth)
+  return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed), trunk)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:

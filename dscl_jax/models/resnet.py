@@ -13,6 +13,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+# torch's padding=1 on every side. Flax "SAME" pads (0, 1) for a stride-2 conv on an even size, which
+# shifts the sampling grid by a pixel relative to torchvision and its pretrained weights.
+PAD_1 = ((1, 1), (1, 1))
+
 # He-normal over fan-out, as torchvision initialises ResNet convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -95,9 +99,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(x)
     y = nn.relu(self.norm()(y))
-    y = self.conv(self.filters, (3, 3))(y)
+    y = self.conv(self.filters, (3, 3), padding=PAD_1)(y)
     y = self.norm()(y)
     if residual.shape != y.shape:
       residual = self.conv(self.filters, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
@@ -117,7 +121,7 @@ class BottleneckBlock(nn.Module):
   def __call__(self, x):
     residual = x
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
-    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)))
+    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(y)))
     y = self.norm()(self.conv(self.filters * 4, (1, 1))(y))
     if residual.shape != y.shape:
       residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
@@ -151,7 +155,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     if self.style == "cifar":
       block, base = BasicBlock, 16 * self.width
-      x = nn.relu(norm(name="stem_bn")(conv(base, (3, 3), name="stem_conv")(x)))
+      x = nn.relu(norm(name="stem_bn")(conv(base, (3, 3), padding=PAD_1, name="stem_conv")(x)))
     else:
       block, base = BottleneckBlock, 64 * self.width
       x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
