@@ -1,13 +1,16 @@
-"""Input pipeline throughput: DSCL + PBSD views from JPEG files, ours (grain + NumPy) beside torchvision.
+"""Input pipeline throughput: DSCL + PBSD views from JPEG files, ours (grain + PIL) beside torchvision.
 
-    /work/venv/bin/python benchmarks/input_pipeline.py            # about 3 minutes on 2 CPU cores
+    /work/venv/bin/python benchmarks/input_pipeline.py            # about 2 minutes on 2 CPU cores
 
 Writes ~512 ImageNet-sized JPEGs (500x375 .. 640x480, quality 90) in a temporary split-list layout,
 then times `dscl_jax.input_pipeline.pretrain_iterator` (224 global crops, 5 small 64x64 crops with boxes,
-query / key colour recipes, RGB) with 1 and 2 grain workers, and the same recipe in a torchvision
-DataLoader (benchmarks/torch_input_pipeline.py, run by /usr/bin/python3) with 1 and 2 workers. Throughput
-is the batch size over the median interval between batches after a few warm-up batches. Prints the
-table and writes benchmarks/results/input_pipeline.json.
+query / key colour recipes, RGB) with 1 and 2 grain workers, and the same recipe on the same files in a
+torchvision DataLoader (benchmarks/torch_input_pipeline.py, run by /usr/bin/python3) with 1 and 2
+workers. Throughput is the images of the timed batches over the time they took, after a few warm-up
+batches. (Not the median interval: with several workers, batches arrive in bursts, one per worker,
+and the median of bursty intervals says little.) "Per worker" divides it by the worker count, the
+figure to compare per core. Prints the table with the load average (the machine may be shared) and
+writes benchmarks/results/input_pipeline.json.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ NUM_CLASSES = 16
 # absl flags, since grain's worker processes read absl flags and need them parsed.
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 512, "synthetic JPEGs to write")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "images per batch")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "batches skipped before timing")
-_BATCHES = flags.DEFINE_integer("batches", 10, "timed batches")
+_WARMUP = flags.DEFINE_integer("warmup", 4, "batches skipped before timing")
+_BATCHES = flags.DEFINE_integer("batches", 16, "timed batches (a multiple of the worker counts evens out bursts)")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "worker counts to time")
 _OUTPUT = flags.DEFINE_string("output", os.path.join(HERE, "results", "input_pipeline.json"), "JSON output")
 
@@ -105,8 +108,8 @@ def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: in
   assert batch["small_crops"].shape == (batch_size, 5, 64, 64, 3), batch["small_crops"].shape
   assert batch["boxes"].shape == (batch_size, 5, 4), batch["boxes"].shape
   del iterator  # stops the worker processes
-  return {"num_workers": num_workers, "images_per_s": batch_size / statistics.median(intervals),
-          "images_per_s_mean": batch_size * len(intervals) / sum(intervals), "batch_seconds": intervals}
+  return {"num_workers": num_workers, "images_per_s": batch_size * len(intervals) / sum(intervals),
+          "images_per_s_median_interval": batch_size / statistics.median(intervals), "batch_seconds": intervals}
 
 
 def time_torchvision(root: str, list_path: str, num_workers: int, batch_size: int, warmup: int,
@@ -130,6 +133,10 @@ def mean_decode_ms(split, count: int = 64) -> float:
   return 1000 * (time.perf_counter() - start) / count
 
 
+def _loads(load_average) -> str:
+  return ", ".join(f"{value:.2f}" for value in load_average)
+
+
 def main(argv):
   del argv  # flags only
   args = types.SimpleNamespace(num_images=_NUM_IMAGES.value, batch_size=_BATCH_SIZE.value, warmup=_WARMUP.value,
@@ -144,6 +151,7 @@ def main(argv):
     decode_ms = mean_decode_ms(split)
     file_kb = np.mean([os.path.getsize(os.path.join(root, p)) for p in split.source.paths]) / 1024
     print(f"JPEG files {file_kb:.0f} KB on average, PIL decode {decode_ms:.1f} ms per image", flush=True)
+    load_before = os.getloadavg()
     rows = []
     for num_workers in args.workers:
       ours = time_ours(split, num_workers, args.batch_size, args.warmup, args.batches)
@@ -152,13 +160,20 @@ def main(argv):
       if torch_result:
         print(f"torchvision, {num_workers} workers: {torch_result['images_per_s']:.1f} img/s", flush=True)
       rows.append({"num_workers": num_workers, "ours": ours, "torchvision": torch_result})
+    load_after = os.getloadavg()
 
-  print("\n| workers | ours img/s | torchvision img/s | ours / torchvision |")
-  print("|---|---|---|---|")
+  print(f"\nload average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after, "
+        f"on {os.cpu_count()} CPUs")
+  print("| workers | ours img/s | ours img/s per worker | torchvision img/s | torchvision img/s per worker "
+        "| ours / torchvision |")
+  print("|---|---|---|---|---|---|")
   for row in rows:
+    workers = row["num_workers"]
     ours = row["ours"]["images_per_s"]
     reference = row["torchvision"]["images_per_s"] if row["torchvision"] else float("nan")
-    print(f"| {row['num_workers']} | {ours:.1f} | {reference:.1f} | {ours / reference:.2f} |")
+    per_worker = max(workers, 1)  # 0 workers: the main process does the work
+    print(f"| {workers} | {ours:.1f} | {ours / per_worker:.1f} | {reference:.1f} | {reference / per_worker:.1f} "
+          f"| {ours / reference:.2f} |")
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
     json.dump({"recipe": "DSCL + PBSD pretrain views: 2 x 224 global crops, 5 x 64 small crops + boxes, "
@@ -166,6 +181,7 @@ def main(argv):
                "images": f"{args.num_images} synthetic JPEGs, 500x375 .. 640x480, quality 90",
                "batch_size": args.batch_size, "warmup_batches": args.warmup, "timed_batches": args.batches,
                "mean_file_kb": file_kb, "pil_decode_ms_per_image": decode_ms, "cpu_count": os.cpu_count(),
+               "load_average_before": load_before, "load_average_after": load_after,
                "machine": platform.processor() or platform.machine(), "rows": rows}, f, indent=2)
   print(f"\nwrote {args.output}")
 

@@ -8,17 +8,21 @@ Same recipe as dscl_jax.augment.pretrain_views, done the torchvision way on PIL 
 RandomResizedCrop(224, (0.08, 1)) + flip global crops; five RandomResizedCrop((0.05, 0.6)) boxes drawn in
 the (flipped) query crop and resized to 64; query colours (jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale p 0.2,
 blur sigma 0.1-2 p 0.5) on the query and every small crop, key colours (jitter 0.4/0.4/0.4/0 always) on
-the key; ToTensor + ImageNet normalisation. Prints one JSON line: images/s from the median batch interval.
+the key; ToTensor + ImageNet normalisation. The blur is the reference's (MoCo v2's): PIL's
+`ImageFilter.GaussianBlur(radius=sigma)`, as in dscl_jax.augment. Prints one JSON line: images/s over
+the timed batches (and from the median batch interval).
 """
 
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 
 import torch
 from PIL import Image
+from PIL import ImageFilter
 from torch.utils import data
 from torchvision import transforms
 from torchvision.transforms import functional as F
@@ -26,16 +30,21 @@ from torchvision.transforms import functional as F
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def blur_kernel_size(side):
-  """The kernel dscl_jax.augment uses: about 10% of the side, odd (23 for 224, 7 for 64)."""
-  return 2 * max(1, int(round(side / 20))) + 1
+class PilGaussianBlur:
+  """Blur with sigma uniform in `sigma_range`, by PIL's GaussianBlur (the reference's blur)."""
+
+  def __init__(self, sigma_range=(0.1, 2.0)):
+    self.sigma_range = sigma_range
+
+  def __call__(self, image):
+    return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma_range)))
 
 
-def query_colours(side):
+def query_colours():
   return transforms.Compose([
       transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
       transforms.RandomGrayscale(p=0.2),
-      transforms.RandomApply([transforms.GaussianBlur(blur_kernel_size(side), sigma=(0.1, 2.0))], p=0.5),
+      transforms.RandomApply([PilGaussianBlur((0.1, 2.0))], p=0.5),
       transforms.ToTensor(),
       transforms.Normalize(MEAN, STD),
   ])
@@ -51,8 +60,7 @@ class PretrainViews(data.Dataset):
         transforms.RandomResizedCrop(image_size, scale=(0.08, 1.0)),
         transforms.RandomHorizontalFlip(),
     ])
-    self.query_colours = query_colours(image_size)
-    self.small_colours = query_colours(crop_size)
+    self.query_colours = query_colours()
     self.key_colours = transforms.Compose([
         transforms.ColorJitter(0.4, 0.4, 0.4, 0.0),
         transforms.ToTensor(),
@@ -74,7 +82,7 @@ class PretrainViews(data.Dataset):
       top, left, height, width = transforms.RandomResizedCrop.get_params(
           query_crop, scale=(0.05, 0.6), ratio=(3 / 4, 4 / 3))
       small = F.resized_crop(query_crop, top, left, height, width, [self.crop_size, self.crop_size])
-      small_crops.append(self.small_colours(small))
+      small_crops.append(self.query_colours(small))
       boxes.append(torch.tensor([left, top, left + width, top + height], dtype=torch.float32))
     return (self.query_colours(query_crop), self.key_colours(key_crop), torch.stack(small_crops),
             torch.stack(boxes), label)
@@ -86,8 +94,8 @@ def main():
   parser.add_argument("--split_list", required=True)
   parser.add_argument("--num_workers", type=int, default=1)
   parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--batches", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=4)
+  parser.add_argument("--batches", type=int, default=16)
   args = parser.parse_args()
   dataset = PretrainViews(args.root, args.split_list)
   total = args.batch_size * (args.warmup + args.batches)
@@ -107,10 +115,9 @@ def main():
     intervals.append(now - last)
     last = now
   assert batch[0].shape == (args.batch_size, 3, 224, 224) and batch[2].shape == (args.batch_size, 5, 3, 64, 64)
-  median = statistics.median(intervals)
   print(json.dumps({"num_workers": args.num_workers, "batch_size": args.batch_size,
-                    "images_per_s": args.batch_size / median,
-                    "images_per_s_mean": args.batch_size * len(intervals) / sum(intervals),
+                    "images_per_s": args.batch_size * len(intervals) / sum(intervals),
+                    "images_per_s_median_interval": args.batch_size / statistics.median(intervals),
                     "batch_seconds": intervals}))
 
 

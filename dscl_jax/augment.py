@@ -1,9 +1,13 @@
-"""Image augmentations in NumPy, one pure function each, plus the pretrain / probe / eval recipes.
+"""Image augmentations on uint8 PIL images, one function each, plus the pretrain / probe / eval recipes.
 
-Every function takes a float32 image `[H, W, C]` with values in [0, 1] (C = 1 or 3) and, when it is
-random, a `np.random.Generator`; the same generator state gives the same output, so a sample's views
-are a function of its seed alone. The semantics follow torchvision's transforms (RandomResizedCrop,
-ColorJitter, RandomGrayscale, GaussianBlur) computed in float32 instead of on uint8 PIL images.
+The geometric and colour operations take and return `PIL.Image.Image`s of mode "RGB" (3 channels) or
+"L" (1 channel) and compute exactly what torchvision's PIL path computes, which is what the reference
+DSCL / MoCo v2 code trains on: RandomResizedCrop is a crop followed by an antialiased bilinear resize,
+ColorJitter uses PIL's ImageEnhance blends and a hue shift in PIL's 8-bit HSV, RandomGrayscale is
+PIL's luma conversion, and the blur is MoCo v2's `ImageFilter.GaussianBlur(radius=sigma)`. Working on
+uint8 images in PIL's C loops is what makes ImageNet-sized views cheap; only `normalize`, the last
+step, produces float32. Random operations draw from a `np.random.Generator`, so a sample's views are a
+function of the generator's seed alone.
 
 Recipes (METHODS.md sections 3 and 4):
   query: RandomResizedCrop -> flip (p 0.5) -> jitter (0.4, 0.4, 0.4, 0.1) p 0.8 -> grayscale p 0.2
@@ -18,18 +22,34 @@ grayscale conversion.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import ml_collections
 import numpy as np
+from PIL import Image
+from PIL import ImageEnhance
+from PIL import ImageFilter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# ITU-R 601 luma weights, as torchvision's rgb_to_grayscale uses.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _CROP_ATTEMPTS = 10
+_MODES = {1: "L", 3: "RGB"}
+
+
+def to_pil(image_uint8: np.ndarray) -> Image.Image:
+  """uint8 `[H, W, C]`, C = 1 or 3 -> a PIL image of mode "L" or "RGB"."""
+  if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3 or image_uint8.shape[-1] not in _MODES:
+    raise ValueError(f"expected a uint8 [H, W, 1 or 3] image, got {image_uint8.dtype} {image_uint8.shape}")
+  return Image.fromarray(image_uint8[..., 0] if image_uint8.shape[-1] == 1 else image_uint8)
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+  """A PIL image of mode "L" or "RGB" -> uint8 `[H, W, C]` (C = 1 or 3), possibly read-only."""
+  if image.mode not in _MODES.values():
+    raise ValueError(f"expected a PIL image of mode 'L' or 'RGB', got mode {image.mode!r}")
+  pixels = np.asarray(image)
+  return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def to_float(image_uint8: np.ndarray) -> np.ndarray:
@@ -76,145 +96,96 @@ def sample_crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.
   return np.array([x1, y1, x1 + w, y1 + h], dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=256)
-def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
-  """Bilinear weights `[out_size, in_size]` with antialiasing when shrinking (PIL's resampling).
-
-  Output pixel `o` is centred at `(o + 0.5) * in_size / out_size` in input coordinates; input pixel `i`
-  gets the triangle weight `max(0, 1 - |i + 0.5 - centre| / s)`, `s = max(in_size / out_size, 1)`, and
-  each row is renormalised (so the image edges need no padding).
-  """
-  step = in_size / out_size
-  support = max(step, 1.0)
-  centres = (np.arange(out_size, dtype=np.float64) + 0.5) * step
-  taps = np.arange(in_size, dtype=np.float64) + 0.5
-  weights = np.maximum(0.0, 1.0 - np.abs(taps[None, :] - centres[:, None]) / support)
-  weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
-  weights.flags.writeable = False  # shared by the cache
-  return weights
-
-
-def resize(image: np.ndarray, size) -> np.ndarray:
-  """Bilinear (antialiased) resize of `[H, W, C]` to `[h, w, C]`; `size` is `h = w` or `(h, w)`."""
+def resize(image: Image.Image, size) -> Image.Image:
+  """Bilinear resize, antialiased when shrinking (PIL's); `size` is `h = w` or `(h, w)`."""
   out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
-  height, width, channels = image.shape
-  if (out_h, out_w) == (height, width):
-    return image
-  rows = _resample_matrix(height, out_h) @ image.reshape(height, width * channels)
-  # [out_w, W] @ [out_h, W, C] broadcasts over out_h: [out_h, out_w, C].
-  return np.matmul(_resample_matrix(width, out_w), rows.reshape(out_h, width, channels))
+  return image.resize((int(out_w), int(out_h)), Image.Resampling.BILINEAR)
 
 
-def resized_crop(image: np.ndarray, box: np.ndarray, size) -> np.ndarray:
-  """The integer box `[x1, y1, x2, y2]` of `image` `[H, W, C]`, resized to `size`."""
+def resized_crop(image: Image.Image, box, size) -> Image.Image:
+  """The integer box `[x1, y1, x2, y2]` of `image`, resized to `size`.
+
+  Cropping first, as torchvision does, means the resampling filter never reaches past the box: PIL's
+  `resize(box=...)` would blend in pixels just outside it at the edges.
+  """
   x1, y1, x2, y2 = (int(v) for v in box)
-  return resize(image[y1:y2, x1:x2], size)
+  width, height = image.size
+  if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+    raise ValueError(f"crop box {[x1, y1, x2, y2]} is not a non-empty box inside the {height}x{width} image")
+  return resize(image.crop((x1, y1, x2, y2)), size)
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> tuple[np.ndarray, np.ndarray]:
-  """RandomResizedCrop: `([size, size, C] crop, box [x1, y1, x2, y2] in pixels of image)`."""
-  box = sample_crop_box(image.shape[0], image.shape[1], rng, scale, ratio)
+def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> tuple[Image.Image, np.ndarray]:
+  """RandomResizedCrop: `(size x size crop, box [x1, y1, x2, y2] in pixels of image)`."""
+  box = sample_crop_box(image.height, image.width, rng, scale, ratio)
   return resized_crop(image, box, size), box
 
 
-def horizontal_flip(image: np.ndarray) -> np.ndarray:
-  """Mirror left-right: `[H, W, C]`."""
-  return image[:, ::-1]
+def horizontal_flip(image: Image.Image) -> Image.Image:
+  """Mirror left-right."""
+  return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
-def random_flip(image: np.ndarray, rng: np.random.Generator, prob: float = 0.5) -> np.ndarray:
+def random_flip(image: Image.Image, rng: np.random.Generator, prob: float = 0.5) -> Image.Image:
   """Horizontal flip with probability `prob`."""
   return horizontal_flip(image) if rng.random() < prob else image
 
 
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+def center_crop(image: Image.Image, size: int) -> Image.Image:
   """The central `size x size` window (torchvision rounding: top = round((H - size) / 2))."""
-  height, width = image.shape[:2]
+  width, height = image.size
   if size > height or size > width:
     raise ValueError(f"center crop {size} is larger than the image {height}x{width}")
   top, left = int(round((height - size) / 2)), int(round((width - size) / 2))
-  return image[top:top + size, left:left + size]
+  return image.crop((left, top, left + size, top + size))
 
 
 # ------------------------------------------------------------------------------------------- colour
 
 
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-  """Luma of an RGB image, repeated over the 3 channels: `[H, W, 3]`."""
-  gray = image @ _LUMA
-  return np.repeat(gray[..., None], 3, axis=-1)
+def to_grayscale(image: Image.Image) -> Image.Image:
+  """PIL's luma (ITU-R 601, integer arithmetic) repeated over 3 channels: an "RGB" image."""
+  return image.convert("L").convert("RGB")
 
 
-def _intensity(image: np.ndarray) -> np.ndarray:
-  """`[H, W, 1]` luma (RGB) or the image itself (grayscale)."""
-  return image if image.shape[-1] == 1 else (image @ _LUMA)[..., None]
+def adjust_brightness(image: Image.Image, factor: float) -> Image.Image:
+  """Scale intensities by `factor` (blend with black), truncated to uint8 as PIL's blend does."""
+  return ImageEnhance.Brightness(image).enhance(factor)
 
 
-def _blend(image: np.ndarray, other, factor: float) -> np.ndarray:
-  return np.clip(factor * image + (1.0 - factor) * other, 0.0, 1.0).astype(np.float32)
+def adjust_contrast(image: Image.Image, factor: float) -> Image.Image:
+  """Blend with a uniform gray at the image's mean luma (rounded to an integer)."""
+  return ImageEnhance.Contrast(image).enhance(factor)
 
 
-def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
-  """Scale intensities by `factor` (blend with black)."""
-  return np.clip(image * np.float32(factor), 0.0, 1.0)
+def adjust_saturation(image: Image.Image, factor: float) -> Image.Image:
+  """Blend with the image's own luma; the identity on "L" images."""
+  return ImageEnhance.Color(image).enhance(factor)
 
 
-def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blend with the image's mean intensity (a uniform gray)."""
-  return _blend(image, np.float32(_intensity(image).mean()), np.float32(factor))
+def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
+  """Rotate the hue by `shift` turns (`shift` in [-0.5, 0.5]) in PIL's 8-bit HSV; "L" images pass through.
+
+  The hue channel moves by `int(shift * 255)` levels (truncated towards zero) modulo 256, as
+  torchvision's PIL path does with its uint8 addition.
+  """
+  if not -0.5 <= shift <= 0.5:
+    raise ValueError(f"hue shift must be in [-0.5, 0.5], got {shift}")
+  if image.mode == "L":
+    return image
+  levels = int(shift * 255)
+  # One lookup table per HSV band: the hue rotates, saturation and value stay.
+  table = [(level + levels) % 256 for level in range(256)] + list(range(256)) * 2
+  return image.convert("HSV").point(table).convert(image.mode)
 
 
-def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blend an RGB image with its own grayscale version."""
-  return _blend(image, _intensity(image), np.float32(factor))
-
-
-def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
-  """`[..., 3]` RGB in [0, 1] -> `[..., 3]` HSV, hue in [0, 1)."""
-  r, g, b = image[..., 0], image[..., 1], image[..., 2]
-  value = image.max(axis=-1)
-  chroma = value - image.min(axis=-1)
-  gray = chroma == 0
-  saturation = chroma / np.where(gray, 1.0, value)
-  safe_chroma = np.where(gray, 1.0, chroma)
-  # Hue sector: which channel is the max decides the 60-degree sector; ties go to red, then green.
-  hue = np.where(value == r, (g - b) / safe_chroma,
-                 np.where(value == g, 2.0 + (b - r) / safe_chroma, 4.0 + (r - g) / safe_chroma))
-  hue = np.where(gray, 0.0, hue)
-  hue = np.mod(hue / 6.0, 1.0)
-  return np.stack([hue, saturation, value], axis=-1).astype(np.float32)
-
-
-def hsv_to_rgb(image: np.ndarray) -> np.ndarray:
-  """`[..., 3]` HSV (hue in [0, 1)) -> `[..., 3]` RGB in [0, 1]."""
-  hue, saturation, value = image[..., 0], image[..., 1], image[..., 2]
-  sector_float = np.floor(hue * 6.0)
-  frac = hue * 6.0 - sector_float
-  sector = np.mod(sector_float.astype(np.int64), 6)
-  p = np.clip(value * (1.0 - saturation), 0.0, 1.0)
-  q = np.clip(value * (1.0 - saturation * frac), 0.0, 1.0)
-  t = np.clip(value * (1.0 - saturation * (1.0 - frac)), 0.0, 1.0)
-  # (r, g, b) for sectors 0..5 of the hue circle.
-  choices = np.stack([np.stack(c, axis=-1) for c in
-                      ((value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value),
-                       (value, p, q))], axis=0)
-  return np.take_along_axis(choices, sector[None, ..., None], axis=0)[0].astype(np.float32)
-
-
-def adjust_hue(image: np.ndarray, shift: float) -> np.ndarray:
-  """Rotate the hue of an RGB image by `shift` turns (`shift` in [-0.5, 0.5])."""
-  hsv = rgb_to_hsv(image)
-  hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(shift), 1.0)
-  return hsv_to_rgb(hsv)
-
-
-def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.0,
-                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0) -> np.ndarray:
+def color_jitter(image: Image.Image, rng: np.random.Generator, brightness: float = 0.0,
+                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0) -> Image.Image:
   """ColorJitter: the non-zero parts, in a random order, each with a random strength.
 
   Brightness, contrast and saturation factors are uniform in `[max(0, 1 - x), 1 + x]`, the hue shift
-  uniform in `[-hue, hue]`. A zero strength skips that part. Grayscale images (C = 1) must come with
+  uniform in `[-hue, hue]`. A zero strength skips that part. Grayscale images ("L") must come with
   `saturation = hue = 0` (they only have intensity).
   """
   for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
@@ -222,7 +193,7 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float 
       raise ValueError(f"{name} jitter must be >= 0, got {value}")
   if not 0 <= hue <= 0.5:
     raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
-  if image.shape[-1] == 1 and (saturation or hue):
+  if image.mode == "L" and (saturation or hue):
     raise ValueError(f"a 1-channel image has no saturation or hue; got saturation {saturation}, hue {hue}")
   for part in rng.permutation(4):
     if part == 0 and brightness:
@@ -236,74 +207,55 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float 
   return image
 
 
-def random_grayscale(image: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
-  """RGB -> grayscale (3 equal channels) with probability `prob`; grayscale images pass through."""
-  if image.shape[-1] == 1:
+def random_grayscale(image: Image.Image, rng: np.random.Generator, prob: float) -> Image.Image:
+  """RGB -> grayscale (3 equal channels) with probability `prob`; "L" images pass through."""
+  if image.mode == "L":
     return image
   return to_grayscale(image) if rng.random() < prob else image
 
 
-def blur_kernel_size(side: int) -> int:
-  """Odd Gaussian kernel about 10% of the side: `2 * max(1, round(side / 20)) + 1` (23 for 224)."""
-  return 2 * max(1, int(round(side / 20))) + 1
+def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
+  """PIL's Gaussian blur with standard deviation `sigma` (MoCo v2's `GaussianBlur(radius=sigma)`).
+
+  PIL approximates the Gaussian with three box blurs of matching variance and extends the edge pixels.
+  """
+  if not sigma > 0:
+    raise ValueError(f"blur sigma must be > 0, got {sigma}")
+  return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
-@functools.lru_cache(maxsize=64)
-def _reflect_taps(size: int, radius: int) -> np.ndarray:
-  """`[size, 2 * radius + 1]` flat indices into a `[size, size]` matrix: row i, reflected column i + d."""
-  if radius >= size:
-    raise ValueError(f"blur kernel of {2 * radius + 1} taps needs a side > {radius}, got {size}")
-  rows = np.arange(size)[:, None]
-  cols = np.abs(rows + np.arange(-radius, radius + 1)[None, :])
-  cols = np.where(cols > size - 1, 2 * (size - 1) - cols, cols)
-  taps = rows * size + cols
-  taps.flags.writeable = False
-  return taps
+def normalize(image, mean, std) -> np.ndarray:
+  """`(x / 255 - mean) / std` per channel, float32, for a PIL image or uint8 `[..., H, W, C]` pixels.
 
-
-def _reflect_blur_matrix(size: int, kernel: np.ndarray) -> np.ndarray:
-  """`[size, size]` matrix applying the 1-D `kernel` with reflect padding (edge not repeated)."""
-  taps = _reflect_taps(size, len(kernel) // 2)
-  # bincount sums the weights of taps that reflect onto the same pixel.
-  weights = np.broadcast_to(kernel, taps.shape).ravel()
-  return np.bincount(taps.ravel(), weights, minlength=size * size).reshape(size, size).astype(np.float32)
-
-
-def gaussian_blur(image: np.ndarray, sigma: float, kernel_size: int | None = None) -> np.ndarray:
-  """Separable Gaussian blur of `[H, W, C]`, reflect padding; kernel defaults to `blur_kernel_size`."""
-  height, width, channels = image.shape
-  if kernel_size is None:
-    kernel_size = blur_kernel_size(min(height, width))
-  if kernel_size % 2 != 1 or sigma <= 0:
-    raise ValueError(f"blur needs an odd kernel and sigma > 0, got kernel {kernel_size}, sigma {sigma}")
-  offsets = np.arange(kernel_size, dtype=np.float32) - (kernel_size - 1) / 2
-  kernel = np.exp(-0.5 * (offsets / np.float32(sigma)) ** 2)
-  kernel /= kernel.sum()
-  rows = _reflect_blur_matrix(height, kernel) @ image.reshape(height, width * channels)
-  return np.matmul(_reflect_blur_matrix(width, kernel), rows.reshape(height, width, channels))
-
-
-def normalize(image: np.ndarray, mean, std) -> np.ndarray:
-  """`(image - mean) / std` per channel; `mean`, `std` have one entry per channel."""
-  channels = image.shape[-1]
+  `mean` and `std` have one entry per channel. Computed as `x * (1 / (255 std)) - mean / std` with the
+  constants in float32; within 2e-6 of torchvision's ToTensor + Normalize.
+  """
+  pixels = to_array(image) if isinstance(image, Image.Image) else image
+  if pixels.dtype != np.uint8:
+    raise ValueError(f"normalize expects uint8 pixels or a PIL image, got {pixels.dtype}")
+  channels = pixels.shape[-1]
   if len(mean) != channels or len(std) != channels:
     raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
                      f"image; set config.augment.mean / std")
-  return ((image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+  std = np.asarray(std, np.float64)
+  out = pixels.astype(np.float32)
+  out *= (1.0 / (255.0 * std)).astype(np.float32)
+  out -= (np.asarray(mean, np.float64) / std).astype(np.float32)
+  return out
 
 
 # ------------------------------------------------------------------------------------------ recipes
 
 
-def colour_recipe(image: np.ndarray, rng: np.random.Generator, recipe: Any,
-                  blur_sigma=(0.1, 2.0)) -> np.ndarray:
-  """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob) applied to `[H, W, C]`.
+def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any,
+                  blur_sigma=(0.1, 2.0)) -> Image.Image:
+  """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob) applied to `image`.
 
   Jitter with probability `jitter_prob`, then grayscale, then a Gaussian blur with sigma uniform in
-  `blur_sigma`. Grayscale inputs keep only brightness and contrast.
+  `blur_sigma`. Grayscale ("L") inputs keep only brightness and contrast.
   """
   brightness, contrast, saturation, hue = recipe.jitter
-  if image.shape[-1] == 1:
+  if image.mode == "L":
     saturation, hue = 0.0, 0.0
   if rng.random() < recipe.jitter_prob:
     image = color_jitter(image, rng, brightness, contrast, saturation, hue)
@@ -313,7 +265,7 @@ def colour_recipe(image: np.ndarray, rng: np.random.Generator, recipe: Any,
   return image
 
 
-def _global_crop(image: np.ndarray, rng: np.random.Generator, cfg_augment: Any) -> np.ndarray:
+def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any) -> Image.Image:
   crop, _ = random_resized_crop(image, rng, cfg_augment.image_size, cfg_augment.crop_scale,
                                 cfg_augment.crop_ratio)
   return random_flip(crop, rng)
@@ -323,11 +275,12 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
                    cfg_pbsd: Any) -> dict[str, np.ndarray]:
   """The two contrastive views of one image and, with PBSD or multi-crop, its small crops.
 
-  Returns float32 'query' and 'key' `[S, S, C]` (S = image_size), and when `cfg_pbsd.enabled` or
-  `cfg_pbsd.multicrop`: 'small_crops' `[n, s, s, C]` (s = crop_size) and 'boxes' `[n, 4]`, the small
-  crops' `[x1, y1, x2, y2]` in pixels of the query's `S x S` global crop (after its flip).
+  `image_uint8` is `[H, W, C]`. Returns float32 'query' and 'key' `[S, S, C]` (S = image_size), and when
+  `cfg_pbsd.enabled` or `cfg_pbsd.multicrop`: 'small_crops' `[n, s, s, C]` (s = crop_size) and 'boxes'
+  `[n, 4]`, the small crops' `[x1, y1, x2, y2]` in pixels of the query's `S x S` global crop (after its
+  flip).
   """
-  image = to_float(image_uint8)
+  image = to_pil(image_uint8)
   query_crop = _global_crop(image, rng, cfg_augment)
   key_crop = _global_crop(image, rng, cfg_augment)
   mean, std, sigma = cfg_augment.mean, cfg_augment.std, cfg_augment.blur_sigma
@@ -339,10 +292,10 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
     ratio = getattr(cfg_pbsd, "crop_ratio", (3 / 4, 4 / 3))
     size = cfg_augment.image_size
     boxes = [sample_crop_box(size, size, rng, cfg_pbsd.crop_scale, ratio) for _ in range(cfg_pbsd.num_crops)]
-    views["small_crops"] = np.stack([
-        normalize(colour_recipe(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng, cfg_augment.query,
-                                sigma), mean, std)
-        for box in boxes])
+    small_crops = [to_array(colour_recipe(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng,
+                                          cfg_augment.query, sigma))
+                   for box in boxes]
+    views["small_crops"] = normalize(np.stack(small_crops), mean, std)
     views["boxes"] = np.stack(boxes).astype(np.float32)
   views["query"] = normalize(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std)
   views["key"] = normalize(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std)
@@ -351,7 +304,7 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
 
 def probe_view(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any) -> np.ndarray:
   """Linear-probe training view `[S, S, C]`: RandomResizedCrop(probe_crop_scale) -> flip -> normalize."""
-  crop, _ = random_resized_crop(to_float(image_uint8), rng, cfg_augment.image_size,
+  crop, _ = random_resized_crop(to_pil(image_uint8), rng, cfg_augment.image_size,
                                 cfg_augment.probe_crop_scale, cfg_augment.crop_ratio)
   return normalize(random_flip(crop, rng), cfg_augment.mean, cfg_augment.std)
 
@@ -361,16 +314,18 @@ def eval_view(image_uint8: np.ndarray, cfg_augment: Any) -> np.ndarray:
   ratio = cfg_augment.eval_resize_ratio
   if ratio < 1:
     raise ValueError(f"eval_resize_ratio must be >= 1 (resize, then crop image_size), got {ratio}")
-  image = to_float(image_uint8)
+  image = to_pil(image_uint8)
   size = cfg_augment.image_size
   short_target = int(round(size * ratio))
-  height, width = image.shape[:2]
+  width, height = image.size
   # torchvision Resize(int): the shorter side becomes the target, the longer one is truncated.
   if height <= width:
     new_shape = (short_target, int(short_target * width / height))
   else:
     new_shape = (int(short_target * height / width), short_target)
-  return normalize(center_crop(resize(image, new_shape), size), cfg_augment.mean, cfg_augment.std)
+  if new_shape != (height, width):
+    image = resize(image, new_shape)
+  return normalize(center_crop(image, size), cfg_augment.mean, cfg_augment.std)
 
 
 # ------------------------------------------------------------------------------------------ configs

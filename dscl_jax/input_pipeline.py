@@ -131,6 +131,21 @@ class _LocalToGlobal:
   def __call__(self, element: int):
     return self.sample(self.position(element))
 
+  def batch_samples(self, local_step: int) -> list:
+    """The `b` samples of this process's batch `local_step`, in row order."""
+    first = local_step * self.local_batch
+    return [self(element) for element in range(first, first + self.local_batch)]
+
+
+class _Unbatch(grain.experimental.FlatMapTransform):
+  """A list of samples -> the samples one by one."""
+
+  def __init__(self, batch_size: int):
+    self.max_fan_out = batch_size
+
+  def flat_map(self, samples: list) -> list:
+    return samples
+
 
 def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
   if global_batch_size < 1 or global_batch_size % process_count:
@@ -151,14 +166,23 @@ def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_
   local_batch = _local_batch_size(global_batch_size, process_index, process_count)
   to_global = _LocalToGlobal(start_step, local_batch, global_batch_size, process_index, sample)
   to_global(0)  # a bad config fails here, in this process, rather than inside a worker
-  num_elements = (sys.maxsize // 4 // local_batch) * local_batch  # endless in practice
-  dataset = (grain.MapDataset.range(num_elements).map(to_global)
-             .batch(local_batch, drop_remainder=True)
+  num_steps = sys.maxsize // 4 // local_batch  # endless in practice
+  # Workers split the stream by whole batches (grain slices the first MapDataset: batches here), so
+  # a batch never depends on the worker count. The samples are then flattened and stacked again so that
+  # the batch is each worker's last operation: grain can stack it straight into the shared memory that
+  # carries it to this process, instead of stacking and then copying (1.5 MB per sample for the
+  # ImageNet DSCL + PBSD views).
+  dataset = (grain.MapDataset.range(num_steps).map(to_global.batch_samples)
              .to_iter_dataset(grain.ReadOptions(**_READ_OPTIONS)))
+  dataset = grain.experimental.FlatMapIterDataset(dataset, _Unbatch(local_batch))
+  dataset = dataset.batch(local_batch, drop_remainder=True)
   if num_workers > 0:
     # grain's worker processes read absl flags; outside `app.run` (tests, notebooks) use their defaults.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
+    # mp_prefetch turns shared-memory stacking on for 2+ workers only; a single worker gains as much.
+    # Never without workers: nothing would release the shared memory.
+    dataset.enable_shared_memory_output()
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(dataset)
 

@@ -101,8 +101,9 @@ def test_process_shards_concatenate_to_the_single_process_batch():
       np.testing.assert_array_equal(np.concatenate([s[step][name] for s in shards]), batch[name])
 
 
-def test_worker_processes_do_not_change_the_batches():
-  _assert_same_batches(_pretrain(5, num_workers=2), _pretrain(5, num_workers=0))
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_worker_processes_do_not_change_the_batches(num_workers):
+  _assert_same_batches(_pretrain(5, num_workers=num_workers), _pretrain(5, num_workers=0))
 
 
 def test_batch_and_process_arguments_are_checked():
