@@ -19,7 +19,8 @@ class PretrainState:
 
   `params` / `batch_stats`: the online encoder. `target_params` / `target_batch_stats`: its momentum
   (EMA) target, which has its own BatchNorm statistics. `queue` [K, D] holds target embeddings of past
-  global batches and `queue_labels` [K] their labels; `queue_ptr` is the next row to write. `rng` is a raw
+  global batches and `queue_labels` [K] their labels (both None when K = 0); `queue_ptr` is the next row
+  to write. `rng` is a raw
   uint32 key [2], folded with `step` inside the step so a resumed run draws the same numbers.
   """
 
@@ -68,7 +69,8 @@ def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformatio
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   probe = model.apply(variables, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
   embed_dim = probe["embedding"].shape[-1]
-  queue, queue_labels = random_queue(queue_rng, queue_size, embed_dim, num_classes)
+  # No queue (cross-entropy, or K = 0) is None rather than a [0, D] array: orbax cannot save empty arrays.
+  queue, queue_labels = random_queue(queue_rng, queue_size, embed_dim, num_classes) if queue_size else (None, None)
   copy = lambda tree: jax.tree.map(jnp.array, tree)
   return PretrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,

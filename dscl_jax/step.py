@@ -39,10 +39,11 @@ def enqueue(queue, queue_labels, queue_ptr, keys, labels):
   """Write `keys` [B, D] and `labels` [B] into the ring buffer at `queue_ptr`; advance it by B mod K.
 
   K must be a multiple of B (checked when the config is validated), so a write never straddles the end.
+  A missing queue (None, K = 0) stays missing.
   """
-  queue_size = queue.shape[0]
-  if queue_size == 0:
+  if queue is None or queue.shape[0] == 0:
     return queue, queue_labels, queue_ptr
+  queue_size = queue.shape[0]
   queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (queue_ptr, 0))
   queue_labels = jax.lax.dynamic_update_slice(queue_labels, labels.astype(queue_labels.dtype), (queue_ptr,))
   return queue, queue_labels, (queue_ptr + keys.shape[0]) % queue_size
@@ -72,11 +73,18 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
   temperature = config.loss.temperature
   weight = config.pbsd.weight
 
+  def queue_arrays(state, embed_dim):
+    """The queue and its labels; [0, D] and [0] when the state holds none (K = 0)."""
+    if state.queue is None:
+      return jnp.zeros((0, embed_dim), jnp.float32), jnp.zeros((0,), jnp.int32)
+    return state.queue, state.queue_labels
+
   def contrastive_loss(query, key, state, labels):
+    queue, queue_labels = queue_arrays(state, key.shape[-1])
     if method == "dscl":
-      return losses.dscl_loss(query, key, state.queue, labels, state.queue_labels, beta=config.loss.beta,
+      return losses.dscl_loss(query, key, queue, labels, queue_labels, beta=config.loss.beta,
                               temperature=temperature)
-    return losses.supcon_loss(query, key, state.queue, labels, state.queue_labels, temperature=temperature)
+    return losses.supcon_loss(query, key, queue, labels, queue_labels, temperature=temperature)
 
   def train_step(state: PretrainState, batch: dict[str, jax.Array]):
     labels = batch["label"]
@@ -118,7 +126,8 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
                              spatial_scale=feature_map.shape[1] / batch["query"].shape[1], sampling_ratio=-1)
           teacher = online_model.apply({"params": params}, pooled.mean(axis=(1, 2)), method="project")
           teacher = l2_normalize(teacher).reshape(num_crops, batch_size, -1)
-          terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, state.queue, temperature=temperature)
+          queue, _ = queue_arrays(state, keys.shape[-1])
+          terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, queue, temperature=temperature)
         else:
           per_crop = jax.vmap(lambda s: contrastive_loss(s, keys, state, labels))(student)
           terms["multicrop"] = per_crop.mean()
