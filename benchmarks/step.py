@@ -98,7 +98,7 @@ def main():
   args = parser.parse_args()
   results = []
   emit = (lambda *a, **k: None) if args.quiet else print
-  emit(f"| case | batch | devices | compile s | median step s | images/s | XLA temp MiB | peak RSS MiB |")
+  emit("| case | batch | devices | compile s | median step s | images/s | XLA temp MiB | peak RSS MiB |")
   emit("|---|---|---|---|---|---|---|---|")
   for name in args.cases:
     if len(args.cases) > 1:  # one process per case, so that peak RSS is the case's own

@@ -13,7 +13,8 @@ import ml_collections
 from data.registry import get_dataset
 from dscl_jax import sharding
 from dscl_jax.accuracy import accuracy_report, count_correct, format_report, jit_count_step
-from dscl_jax.probe import build_trunk, load_pretrained_trunk, restore_probe
+from dscl_jax.models import build_trunk
+from dscl_jax.probe import load_pretrained_trunk, restore_probe
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -25,7 +26,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"eval.split {config.eval.split!r} is not available for {dataset.name} "
                      f"(test{', val' if dataset.val is not None else ''}, train)")
   trunk_variables, _, trunk_source = load_pretrained_trunk(config, dataset, mesh, workdir)
-  trunk = build_trunk(config)
+  trunk = build_trunk(config.model)
   probe_state, probe_source = restore_probe(config, workdir, trunk.num_features, dataset.num_classes,
                                             len(dataset.train), mesh)
   classifier = probe_state.params

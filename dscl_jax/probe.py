@@ -13,21 +13,15 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from data.registry import get_dataset
-from dscl_jax import checkpoint, input_pipeline, optim, sharding
+from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding
 from dscl_jax.accuracy import count_correct, jit_count_step
-from dscl_jax.models import ResNet
-from dscl_jax.progress import Progress, StopRequest
+from dscl_jax.models import build_trunk
+from dscl_jax.progress import Progress
 from dscl_jax.state import ProbeState
 from dscl_jax.step import make_probe_step
 from dscl_jax.train import build_models, init_pretrain_state, pretrain_schedule
-
-
-def build_trunk(config) -> ResNet:
-  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-  return ResNet(config.model.depth, config.model.style, config.model.get("width", 1), None, dtype)
 
 
 def load_pretrained_trunk(config, dataset, mesh, workdir: str):
@@ -110,10 +104,6 @@ class ValSelector:
         with open(self.record_path, "w") as f:
           json.dump(self.best, f)
 
-  def wait(self) -> None:
-    if self.enabled:
-      self.manager.wait_until_finished()
-
 
 def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
   mesh = sharding.make_mesh(config.mesh.num_devices)
@@ -122,7 +112,7 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
   job_dir = os.path.join(workdir, "probe")
   os.makedirs(job_dir, exist_ok=True)
   trunk_variables, _, source = load_pretrained_trunk(config, dataset, mesh, workdir)
-  trunk = build_trunk(config)
+  trunk = build_trunk(config.model)
   num_features = trunk.num_features
   print(f"[probe] frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, "
         f"class-balanced sampling", flush=True)
@@ -132,10 +122,7 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
   create = lambda: create_probe_state(tx, num_features, dataset.num_classes)
   state = jax.jit(create, out_shardings=replicated)()
   ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
-  restored = checkpoint.restore_latest(ckpt, state)
-  if restored is not None:
-    state = restored
-    print(f"[probe] resuming from step {int(state.step)}", flush=True)
+  state = loop.resume(ckpt, state, "probe")
   start_step = int(state.step)
   if start_step >= total_steps:
     print(f"[probe] already finished ({start_step} steps)", flush=True)
@@ -150,26 +137,12 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
       num_workers=config.train.num_workers, class_balanced=True)
   progress = Progress("probe", job_dir, total_steps, steps_per_epoch, config.probe.batch_size, start_step)
   selector = ValSelector(config, dataset, trunk, trunk_variables, mesh, job_dir)
-  with StopRequest() as stop:
-    for step in range(start_step, total_steps):
-      state, metrics = probe_step(state, trunk_variables, sharding.to_global(next(batches), mesh))
-      done = step + 1
-      if step == start_step:
-        jax.block_until_ready(metrics)
-        progress.start_timing(done)
-      if done % config.probe.log_every == 0 or done == total_steps:
-        record = progress.log(done, metrics)
-        if not np.isfinite(record["loss"]):
-          raise FloatingPointError(f"probe loss is {record['loss']} at step {done}; lower probe.lr")
-      if done % steps_per_epoch == 0 or done == total_steps:
-        selector.update(done, done / steps_per_epoch, state)
-      if done % config.probe.checkpoint_every == 0 or done == total_steps or stop.requested:
-        checkpoint.save(ckpt, done, state, force=True)
-      if stop.requested:
-        ckpt.wait_until_finished()
-        selector.wait()
-        raise SystemExit(f"[probe] stopped at step {done}; rerun the same command to resume")
-  ckpt.wait_until_finished()
-  selector.wait()
-  print(f"[probe] done: {total_steps} steps in {progress.elapsed():.0f}s", flush=True)
-  return state
+
+  def after_step(done, state):
+    if done % steps_per_epoch == 0 or done == total_steps:
+      selector.update(done, done / steps_per_epoch, state)
+
+  return loop.run("probe", state, lambda state, batch: probe_step(state, trunk_variables, batch), batches,
+                  mesh=mesh, mgr=ckpt, progress=progress, start_step=start_step, total_steps=total_steps,
+                  log_every=config.probe.log_every, checkpoint_every=config.probe.checkpoint_every,
+                  after_step=after_step)

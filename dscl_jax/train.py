@@ -10,18 +10,16 @@ Resume rules:
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import ml_collections
-import numpy as np
 
 from data.registry import get_dataset
-from dscl_jax import checkpoint, input_pipeline, optim, sharding
+from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding
 from dscl_jax.models import build_encoder
 from dscl_jax.models.torchvision_weights import load_torchvision_resnet
-from dscl_jax.progress import Progress, StopRequest
+from dscl_jax.progress import Progress
 from dscl_jax.state import PretrainState, create_pretrain_state, param_count
 from dscl_jax.step import make_pretrain_step
 
@@ -94,10 +92,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
   state = init_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, mesh)
 
   ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
-  restored = checkpoint.restore_latest(ckpt, state)
-  if restored is not None:
-    state = restored
-    print(f"[pretrain] resuming from step {int(state.step)} ({ckpt.directory})", flush=True)
+  state = loop.resume(ckpt, state, "pretrain")
   start_step = int(state.step)
   print(f"[pretrain] {config.method} on {dataset.name}: ResNet-{config.model.depth} "
         f"({param_count(state.params) / 1e6:.2f}M params), batch {config.train.batch_size} on "
@@ -116,24 +111,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), num_workers=config.train.num_workers)
   progress = Progress("pretrain", job_dir, total_steps, steps_per_epoch, config.train.batch_size, start_step)
-  with StopRequest() as stop:
-    for step in range(start_step, total_steps):
-      state, metrics = train_step(state, sharding.to_global(next(batches), mesh))
-      done = step + 1
-      if step == start_step:
-        jax.block_until_ready(metrics)
-        print(f"[pretrain] first step (with compilation) took {progress.elapsed():.1f}s", flush=True)
-        progress.start_timing(done)
-      if done % config.train.log_every == 0 or done == total_steps:
-        record = progress.log(done, metrics)
-        if not np.isfinite(record["loss"]):
-          raise FloatingPointError(f"pretrain loss is {record['loss']} at step {done}; lower train.base_lr")
-      if done % config.train.checkpoint_every == 0 or done == total_steps or stop.requested:
-        checkpoint.save(ckpt, done, state, force=True)
-      if stop.requested:
-        ckpt.wait_until_finished()
-        raise SystemExit(f"[pretrain] stopped at step {done}; rerun the same command to resume")
-  ckpt.wait_until_finished()
-  print(f"[pretrain] done: {total_steps} steps in {progress.elapsed():.0f}s; checkpoint in {ckpt.directory}",
-        flush=True)
-  return state
+  return loop.run("pretrain", state, train_step, batches, mesh=mesh, mgr=ckpt, progress=progress,
+                  start_step=start_step, total_steps=total_steps, log_every=config.train.log_every,
+                  checkpoint_every=config.train.checkpoint_every)

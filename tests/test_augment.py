@@ -14,7 +14,6 @@ import textwrap
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
 
 from dscl_jax import augment
 

@@ -16,7 +16,6 @@ import pytest
 
 from dscl_jax.models import Encoder, ResNet
 from dscl_jax.models.torchvision_weights import load_torchvision_resnet, replace_trunk
-from dscl_jax.models.torchvision_weights import load_torchvision_resnet
 from dscl_jax.models.torchvision_weights import torchvision_arrays_to_variables
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -51,12 +51,24 @@ class Encoder(nn.Module):
     return self.trunk(x, train)["pooled"]
 
 
-def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
-                  bn_group_size: int | None = None) -> Encoder:
-  """An Encoder from `config.model` (depth, style, width, embed_dim, head_hidden_dim, dtype)."""
+def compute_dtype(model_config: ml_collections.ConfigDict):
+  """`model.dtype` as a jnp dtype: activations in it, parameters and losses stay float32."""
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(model_config.get("dtype", "float32"))
   if dtype is None:
     raise ValueError(f"model.dtype {model_config.dtype!r} must be 'float32' or 'bfloat16'")
+  return dtype
+
+
+def build_trunk(model_config: ml_collections.ConfigDict) -> ResNet:
+  """The Encoder's ResNet trunk alone (linear probe and evaluation use its pooled feature)."""
+  return ResNet(model_config.depth, model_config.style, model_config.get("width", 1), None,
+                compute_dtype(model_config))
+
+
+def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
+                  bn_group_size: int | None = None) -> Encoder:
+  """An Encoder from `config.model` (depth, style, width, embed_dim, head_hidden_dim, dtype)."""
+  dtype = compute_dtype(model_config)
   return Encoder(depth=model_config.depth, style=model_config.style, width=model_config.get("width", 1),
                  embed_dim=model_config.embed_dim, head_hidden_dim=model_config.get("head_hidden_dim"),
                  num_classes=num_classes, bn_group_size=bn_group_size, dtype=dtype)

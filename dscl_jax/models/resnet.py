@@ -8,7 +8,7 @@ The trunk returns both its last feature map (PBSD pools boxes from it) and the g
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
