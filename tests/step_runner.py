@@ -66,8 +66,9 @@ def main():
   history, state = run(small_config(args.method, args.pbsd), args.steps)
   flat = {"devices": np.array(jax.device_count()), "processes": np.array(jax.process_count()),
           "loss": np.array([h["loss"] for h in history]),
-          "queue": np.asarray(state.queue), "queue_labels": np.asarray(state.queue_labels),
           "queue_ptr": np.asarray(state.queue_ptr)}
+  if state.queue is not None:  # cross-entropy keeps no queue
+    flat.update(queue=np.asarray(state.queue), queue_labels=np.asarray(state.queue_labels))
   for name, tree in (("params", state.params), ("target", state.target_params), ("stats", state.batch_stats)):
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
       flat[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
