@@ -85,6 +85,7 @@ def bench(name: str, repeats: int) -> dict:
       "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "loss": float(metrics["loss"]), "backend": jax.default_backend(),
+      "load_average": os.getloadavg(),  # the machine may be shared: read medians with this in mind
   }
   return result
 
