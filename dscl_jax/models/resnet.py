@@ -88,6 +88,15 @@ class BatchNorm(nn.Module):
     return y.reshape(x.shape).astype(self.dtype)
 
 
+def _shortcut(x, y, strides, conv, norm):
+  """The identity, or a strided 1x1 projection + BatchNorm where the block changes shape (called from a
+  block's compact `__call__`, so "proj_conv" / "proj_bn" are the block's submodules)."""
+  if x.shape == y.shape:
+    return x
+  x = conv(y.shape[-1], (1, 1), (strides, strides), name="proj_conv")(x)
+  return norm(name="proj_bn")(x)
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (CIFAR ResNets)."""
 
@@ -98,15 +107,11 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(x)
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters, (3, 3), padding=PAD_1)(y)
     y = self.norm()(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    return nn.relu(_shortcut(x, y, self.strides, self.conv, self.norm) + y)
 
 
 class BottleneckBlock(nn.Module):
@@ -119,14 +124,10 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
     y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(y)))
     y = self.norm()(self.conv(self.filters * 4, (1, 1))(y))
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    return nn.relu(_shortcut(x, y, self.strides, self.conv, self.norm) + y)
 
 
 class ResNet(nn.Module):
