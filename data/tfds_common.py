@@ -37,7 +37,7 @@ def open_split(builder_name: str, split: str, data_dir: str | None, *, build_hin
     # download=False: missing data must fail here, never start a download.
     return tfds.data_source(builder_name, split=split, data_dir=data_dir or None, download=False,
                             decoders=decoders)
-  except Exception as error:  # tfds raises KeyError, NotImplementedError, ... for missing data
+  except Exception as error:  # tfds raises several exception types for missing or unprepared data
     builder = tfds.builder(builder_name, data_dir=data_dir or None)
     if not builder.is_prepared():
       searched = data_dir or default_data_dir()
