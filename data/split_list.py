@@ -12,10 +12,10 @@ form each long-tailed split; the images themselves come from the original releas
 - iNaturalist 2018, 8142 classes: `root` holds `train_val2018/`; iNaturalist18_train.txt 437,513 images,
   iNaturalist18_val.txt 24,426 (3 per class, the official val set, which papers report on).
 
-Why not tfds: tfds 4.9.10 has `imagenet_lt` and `i_naturalist2018` builders (none for Places-LT), but
-preparing them needs the original archives (ILSVRC2012 tars as manual downloads, or a 120 GB iNat
-download), network access for their split files and tensorflow, and it re-encodes every image. None of
-that is available offline here, and the split lists plus the images people already have are enough.
+The tfds route: tfds 4.9.10 has `imagenet_lt` and `i_naturalist2018` builders (none for Places-LT);
+`data/tfds_lt.py` reads them (`imagenet_lt_tfds`, `inat18_tfds`) once prepared as ArrayRecord. Preparing
+them needs the original archives, network access for their split files and tensorflow, and re-encodes
+every image, so the split lists plus the images people already have remain the default route.
 
 Every image is decoded with PIL on access (RGB, full resolution unless a `decode_size_hint` is given);
 EXIF orientation is not applied, as in torchvision's `ImageFolder` loader the reference code uses.
