@@ -21,7 +21,7 @@ from dscl_jax.models import build_trunk
 from dscl_jax.progress import Progress
 from dscl_jax.state import ProbeState
 from dscl_jax.step import make_probe_step
-from dscl_jax.train import build_models, init_pretrain_state, pretrain_schedule
+from dscl_jax.train import abstract_pretrain_state, build_models, pretrain_schedule
 
 
 def load_pretrained_trunk(config, dataset, mesh, workdir: str):
@@ -31,8 +31,7 @@ def load_pretrained_trunk(config, dataset, mesh, workdir: str):
   schedule, _, _ = pretrain_schedule(config, len(dataset.train))
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, _ = build_models(config, dataset.num_classes)
-  template = jax.eval_shape(lambda: init_pretrain_state(config, online, tx, dataset.num_classes,
-                                                        dataset.channels, mesh))
+  template = abstract_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels)
   state, source = checkpoint.restore_from(directory, template, sharding.replicated(mesh))
   trunk_variables = {"params": state.params["trunk"], "batch_stats": state.batch_stats["trunk"]}
   return trunk_variables, state, source

@@ -59,19 +59,30 @@ def pretrain_schedule(config, num_train: int):
   return schedule, steps_per_epoch, total_steps
 
 
-def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh) -> PretrainState:
-  """A freshly initialised state, created directly with replicated sharding on the mesh."""
+def _state_factory(config, model, tx, num_classes: int, channels: int):
+  """`(rng, trunk_variables or None) -> PretrainState` for this config."""
   image_shape = (config.augment.image_size, config.augment.image_size, channels)
   queue_size = 0 if config.method == "ce" else config.moco.queue_size
+  return lambda rng, trunk: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, trunk,
+                                                  config.model.depth)
+
+
+def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh) -> PretrainState:
+  """A freshly initialised state, created directly with replicated sharding on the mesh."""
   trunk = None
   if config.model.get("init_from"):
     if config.model.style != "imagenet" or config.model.get("width", 1) != 1:
       raise ValueError(f"model.init_from loads torchvision ResNet-50/101/152 weights; model.style "
                        f"{config.model.style!r} width {config.model.get('width', 1)} has no torchvision twin")
     trunk = load_torchvision_resnet(config.model.init_from, config.model.depth)
-  create = lambda rng, trunk: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, trunk,
-                                                     config.model.depth)
+  create = _state_factory(config, model, tx, num_classes, channels)
   return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed), trunk)
+
+
+def abstract_pretrain_state(config, model, tx, num_classes: int, channels: int) -> PretrainState:
+  """Shapes and dtypes of the state, without computing it or reading `model.init_from` (restore targets)."""
+  create = _state_factory(config, model, tx, num_classes, channels)
+  return jax.eval_shape(create, jax.random.PRNGKey(config.seed), None)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:

@@ -258,3 +258,25 @@ def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays,
   config.model.style = "cifar"
   with pytest.raises(ValueError, match="model.init_from loads torchvision ResNet-50/101/152"):
     init_pretrain_state(config, online, tx, 1000, 3, sharding.make_mesh(1))
+
+
+def test_restore_template_does_not_read_init_from(synthetic_arrays, tmp_path):
+  """Probe / eval restore a checkpoint into shapes alone: the init_from file need not exist any more."""
+  from dscl_jax import optim, sharding
+  from dscl_jax.config_base import imagenet_recipe_config
+  from dscl_jax.train import abstract_pretrain_state, build_models, init_pretrain_state
+
+  config = imagenet_recipe_config("imagenet_lt", depth=50)
+  config.moco.queue_size = 256
+  tx = optim.sgd(optim.warmup_cosine_schedule(0.1, 10, 1), 0.9, 0.0)
+  online, _ = build_models(config, 1000)
+  plain = abstract_pretrain_state(config, online, tx, 1000, 3)
+  path = tmp_path / "weights.npz"
+  np.savez(path, **synthetic_arrays)
+  config.model.init_from = str(path)
+  state = init_pretrain_state(config, online, tx, 1000, 3, sharding.make_mesh(1))
+  config.model.init_from = str(tmp_path / "moved_away.npz")
+  template = abstract_pretrain_state(config, online, tx, 1000, 3)
+  assert jax.tree.structure(template) == jax.tree.structure(state) == jax.tree.structure(plain)
+  for a, b in zip(jax.tree.leaves(template), jax.tree.leaves(state)):
+    assert (a.shape, a.dtype) == (b.shape, b.dtype)
