@@ -59,7 +59,8 @@ def bench(name: str, repeats: int) -> dict:
   schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
   tx = optim.sgd(schedule, 0.9, 5e-4)
   online, target = build_models(config, num_classes)
-  state = init_pretrain_state(config, online, tx, num_classes, channels, mesh)
+  counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior for the methods that use one
+  state = init_pretrain_state(config, online, tx, num_classes, channels, mesh, counts)
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   step = jax.jit(make_pretrain_step(config, online, target, tx, schedule), in_shardings=(rep, data),
                  out_shardings=(rep, rep), donate_argnums=0)

@@ -44,16 +44,19 @@ def accuracy_report(correct: np.ndarray, seen: np.ndarray, class_counts: np.ndar
   return report
 
 
-def format_report(report: dict) -> str:
-  names = list(report["groups"])
-  header = "| split | overall | " + " | ".join(names) + " |"
+def format_report(reports: dict[str, dict]) -> str:
+  """A Markdown table with one row per classifier (`{name: accuracy_report(...)}`) and the group legend."""
+  first = next(iter(reports.values()))
+  names = list(first["groups"])
+  header = "| classifier | overall | " + " | ".join(names) + " |"
   rule = "|" + "---|" * (2 + len(names))
-  row = (f"| {report['split']} | {report['overall']:.2f} | "
-         + " | ".join(f"{report['groups'][n]['accuracy']:.2f}" for n in names) + " |")
-  note = ("groups: many (>100 train images), medium (20-100), few (<20)" if report["group_scheme"] == "shots"
+  rows = [f"| {classifier} | {report['overall']:.2f} | "
+          + " | ".join(f"{report['groups'][n]['accuracy']:.2f}" for n in names) + " |"
+          for classifier, report in reports.items()]
+  note = ("groups: many (>100 train images), medium (20-100), few (<20)" if first["group_scheme"] == "shots"
           else "groups: head / middle / tail thirds of the class-count ranking "
                "(the many/medium/few thresholds leave a group empty for this dataset)")
-  return "\n".join([header, rule, row, note])
+  return "\n".join([header, rule, *rows, note])
 
 
 def jit_count_step(trunk, num_classes: int, mesh):

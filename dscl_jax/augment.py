@@ -31,6 +31,8 @@ from PIL import Image
 from PIL import ImageEnhance
 from PIL import ImageFilter
 
+from dscl_jax import randaugment
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CROP_ATTEMPTS = 10
@@ -249,10 +251,12 @@ def normalize(image, mean, std) -> np.ndarray:
 
 def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any,
                   blur_sigma=(0.1, 2.0)) -> Image.Image:
-  """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob) applied to `image`.
+  """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob, randaugment_ops,
+  randaugment_magnitude) applied to `image`.
 
   Jitter with probability `jitter_prob`, then grayscale, then a Gaussian blur with sigma uniform in
-  `blur_sigma`. Grayscale ("L") inputs keep only brightness and contrast.
+  `blur_sigma`, then RandAugment(`randaugment_ops`, `randaugment_magnitude`) when `randaugment_ops` > 0
+  (PaCo's order: RandAugment comes last). Grayscale ("L") inputs keep only brightness and contrast.
   """
   brightness, contrast, saturation, hue = recipe.jitter
   if image.mode == "L":
@@ -262,6 +266,8 @@ def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any,
   image = random_grayscale(image, rng, recipe.grayscale_prob)
   if rng.random() < recipe.blur_prob:
     image = gaussian_blur(image, rng.uniform(blur_sigma[0], blur_sigma[1]))
+  if recipe.randaugment_ops:
+    image = randaugment.rand_augment(image, rng, recipe.randaugment_ops, recipe.randaugment_magnitude)
   return image
 
 
@@ -271,21 +277,30 @@ def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any)
   return random_flip(crop, rng)
 
 
-def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any,
-                   cfg_pbsd: Any) -> dict[str, np.ndarray]:
-  """The two contrastive views of one image and, with PBSD or multi-crop, its small crops.
+def pbsd_views(cfg_pbsd: Any) -> tuple[str, ...]:
+  """The views DSCL trains on: query and key, plus the small crops with PBSD or multi-crop."""
+  return ("query", "key", "small_crops") if cfg_pbsd.enabled or cfg_pbsd.multicrop else ("query", "key")
 
-  `image_uint8` is `[H, W, C]`. Returns float32 'query' and 'key' `[S, S, C]` (S = image_size), and when
-  `cfg_pbsd.enabled` or `cfg_pbsd.multicrop`: 'small_crops' `[n, s, s, C]` (s = crop_size) and 'boxes'
-  `[n, 4]`, the small crops' `[x1, y1, x2, y2]` in pixels of the query's `S x S` global crop (after its
-  flip).
+
+def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any, cfg_pbsd: Any,
+                   views: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+  """The views of one image a method trains on (`dscl_jax.methods.base.VIEWS`).
+
+  `image_uint8` is `[H, W, C]`; `views` defaults to `pbsd_views(cfg_pbsd)`. Returns float32 'query' and
+  (if asked) 'key' `[S, S, C]` (S = image_size), and with 'small_crops': 'small_crops' `[n, s, s, C]`
+  (s = pbsd.crop_size) and 'boxes' `[n, 4]`, the small crops' `[x1, y1, x2, y2]` in pixels of the
+  query's `S x S` global crop (after its flip). A view not asked for draws no random numbers.
   """
+  views_asked = pbsd_views(cfg_pbsd) if views is None else tuple(views)
+  unknown = set(views_asked) - {"query", "key", "small_crops"}
+  if unknown or "query" not in views_asked:
+    raise ValueError(f"views {views_asked} must include 'query' and be among 'query', 'key', 'small_crops'")
   image = to_pil(image_uint8)
   query_crop = _global_crop(image, rng, cfg_augment)
-  key_crop = _global_crop(image, rng, cfg_augment)
+  key_crop = _global_crop(image, rng, cfg_augment) if "key" in views_asked else None
   mean, std, sigma = cfg_augment.mean, cfg_augment.std, cfg_augment.blur_sigma
   views = {}
-  if cfg_pbsd.enabled or cfg_pbsd.multicrop:
+  if "small_crops" in views_asked:
     if cfg_pbsd.num_crops < 1 or cfg_pbsd.crop_size < 1:
       raise ValueError(f"PBSD / multi-crop needs num_crops >= 1 and crop_size >= 1, got {cfg_pbsd.num_crops} "
                        f"and {cfg_pbsd.crop_size}; or set pbsd.enabled = pbsd.multicrop = False")
@@ -298,7 +313,8 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
     views["small_crops"] = normalize(np.stack(small_crops), mean, std)
     views["boxes"] = np.stack(boxes).astype(np.float32)
   views["query"] = normalize(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std)
-  views["key"] = normalize(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std)
+  if key_crop is not None:
+    views["key"] = normalize(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std)
   return views
 
 
@@ -349,8 +365,11 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   cfg.probe_crop_scale = (0.08, 1.0)
   cfg.eval_resize_ratio = 256 / 224 if image_size >= 128 else 1.0
   cfg.blur_sigma = (0.1, 2.0)
-  cfg.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5)
-  cfg.key = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0)
+  # randaugment_ops > 0 appends RandAugment(ops, magnitude) to a view's recipe (PaCo / GPaCo).
+  cfg.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
+                   randaugment_ops=0, randaugment_magnitude=10)
+  cfg.key = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
+                 randaugment_ops=0, randaugment_magnitude=10)
   return cfg
 
 

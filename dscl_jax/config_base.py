@@ -15,7 +15,7 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c = ml_collections.ConfigDict()
   # "all" runs pretrain, then linear_probe, then eval; or pick one of the three.
   c.mode = "all"
-  c.method = method  # "dscl" | "supcon" | "ce"
+  c.method = method  # a module of dscl_jax/methods/: "dscl" | "supcon" | "ce" | "paco" | "gpaco"
   c.seed = 0
   # A pretrain workdir (or its checkpoints dir) for linear_probe / eval; empty: this run's --workdir.
   c.pretrained = ""
@@ -49,6 +49,16 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.loss = ml_collections.ConfigDict()
   c.loss.beta = 8.0
   c.loss.temperature = 0.07
+
+  # PaCo / GPaCo (METHODS.md section 5): weights of the contrastive positives (alpha), of the class
+  # centre (beta), of the contrastive terms in the denominator (gamma); the class logits' temperature;
+  # GPaCo's label smoothing of the class term. loss.temperature is the contrastive temperature.
+  c.paco = ml_collections.ConfigDict()
+  c.paco.alpha = 0.05
+  c.paco.beta = 1.0
+  c.paco.gamma = 1.0
+  c.paco.sup_temperature = 1.0
+  c.paco.label_smoothing = 0.0
 
   c.moco = ml_collections.ConfigDict()
   c.moco.momentum = 0.999
@@ -115,6 +125,22 @@ def fashion_mnist_lt_config(method: str) -> ml_collections.ConfigDict:
   return c
 
 
+def cifar100_lt_config(method: str) -> ml_collections.ConfigDict:
+  """CIFAR-100-LT (IF 100: 500 down to 5 images per class) with ResNet-32 on 32x32: data, augmentation
+  statistics, probe and eval settings shared by the CIFAR configs; each method adds its recipe."""
+  c = base_config(dataset="cifar100_lt", image_size=32, channels=3, depth=32, style="cifar", method=method)
+  c.data.imbalance_factor = 100.0
+  c.augment.mean, c.augment.std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+  c.augment.crop_scale = (0.2, 1.0)
+  c.augment.probe_crop_scale = (0.5, 1.0)
+  c.train.log_every = 40
+  c.probe.batch_size = 512
+  c.probe.epochs = 40
+  c.probe.lr = 1.0
+  c.eval.batch_size = 500
+  return c
+
+
 def imagenet_recipe_config(dataset: str, depth: int = 50) -> ml_collections.ConfigDict:
   """The DSCL + PBSD recipe of METHODS.md section 4 (ImageNet-LT, ResNet-50) for a 224x224 RGB dataset.
 
@@ -130,4 +156,39 @@ def imagenet_recipe_config(dataset: str, depth: int = 50) -> ml_collections.Conf
   c.train.log_every = 100
   c.train.checkpoint_every = 1000
   c.train.num_workers = 16
+  return c
+
+
+def paco_recipe(c: ml_collections.ConfigDict, method: str, *, alpha: float, temperature: float, lr: float,
+                weight_decay: float, queue_size: int, key_randaugment: bool = False) -> ml_collections.ConfigDict:
+  """PaCo / GPaCo's stage 1 (METHODS.md section 5) on top of a dataset config `c`.
+
+  `lr` is the public scripts' learning rate at their global batch of 128 (written here as the
+  batch-256 rule `base_lr = lr * 256 / 128`). beta = gamma = 1, D 128, m 0.999, SGD momentum 0.9, 400
+  epochs with 10 warm-up epochs then cosine. Views, as the public `randcls_sim` recipe: the query is
+  crop -> flip -> colour jitter (0.4, 0.4, 0.4, 0) -> RandAugment(2, 10); the key is SimCLR's crop ->
+  jitter (0.4, 0.4, 0.4, 0) -> grayscale p 0.2 -> blur p 0.5 -> flip. `key_randaugment` (GPaCo's
+  ImageNet-LT `randclsstack` key) appends RandAugment(2, 10) to the key too.
+
+  Our RandAugment is torchvision's (dscl_jax/randaugment.py); the public code uses timm's
+  `rand-n2-m10-mstd0.5` (magnitude noise, a slightly different operation set).
+  """
+  c.method = method
+  c.paco.alpha = alpha
+  c.paco.beta = 1.0
+  c.paco.gamma = 1.0
+  c.loss.temperature = temperature
+  c.pbsd.enabled = False
+  c.model.embed_dim = 128
+  c.moco.momentum = 0.999
+  c.moco.queue_size = queue_size
+  c.train.batch_size = 128
+  c.train.base_lr = lr * 256 / 128
+  c.train.weight_decay = weight_decay
+  c.train.epochs = 400
+  c.train.warmup_epochs = 10
+  c.augment.query = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
+                         randaugment_ops=2, randaugment_magnitude=10)
+  c.augment.key = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.2, blur_prob=0.5,
+                       randaugment_ops=2 if key_randaugment else 0, randaugment_magnitude=10)
   return c

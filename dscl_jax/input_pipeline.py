@@ -83,16 +83,17 @@ class _ClassBalancedIndex:
 
 
 class _PretrainSample:
-  """Global position -> {'query', 'key', 'label'[, 'small_crops', 'boxes']} (picklable for workers)."""
+  """Global position -> {'label', and the `views` asked for} (picklable for workers)."""
 
-  def __init__(self, split, cfg_augment, cfg_pbsd, seed: int):
+  def __init__(self, split, cfg_augment, cfg_pbsd, seed: int, views):
     self.source, self.num_examples = split.source, len(split)
     self.cfg_augment, self.cfg_pbsd, self.seed = _snapshot(cfg_augment), _snapshot(cfg_pbsd), seed
+    self.views = tuple(views)
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     record = self.source[epoch_index(self.seed, position, self.num_examples)]
     views = augment.pretrain_views(record["image"], sample_rng(self.seed, position), self.cfg_augment,
-                                   self.cfg_pbsd)
+                                   self.cfg_pbsd, self.views)
     views["label"] = np.int32(record["label"])
     return views
 
@@ -187,16 +188,18 @@ def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_
   return iter(dataset)
 
 
-def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, global_batch_size: int, seed: int,
+def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, global_batch_size: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1,
                       num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Endless pretraining batches for this process, `b = global_batch_size // process_count`.
 
-  Each batch: 'query', 'key' float32 `[b, S, S, C]`, 'label' int32 `[b]`, and with PBSD or multi-crop
-  'small_crops' `[b, n, s, s, C]` and 'boxes' float32 `[b, n, 4]` (`[x1, y1, x2, y2]` in pixels of the
-  query's `S x S` crop). Instance-uniform epochs; see the module docstring for the determinism contract.
+  Each batch: 'label' int32 `[b]` and the `views` the method requires (default
+  `augment.pbsd_views(cfg_pbsd)`): 'query', 'key' float32 `[b, S, S, C]`, 'small_crops'
+  `[b, n, s, s, C]` with 'boxes' float32 `[b, n, 4]` (`[x1, y1, x2, y2]` in pixels of the query's
+  `S x S` crop). Instance-uniform epochs; see the module docstring for the determinism contract.
   """
-  return _training_stream(split, _PretrainSample(split, cfg_augment, cfg_pbsd, seed),
+  views = augment.pbsd_views(cfg_pbsd) if views is None else views
+  return _training_stream(split, _PretrainSample(split, cfg_augment, cfg_pbsd, seed, views),
                           global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                           process_index=process_index, process_count=process_count, num_workers=num_workers)
 

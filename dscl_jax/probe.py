@@ -31,7 +31,8 @@ def load_pretrained_trunk(config, dataset, mesh, workdir: str):
   schedule, _, _ = pretrain_schedule(config, len(dataset.train))
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, _ = build_models(config, dataset.num_classes)
-  template = abstract_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels)
+  template = abstract_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels,
+                                     dataset.class_counts)
   state, source = checkpoint.restore_from(directory, template, sharding.replicated(mesh))
   trunk_variables = {"params": state.params["trunk"], "batch_stats": state.batch_stats["trunk"]}
   return trunk_variables, state, source

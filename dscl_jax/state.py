@@ -15,13 +15,14 @@ from dscl_jax.models.torchvision_weights import replace_trunk
 
 @flax.struct.dataclass
 class PretrainState:
-  """MoCo-style state shared by every method.
+  """The state shared by every method.
 
   `params` / `batch_stats`: the online encoder. `target_params` / `target_batch_stats`: its momentum
-  (EMA) target, which has its own BatchNorm statistics. `queue` [K, D] holds target embeddings of past
-  global batches and `queue_labels` [K] their labels (both None when K = 0); `queue_ptr` is the next row
-  to write. `rng` is a raw
-  uint32 key [2], folded with `step` inside the step so a resumed run draws the same numbers.
+  (EMA) target, which has its own BatchNorm statistics (None for methods without a target). `queue`
+  [K, D] holds embeddings of past global batches and `queue_labels` [K] their labels (both None for
+  methods without a queue or K = 0); `queue_ptr` is the next row to write. `method_state` is the method's
+  own pytree (`Method.init_state`; {} for most). `rng` is a raw uint32 key [2], folded with `step` inside
+  the step so a resumed run draws the same numbers.
   """
 
   step: jax.Array
@@ -33,6 +34,7 @@ class PretrainState:
   queue: jax.Array
   queue_labels: jax.Array
   queue_ptr: jax.Array
+  method_state: Any
   rng: jax.Array
 
 
@@ -56,8 +58,10 @@ def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: i
 
 def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformation, image_shape,
                           queue_size: int, num_classes: int, trunk_variables=None,
-                          depth: int | None = None) -> PretrainState:
-  """Initialise the online encoder, copy it into the target, build the queue. `image_shape` is (H, W, C).
+                          depth: int | None = None, *, momentum_target: bool = True,
+                          method_state: Any = None) -> PretrainState:
+  """Initialise the online encoder, copy it into the target (if any), build the queue (K = `queue_size`,
+  0 for none). `image_shape` is (H, W, C); `method_state` the method's own pytree (None: {}).
 
   `trunk_variables` ({"params", "batch_stats"} of the ResNet trunk, e.g. converted ImageNet weights)
   replace the random trunk of both encoders; the heads stay random.
@@ -67,15 +71,16 @@ def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformatio
   if trunk_variables is not None:
     variables = replace_trunk(variables, trunk_variables, depth)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  probe = model.apply(variables, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
-  embed_dim = probe["embedding"].shape[-1]
-  # No queue (cross-entropy, or K = 0) is None rather than a [0, D] array: orbax cannot save empty arrays.
-  queue, queue_labels = random_queue(queue_rng, queue_size, embed_dim, num_classes) if queue_size else (None, None)
-  copy = lambda tree: jax.tree.map(jnp.array, tree)
+  # No queue (K = 0) is None rather than a [0, D] array: orbax cannot save empty arrays.
+  queue, queue_labels = None, None
+  if queue_size:
+    queue, queue_labels = random_queue(queue_rng, queue_size, model.embed_dim, num_classes)
+  copy = lambda tree: jax.tree.map(jnp.array, tree) if momentum_target else None
   return PretrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
       target_params=copy(params), target_batch_stats=copy(batch_stats), opt_state=tx.init(params),
-      queue=queue, queue_labels=queue_labels, queue_ptr=jnp.zeros((), jnp.int32), rng=state_rng)
+      queue=queue, queue_labels=queue_labels, queue_ptr=jnp.zeros((), jnp.int32),
+      method_state={} if method_state is None else method_state, rng=state_rng)
 
 
 def param_count(tree) -> int:

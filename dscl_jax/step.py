@@ -1,16 +1,16 @@
-"""The pure, jittable steps. One pretrain step serves every method; methods differ in their loss.
+"""The pure, jittable steps. One pretrain step serves every method (`dscl_jax/methods/`).
 
-`make_pretrain_step(...)` returns `train_step(state, batch) -> (state, metrics)`:
-1. the momentum target takes its EMA step towards the current online params (as the reference does
-   before computing the keys);
-2. the target embeds the key view of a randomly permuted batch with BatchNorm over fixed-size groups
-   (`model.key_bn_group_size`), then the keys are un-permuted: the device-count-independent stand-in
-   for MoCo's shuffle-BN, so no query shares BatchNorm statistics with its own key's group by design;
-3. the online encoder embeds the query view (global-batch BatchNorm) and, with PBSD or multi-crop, all
-   small crops in one batched call `[n * B, h, w, C]`;
-4. the loss: DSCL or SupCon over concat(query, key, queue), or cross-entropy; plus w * PBSD (teacher from
-   `roi_align` on the query's last feature map) or w * multi-crop DSCL;
-5. SGD update; the whole global batch of keys and labels is written into the queue at the pointer.
+`make_pretrain_step(...)` returns `train_step(state, batch) -> (state, metrics)`; it does what every
+method shares and leaves the loss to the method:
+1. with a momentum target, the target takes its EMA step towards the current online params (as the
+   reference does before computing the keys) and embeds the key view of a randomly permuted batch with
+   BatchNorm over fixed-size groups (`model.key_bn_group_size`); the keys are then un-permuted. This is
+   the device-count-independent stand-in for MoCo's shuffle-BN: no query shares BatchNorm statistics
+   with its own key's group by design;
+2. the method's loss from the online encoder's forward outputs (`Method.loss`), differentiated;
+3. the SGD update; with a queue, the method's embeddings for it (by default the target's keys) and the
+   labels of the whole global batch are written at the pointer.
+The step never branches on the method's name, only on what the method declares it needs.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ import ml_collections
 import optax
 
 from dscl_jax import losses
-from dscl_jax.ops import roi_align
+from dscl_jax.methods import OnlineForward, StepInputs, get_method
+from dscl_jax.methods.base import l2_normalize
 from dscl_jax.state import PretrainState, ProbeState
 
-METHODS = ("dscl", "supcon", "ce")
-
-
-def l2_normalize(x, axis=-1, eps=1e-12):
-  """x / max(||x||, eps), as torch.nn.functional.normalize."""
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+# Domain tag separating the method's random stream from the key permutation's.
+_METHOD_STREAM = 1
 
 
 def enqueue(queue, queue_labels, queue_ptr, keys, labels):
@@ -49,101 +45,65 @@ def enqueue(queue, queue_labels, queue_ptr, keys, labels):
   return queue, queue_labels, (queue_ptr + keys.shape[0]) % queue_size
 
 
-def _crop_major(x):
-  """[B, n, ...] -> [n * B, ...] with all first crops, then all second crops, ..."""
-  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+def momentum_keys(target_model, target_params, target_batch_stats, key_images, rng):
+  """The target's L2-normalised embeddings [B, D] of `key_images` [B, H, W, C] (stop-gradient), computed
+  on a permuted batch so that grouped BatchNorm mixes samples, and its new BatchNorm statistics."""
+  perm = jax.random.permutation(rng, key_images.shape[0])
+  out, mutated = target_model.apply({"params": target_params, "batch_stats": target_batch_stats},
+                                    key_images[perm], train=True, mutable=["batch_stats"])
+  keys = jnp.zeros_like(out["embedding"]).at[perm].set(l2_normalize(out["embedding"]))
+  return jax.lax.stop_gradient(keys), mutated["batch_stats"]
 
 
 def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_model,
                        tx: optax.GradientTransformation, lr_schedule: Callable) -> Callable:
   """Build `train_step(state, batch) -> (state, metrics)` for `config.method`.
 
-  batch: "query", "key" [B, H, W, C] float32, "label" [B] int32, and with PBSD / multi-crop
-  "small_crops" [B, n, h, w, C] and "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels).
+  batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] float32,
+  "small_crops" [B, n, h, w, C] with "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels).
+  `target_model` is None for methods without a momentum target.
   """
-  method = config.method
-  if method not in METHODS:
-    raise ValueError(f"method {method!r} must be one of {METHODS}")
-  contrastive = method != "ce"
-  use_pbsd = contrastive and config.pbsd.enabled
-  use_multicrop = contrastive and config.pbsd.multicrop
-  if use_pbsd and use_multicrop:
-    raise ValueError("pbsd.enabled and pbsd.multicrop are alternatives (the paper's ablation): set one")
+  method = get_method(config)
+  needs = method.requirements
+  method.validate(config)
+  if needs.momentum_target and target_model is None:
+    raise ValueError(f"method {method.name!r} needs a momentum target model")
   momentum = config.moco.momentum
-  temperature = config.loss.temperature
-  weight = config.pbsd.weight
-
-  def queue_arrays(state, embed_dim):
-    """The queue and its labels; [0, D] and [0] when the state holds none (K = 0)."""
-    if state.queue is None:
-      return jnp.zeros((0, embed_dim), jnp.float32), jnp.zeros((0,), jnp.int32)
-    return state.queue, state.queue_labels
-
-  def contrastive_loss(query, key, state, labels):
-    queue, queue_labels = queue_arrays(state, key.shape[-1])
-    if method == "dscl":
-      return losses.dscl_loss(query, key, queue, labels, queue_labels, beta=config.loss.beta,
-                              temperature=temperature)
-    return losses.supcon_loss(query, key, queue, labels, queue_labels, temperature=temperature)
+  embed_dim = config.model.embed_dim
 
   def train_step(state: PretrainState, batch: dict[str, jax.Array]):
     labels = batch["label"]
-    batch_size = labels.shape[0]
     step_rng = jax.random.fold_in(state.rng, state.step)
     target_params, target_batch_stats, keys = state.target_params, state.target_batch_stats, None
-    if contrastive:
+    if needs.momentum_target:
       target_params = optax.incremental_update(state.params, state.target_params, 1.0 - momentum)
-      perm = jax.random.permutation(step_rng, batch_size)
-      out_k, mutated = target_model.apply({"params": target_params, "batch_stats": target_batch_stats},
-                                          batch["key"][perm], train=True, mutable=["batch_stats"])
-      target_batch_stats = mutated["batch_stats"]
-      keys = jnp.zeros_like(out_k["embedding"]).at[perm].set(l2_normalize(out_k["embedding"]))
-      keys = jax.lax.stop_gradient(keys)
+      keys, target_batch_stats = momentum_keys(target_model, target_params, target_batch_stats, batch["key"],
+                                               step_rng)
+    if state.queue is None:  # [0, D]: the losses see "no queue" without a special case
+      queue, queue_labels = jnp.zeros((0, embed_dim), jnp.float32), jnp.zeros((0,), jnp.int32)
+    else:
+      queue, queue_labels = state.queue, state.queue_labels
+    inputs = StepInputs(batch=batch, keys=keys, queue=queue, queue_labels=queue_labels,
+                        method_state=state.method_state, rng=jax.random.fold_in(step_rng, _METHOD_STREAM))
 
     def loss_fn(params):
-      variables = {"params": params, "batch_stats": state.batch_stats}
-      out, mutated = online_model.apply(variables, batch["query"], train=True, mutable=["batch_stats"])
-      batch_stats = mutated["batch_stats"]
-      terms = {}
-      if not contrastive:
-        terms["ce"] = losses.cross_entropy_loss(out["logits"], labels)
-        return terms["ce"], (batch_stats, terms)
-      query = l2_normalize(out["embedding"])
-      terms[method] = contrastive_loss(query, keys, state, labels)
-      total = terms[method]
-      if use_pbsd or use_multicrop:
-        num_crops = batch["small_crops"].shape[1]
-        out_s, mutated = online_model.apply({"params": params, "batch_stats": batch_stats},
-                                            _crop_major(batch["small_crops"]), train=True,
-                                            mutable=["batch_stats"])
-        batch_stats = mutated["batch_stats"]
-        student = l2_normalize(out_s["embedding"]).reshape(num_crops, batch_size, -1)
-        if use_pbsd:
-          feature_map = out["feature_map"]
-          boxes = _crop_major(batch["boxes"])
-          box_indices = jnp.tile(jnp.arange(batch_size), num_crops)
-          pooled = roi_align(feature_map.astype(jnp.float32), boxes, box_indices, output_size=(2, 2),
-                             spatial_scale=feature_map.shape[1] / batch["query"].shape[1], sampling_ratio=-1)
-          teacher = online_model.apply({"params": params}, pooled.mean(axis=(1, 2)), method="project")
-          teacher = l2_normalize(teacher).reshape(num_crops, batch_size, -1)
-          queue, _ = queue_arrays(state, keys.shape[-1])
-          terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, queue, temperature=temperature)
-        else:
-          per_crop = jax.vmap(lambda s: contrastive_loss(s, keys, state, labels))(student)
-          terms["multicrop"] = per_crop.mean()
-        total = total + weight * terms["pbsd" if use_pbsd else "multicrop"]
-      return total, (batch_stats, terms)
+      online = OnlineForward(online_model, params, state.batch_stats)
+      result = method.loss(online, inputs)
+      return result.loss, (online.batch_stats, result)
 
-    (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, result)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     queue, queue_labels, queue_ptr = state.queue, state.queue_labels, state.queue_ptr
-    if contrastive:
-      queue, queue_labels, queue_ptr = enqueue(queue, queue_labels, queue_ptr, keys, labels)
+    if needs.queue:
+      written = keys if result.enqueue is None else jax.lax.stop_gradient(result.enqueue)
+      queue, queue_labels, queue_ptr = enqueue(queue, queue_labels, queue_ptr, written, labels)
+    method_state = state.method_state if result.method_state is None else result.method_state
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               target_params=target_params, target_batch_stats=target_batch_stats,
-                              opt_state=opt_state, queue=queue, queue_labels=queue_labels, queue_ptr=queue_ptr)
-    metrics = {"loss": loss, "lr": lr_schedule(state.step), **terms}
+                              opt_state=opt_state, queue=queue, queue_labels=queue_labels, queue_ptr=queue_ptr,
+                              method_state=method_state)
+    metrics = {"loss": loss, "lr": lr_schedule(state.step), **result.terms}
     return new_state, metrics
 
   return train_step

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from dscl_jax import methods
+
 
 def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """A global pretrain batch: "query", "key" [B, S, S, C], "label" [B], and with PBSD / multi-crop
-  "small_crops" [B, n, s, s, C] and "boxes" [B, n, 4] drawn like the small-crop boxes (inside the S x S
-  view, area fraction in `pbsd.crop_scale`)."""
+  """A global pretrain batch with the views `config.method` requires: "query", "key" [B, S, S, C],
+  "label" [B], and "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
+  (inside the S x S view, area fraction in `pbsd.crop_scale`). Draws the same numbers whatever the
+  method asks for, so two methods see the same images."""
+  views = methods.get_method(config).requirements.views
   b, s = config.train.batch_size, config.augment.image_size
   batch = {"query": rng.normal(size=(b, s, s, channels)).astype(np.float32),
            "key": rng.normal(size=(b, s, s, channels)).astype(np.float32),
            "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
-  if config.pbsd.enabled or config.pbsd.multicrop:
+  if "key" not in views:
+    del batch["key"]
+  if "small_crops" in views:
     n, cs = config.pbsd.num_crops, config.pbsd.crop_size
     batch["small_crops"] = rng.normal(size=(b, n, cs, cs, channels)).astype(np.float32)
     side = np.sqrt(rng.uniform(*config.pbsd.crop_scale, size=(b, n, 1))) * s

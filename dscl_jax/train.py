@@ -16,7 +16,7 @@ import jax
 import ml_collections
 
 from data.registry import get_dataset
-from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding
+from dscl_jax import checkpoint, input_pipeline, loop, methods, optim, sharding
 from dscl_jax.models import build_encoder
 from dscl_jax.models.torchvision_weights import load_torchvision_resnet
 from dscl_jax.progress import Progress
@@ -24,15 +24,21 @@ from dscl_jax.state import PretrainState, create_pretrain_state, param_count
 from dscl_jax.step import make_pretrain_step
 
 
+_METHOD_INIT_STREAM = 7
+
+
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
   """Fail early, naming the bad value and the fix."""
+  method = methods.get_method(config)
+  method.validate(config)
   batch = config.train.batch_size
   sharding.check_batch_size(batch, mesh)
-  if config.method != "ce":
+  if method.requirements.queue:
     queue = config.moco.queue_size
     if queue < 0 or (queue and queue % batch):
       raise ValueError(f"moco.queue_size {queue} must be 0 or a multiple of the global batch {batch} "
                        f"(the whole batch is enqueued at once), e.g. {max(batch, queue // batch * batch)}")
+  if method.requirements.momentum_target:
     group = config.model.key_bn_group_size
     if group and (batch % group or group < 2):
       raise ValueError(f"model.key_bn_group_size {group} must be >= 2 and divide the global batch {batch}")
@@ -41,11 +47,14 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
 
 
 def build_models(config, num_classes: int):
-  """(online encoder, momentum-target encoder): same parameters, the target's BatchNorm grouped."""
-  classes = num_classes if config.method == "ce" else 0
-  online = build_encoder(config.model, num_classes=classes)
-  target = build_encoder(config.model, num_classes=classes, bn_group_size=config.model.key_bn_group_size or None)
-  return online, target
+  """(online encoder, momentum-target encoder or None) with the heads `config.method` requires: same
+  parameters, the target's BatchNorm over groups of `model.key_bn_group_size`."""
+  needs = methods.get_method(config).requirements
+  kwargs = dict(num_classes=num_classes if needs.classifier else 0, projection_head=needs.projection_head)
+  online = build_encoder(config.model, **kwargs)
+  if not needs.momentum_target:
+    return online, None
+  return online, build_encoder(config.model, bn_group_size=config.model.key_bn_group_size or None, **kwargs)
 
 
 def pretrain_schedule(config, num_train: int):
@@ -59,29 +68,39 @@ def pretrain_schedule(config, num_train: int):
   return schedule, steps_per_epoch, total_steps
 
 
-def _state_factory(config, model, tx, num_classes: int, channels: int):
+def _state_factory(config, model, tx, num_classes: int, channels: int, class_counts):
   """`(rng, trunk_variables or None) -> PretrainState` for this config."""
+  method = methods.get_method(config)
   image_shape = (config.augment.image_size, config.augment.image_size, channels)
-  queue_size = 0 if config.method == "ce" else config.moco.queue_size
-  return lambda rng, trunk: create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, trunk,
-                                                  config.model.depth)
+  queue_size = config.moco.queue_size if method.requirements.queue else 0
+
+  def create(rng, trunk):
+    # The method's stream is folded off `rng`, so adding a method state leaves every other draw unchanged.
+    method_rng = jax.random.fold_in(rng, _METHOD_INIT_STREAM)
+    return create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, trunk,
+                                 config.model.depth, momentum_target=method.requirements.momentum_target,
+                                 method_state=method.init_state(method_rng, class_counts))
+  return create
 
 
-def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh) -> PretrainState:
-  """A freshly initialised state, created directly with replicated sharding on the mesh."""
+def init_pretrain_state(config, model, tx, num_classes: int, channels: int, mesh,
+                        class_counts=None) -> PretrainState:
+  """A freshly initialised state, created directly with replicated sharding on the mesh. `class_counts`
+  [C] (training images per class) feed the methods that use the class prior (PaCo, GPaCo)."""
   trunk = None
   if config.model.get("init_from"):
     if config.model.style != "imagenet" or config.model.get("width", 1) != 1:
       raise ValueError(f"model.init_from loads torchvision ResNet-50/101/152 weights; model.style "
                        f"{config.model.style!r} width {config.model.get('width', 1)} has no torchvision twin")
     trunk = load_torchvision_resnet(config.model.init_from, config.model.depth)
-  create = _state_factory(config, model, tx, num_classes, channels)
+  create = _state_factory(config, model, tx, num_classes, channels, class_counts)
   return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed), trunk)
 
 
-def abstract_pretrain_state(config, model, tx, num_classes: int, channels: int) -> PretrainState:
+def abstract_pretrain_state(config, model, tx, num_classes: int, channels: int,
+                            class_counts=None) -> PretrainState:
   """Shapes and dtypes of the state, without computing it or reading `model.init_from` (restore targets)."""
-  create = _state_factory(config, model, tx, num_classes, channels)
+  create = _state_factory(config, model, tx, num_classes, channels, class_counts)
   return jax.eval_shape(create, jax.random.PRNGKey(config.seed), None)
 
 
@@ -100,7 +119,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
     total_steps = min(total_steps, config.train.max_steps)
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, target = build_models(config, dataset.num_classes)
-  state = init_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, mesh)
+  state = init_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, mesh,
+                              dataset.class_counts)
 
   ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
   state = loop.resume(ckpt, state, "pretrain")
@@ -118,7 +138,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
                        in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
                        donate_argnums=0)
   batches = input_pipeline.pretrain_iterator(
-      dataset.train, config.augment, config.pbsd, global_batch_size=config.train.batch_size,
+      dataset.train, config.augment, config.pbsd, views=methods.get_method(config).requirements.views,
+      global_batch_size=config.train.batch_size,
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), num_workers=config.train.num_workers)
   progress = Progress("pretrain", job_dir, total_steps, steps_per_epoch, config.train.batch_size, start_step)

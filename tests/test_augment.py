@@ -415,6 +415,24 @@ def test_pretrain_views_shapes(channels):
     augment.pretrain_views(image, _rng(), cfg_augment, no_crops)
 
 
+def test_pretrain_views_builds_only_what_is_asked():
+  """A method asking for the query alone gets no key and no small crops; RandAugment in the query's recipe
+  changes the query."""
+  cfg_augment, cfg_pbsd = _configs(channels=3)
+  image = _uint8_image(channels=3)
+  full = augment.pretrain_views(image, _rng(), cfg_augment, cfg_pbsd, ("query", "key", "small_crops"))
+  assert set(full) == {"query", "key", "small_crops", "boxes"}
+  alone = augment.pretrain_views(image, _rng(), cfg_augment, cfg_pbsd, ("query",))
+  assert set(alone) == {"query"}
+  two = augment.pretrain_views(image, _rng(), cfg_augment, cfg_pbsd, ("query", "key"))
+  assert set(two) == {"query", "key"}
+  cfg_augment.query.randaugment_ops = 2
+  with_ra = augment.pretrain_views(image, _rng(), cfg_augment, cfg_pbsd, ("query", "key"))
+  assert not np.array_equal(with_ra["query"], two["query"])
+  with pytest.raises(ValueError, match="must include 'query'"):
+    augment.pretrain_views(image, _rng(), cfg_augment, cfg_pbsd, ("key",))
+
+
 def _identity_normalisation(cfg_augment):
   """mean 0, std 1: a view is its pixels / 255, so `round(view * 255)` gives the uint8 pixels back."""
   cfg_augment.mean, cfg_augment.std = (0.0,) * 3, (1.0,) * 3
@@ -430,7 +448,8 @@ def test_small_crops_are_cut_from_the_flipped_global_crop():
   cfg_augment, cfg_pbsd = _configs(image_size=size, crop_size=8)
   cfg_augment.crop_scale, cfg_augment.crop_ratio = (1.0, 1.0), (1.0, 1.0)  # global crop = whole image
   _identity_normalisation(cfg_augment)
-  cfg_augment.query = dict(jitter=(0.0, 0.0, 0.0, 0.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+  cfg_augment.query = dict(jitter=(0.0, 0.0, 0.0, 0.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                           randaugment_ops=0, randaugment_magnitude=10)
   image = _uint8_image(size, size)
   flipped_seen = set()
   for seed in range(12):
@@ -454,7 +473,8 @@ def test_query_colours_are_drawn_independently_for_each_small_crop():
   """Same box, full-strength query jitter: the small crops differ only by their own colour draws."""
   cfg_augment, cfg_pbsd = _configs(image_size=16, crop_size=8, num_crops=4, crop_scale=(1.0, 1.0),
                                    crop_ratio=(1.0, 1.0))  # every small crop is the whole global crop
-  cfg_augment.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0)
+  cfg_augment.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
+                           randaugment_ops=0, randaugment_magnitude=10)
   views = augment.pretrain_views(_uint8_image(16, 16), _rng(2), cfg_augment, cfg_pbsd)
   np.testing.assert_array_equal(views["boxes"], np.tile([0, 0, 16, 16], (4, 1)))
   crops = views["small_crops"]

@@ -6,22 +6,24 @@ import pytest
 
 from dscl_jax import checkpoint, optim, sharding
 from dscl_jax.train import build_models, init_pretrain_state
-from tests.step_runner import small_config
+from tests.step_runner import CASES, CLASS_COUNTS, case_config
 
 
-@pytest.mark.parametrize("method,queue_size", [("dscl", 48), ("dscl", 0), ("ce", 48)])
-def test_save_and_restore_the_whole_state(tmp_path, method, queue_size):
-  config = small_config(method)
+@pytest.mark.parametrize("case,queue_size", [(case, 48) for case in CASES] + [("dscl", 0)])
+def test_save_and_restore_the_whole_state(tmp_path, case, queue_size):
+  config = case_config(case)
+  method = config.method
   config.moco.queue_size = queue_size
   mesh = sharding.make_mesh(1)
   tx = optim.sgd(optim.warmup_cosine_schedule(0.1, 10, 1), 0.9, 5e-4)
   online, _ = build_models(config, 10)
-  state = init_pretrain_state(config, online, tx, 10, 1, mesh)
+  state = init_pretrain_state(config, online, tx, 10, 1, mesh, CLASS_COUNTS)
   assert (state.queue is None) == (method == "ce" or queue_size == 0)
+  assert (state.target_params is None) == (method in ("ce", "gpaco"))
   mgr = checkpoint.manager(str(tmp_path / "ckpt"))
   checkpoint.save(mgr, 7, state, force=True)
   mgr.wait_until_finished()
-  fresh = init_pretrain_state(config, online, tx, 10, 1, mesh).replace(rng=jax.random.PRNGKey(99))
+  fresh = init_pretrain_state(config, online, tx, 10, 1, mesh, CLASS_COUNTS).replace(rng=jax.random.PRNGKey(99))
   restored = checkpoint.restore_latest(checkpoint.manager(str(tmp_path / "ckpt")), fresh)
   leaves_a, tree_a = jax.tree.flatten(state)
   leaves_b, tree_b = jax.tree.flatten(restored)

@@ -13,11 +13,12 @@ from dscl_jax.models.resnet import ResNet
 
 
 class Encoder(nn.Module):
-  """Trunk + projection head (+ a linear classifier when `num_classes` > 0, for cross-entropy).
+  """Trunk + projection head (`projection_head`: a kind of heads.py, or None for none) + a linear
+  classifier on the pooled feature when `num_classes` > 0 (cross-entropy, PaCo's class centres).
 
   `__call__(x [B, H, W, C], train)` returns {"feature_map" [B, h, w, F], "pooled" [B, F],
-  "embedding" [B, D] (unnormalised), and "logits" [B, num_classes] when there is a classifier}.
-  `project(pooled [R, F]) -> [R, D]` runs the projection head alone (PBSD's teacher path).
+  "embedding" [B, D] (unnormalised) with a head, and "logits" [B, num_classes] with a classifier}.
+  `project(pooled [R, F], train) -> [R, D]` runs the projection head alone (PBSD's teacher path).
   """
 
   depth: int
@@ -26,25 +27,28 @@ class Encoder(nn.Module):
   embed_dim: int = 128
   head_hidden_dim: int | None = None
   num_classes: int = 0
+  projection_head: str | None = "mlp"
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
 
   def setup(self):
     self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype)
     hidden = self.head_hidden_dim or self.trunk.num_features
-    self.head = ProjectionHead(hidden, self.embed_dim, self.dtype)
+    if self.projection_head is not None:
+      self.head = ProjectionHead(hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype)
     if self.num_classes:
       self.classifier = nn.Dense(self.num_classes, dtype=self.dtype)
 
   def __call__(self, x, train: bool):
     out = dict(self.trunk(x, train))
-    out["embedding"] = self.head(out["pooled"])
+    if self.projection_head is not None:
+      out["embedding"] = self.head(out["pooled"], train)
     if self.num_classes:
       out["logits"] = self.classifier(out["pooled"]).astype(jnp.float32)
     return out
 
-  def project(self, pooled):
-    return self.head(pooled)
+  def project(self, pooled, train: bool = True):
+    return self.head(pooled, train)
 
   def features(self, x, train: bool = False):
     """Pooled trunk feature only [B, F] (linear probe and evaluation)."""
@@ -66,9 +70,10 @@ def build_trunk(model_config: ml_collections.ConfigDict) -> ResNet:
 
 
 def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
-                  bn_group_size: int | None = None) -> Encoder:
+                  bn_group_size: int | None = None, projection_head: str | None = "mlp") -> Encoder:
   """An Encoder from `config.model` (depth, style, width, embed_dim, head_hidden_dim, dtype)."""
   dtype = compute_dtype(model_config)
   return Encoder(depth=model_config.depth, style=model_config.style, width=model_config.get("width", 1),
                  embed_dim=model_config.embed_dim, head_hidden_dim=model_config.get("head_hidden_dim"),
-                 num_classes=num_classes, bn_group_size=bn_group_size, dtype=dtype)
+                 num_classes=num_classes, projection_head=projection_head, bn_group_size=bn_group_size,
+                 dtype=dtype)

@@ -1,0 +1,63 @@
+"""The MoCo-style supervised contrastive family (DSCL, SupCon), with PBSD or the multi-crop ablation.
+
+Anchors are the B online queries; the contrastive set is concat(query, key, queue) with the momentum
+target's keys. With `pbsd.enabled` the n small crops of each image are students of a teacher pooled
+from the query's last feature map by `roi_align` (L = L_c + w * L_PBSD); with `pbsd.multicrop` they are
+extra queries instead (L = L_c + w * mean over crops of L_c(crop)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dscl_jax import losses
+from dscl_jax.methods.base import LossOutput, Method, Requirements, l2_normalize
+from dscl_jax.ops import roi_align
+
+
+def crop_major(x):
+  """[B, n, ...] -> [n * B, ...] with all first crops, then all second crops, ..."""
+  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+
+
+class QueueContrastive(Method):
+  """Subclasses give `contrastive_loss(query, key, queue, labels, queue_labels) -> scalar`."""
+
+  def make_requirements(self, config) -> Requirements:
+    small_crops = config.pbsd.enabled or config.pbsd.multicrop
+    views = ("query", "key", "small_crops") if small_crops else ("query", "key")
+    return Requirements(momentum_target=True, queue=True, views=views, projection_head="mlp")
+
+  def validate(self, config) -> None:
+    if config.pbsd.enabled and config.pbsd.multicrop:
+      raise ValueError("pbsd.enabled and pbsd.multicrop are alternatives (the paper's ablation): set one")
+
+  def contrastive_loss(self, query, key, queue, labels, queue_labels):
+    raise NotImplementedError
+
+  def loss(self, online, inputs) -> LossOutput:
+    config, batch = self.config, inputs.batch
+    labels, keys = batch["label"], inputs.keys
+    out = online(batch["query"])
+    query = l2_normalize(out["embedding"])
+    terms = {self.name: self.contrastive_loss(query, keys, inputs.queue, labels, inputs.queue_labels)}
+    total = terms[self.name]
+    if "small_crops" not in batch:
+      return LossOutput(total, terms)
+
+    batch_size, num_crops = labels.shape[0], batch["small_crops"].shape[1]
+    out_small = online(crop_major(batch["small_crops"]))
+    student = l2_normalize(out_small["embedding"]).reshape(num_crops, batch_size, -1)
+    if config.pbsd.enabled:
+      feature_map = out["feature_map"]
+      pooled = roi_align(feature_map.astype(jnp.float32), crop_major(batch["boxes"]),
+                         jnp.tile(jnp.arange(batch_size), num_crops), output_size=(2, 2),
+                         spatial_scale=feature_map.shape[1] / batch["query"].shape[1], sampling_ratio=-1)
+      teacher = l2_normalize(online.project(pooled.mean(axis=(1, 2)))).reshape(num_crops, batch_size, -1)
+      terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, inputs.queue, temperature=config.loss.temperature)
+      extra = terms["pbsd"]
+    else:
+      per_crop = jax.vmap(lambda s: self.contrastive_loss(s, keys, inputs.queue, labels, inputs.queue_labels))
+      terms["multicrop"] = extra = per_crop(student).mean()
+    return LossOutput(total + config.pbsd.weight * extra, terms)
