@@ -15,7 +15,7 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c = ml_collections.ConfigDict()
   # "all" runs pretrain, then linear_probe, then eval; or pick one of the three.
   c.mode = "all"
-  c.method = method  # a module of dscl_jax/methods/: "dscl" | "supcon" | "ce" | "paco" | "gpaco"
+  c.method = method  # a module of dscl_jax/methods/: "dscl" | "supcon" | "ce" | "paco" | "gpaco" | "iccl"
   c.seed = 0
   # A pretrain workdir (or its checkpoints dir) for linear_probe / eval; empty: this run's --workdir.
   c.pretrained = ""
@@ -59,6 +59,20 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.paco.gamma = 1.0
   c.paco.sup_temperature = 1.0
   c.paco.label_smoothing = 0.0
+
+  # ICCL (METHODS.md section 6; every value is ours, dscl_jax/methods/iccl.py): lambda ~ Beta(beta_a,
+  # beta_a) per sample; centroids refreshed per step by EMA ("ema", centroid_momentum) or per epoch
+  # ("epoch"); the centroid-retrieval temperature; the weights of the three terms; the class-aware
+  # sampler's class weights n_c ** class_aware_power (0: class-uniform).
+  c.iccl = ml_collections.ConfigDict()
+  c.iccl.beta_a = 1.0
+  c.iccl.centroid_update = "ema"
+  c.iccl.centroid_momentum = 0.9
+  c.iccl.temperature = 0.1
+  c.iccl.weight_icc = 1.0
+  c.iccl.weight_ce = 1.0
+  c.iccl.weight_mix = 1.0
+  c.iccl.class_aware_power = 0.0
 
   c.moco = ml_collections.ConfigDict()
   c.moco.momentum = 0.999

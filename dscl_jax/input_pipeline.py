@@ -27,6 +27,9 @@ from dscl_jax import augment
 # Domain tags that keep the shuffling streams and the per-sample streams apart.
 _PERMUTATION_STREAM = 0
 _SAMPLE_STREAM = 1
+_CLASS_AWARE_STREAM = 2
+# How a training stream picks the image at each global position (dscl_jax.methods.base.SAMPLERS).
+SAMPLERS = ("instance", "instance_and_class_aware")
 # Background batches prepared per process; they overlap the augmentation with the device step.
 _READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
 
@@ -40,9 +43,10 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   return steps
 
 
-def sample_rng(seed: int, position: int) -> np.random.Generator:
-  """The augmentation generator of the sample at global `position`."""
-  return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _SAMPLE_STREAM, position])))
+def sample_rng(seed: int, position: int, stream: int = _SAMPLE_STREAM) -> np.random.Generator:
+  """The augmentation generator of the sample at global `position` (`stream` keeps a second sample drawn at
+  the same position independent of the first)."""
+  return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream, position])))
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,32 +73,58 @@ def _snapshot(config: Any) -> Any:
   return config
 
 
-class _ClassBalancedIndex:
-  """Class uniform over the classes present, then an image uniform within it, from the sample's rng."""
+class ClassWeightedIndex:
+  """A class drawn with probability proportional to `n_c ** power` over the classes present (`power` 0:
+  class-uniform, the class-balanced sampler), then an image uniform within it, from the sample's rng."""
 
-  def __init__(self, labels: np.ndarray):
+  def __init__(self, labels: np.ndarray, power: float = 0.0):
     labels = np.asarray(labels)
-    self.classes = np.unique(labels)
+    self.classes, counts = np.unique(labels, return_counts=True)
     self.members = [np.flatnonzero(labels == c) for c in self.classes]
+    weights = counts.astype(np.float64) ** power
+    self.probabilities = weights / weights.sum()
+    self.uniform = power == 0
 
   def __call__(self, rng: np.random.Generator) -> int:
-    members = self.members[rng.integers(len(self.classes))]
+    if self.uniform:  # kept separate so the class-balanced probe's draws stay what they were
+      members = self.members[rng.integers(len(self.classes))]
+    else:
+      members = self.members[rng.choice(len(self.classes), p=self.probabilities)]
     return int(members[rng.integers(len(members))])
 
 
 class _PretrainSample:
-  """Global position -> {'label', and the `views` asked for} (picklable for workers)."""
+  """Global position -> {'label', and the `views` asked for} (picklable for workers).
 
-  def __init__(self, split, cfg_augment, cfg_pbsd, seed: int, views):
+  With `sampler="instance_and_class_aware"` each position also draws a class-aware sample (class c with
+  probability proportional to n_c ** `class_aware_power`, from its own random stream): its query-recipe
+  view is 'class_aware' and its label 'class_aware_label' (ICCL's second sampler).
+  """
+
+  def __init__(self, split, cfg_augment, cfg_pbsd, seed: int, views, sampler: str = "instance",
+               class_aware_power: float = 0.0):
+    if sampler not in SAMPLERS:
+      raise ValueError(f"sampler {sampler!r} must be one of {SAMPLERS}")
+    views = tuple(views)
+    if ("class_aware" in views) != (sampler == "instance_and_class_aware"):
+      raise ValueError(f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
+                       f"{views} and sampler {sampler!r}")
     self.source, self.num_examples = split.source, len(split)
     self.cfg_augment, self.cfg_pbsd, self.seed = _snapshot(cfg_augment), _snapshot(cfg_pbsd), seed
-    self.views = tuple(views)
+    self.views = tuple(v for v in views if v != "class_aware")
+    self.class_aware_index = ClassWeightedIndex(split.labels, class_aware_power) if "class_aware" in views else None
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     record = self.source[epoch_index(self.seed, position, self.num_examples)]
     views = augment.pretrain_views(record["image"], sample_rng(self.seed, position), self.cfg_augment,
                                    self.cfg_pbsd, self.views)
     views["label"] = np.int32(record["label"])
+    if self.class_aware_index is not None:
+      rng = sample_rng(self.seed, position, _CLASS_AWARE_STREAM)
+      other = self.source[self.class_aware_index(rng)]
+      views["class_aware"] = augment.pretrain_views(other["image"], rng, self.cfg_augment, self.cfg_pbsd,
+                                                    ("query",))["query"]
+      views["class_aware_label"] = np.int32(other["label"])
     return views
 
 
@@ -104,7 +134,7 @@ class _ProbeSample:
   def __init__(self, split, cfg_augment, seed: int, class_balanced: bool):
     self.source, self.num_examples = split.source, len(split)
     self.cfg_augment, self.seed = _snapshot(cfg_augment), seed
-    self.balanced_index = _ClassBalancedIndex(split.labels) if class_balanced else None
+    self.balanced_index = ClassWeightedIndex(split.labels) if class_balanced else None
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     rng = sample_rng(self.seed, position)
@@ -188,18 +218,22 @@ def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_
   return iter(dataset)
 
 
-def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, global_batch_size: int, seed: int,
-                      start_step: int = 0, process_index: int = 0, process_count: int = 1,
+def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, sampler: str = "instance",
+                      class_aware_power: float = 0.0, global_batch_size: int, seed: int, start_step: int = 0,
+                      process_index: int = 0, process_count: int = 1,
                       num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Endless pretraining batches for this process, `b = global_batch_size // process_count`.
 
   Each batch: 'label' int32 `[b]` and the `views` the method requires (default
   `augment.pbsd_views(cfg_pbsd)`): 'query', 'key' float32 `[b, S, S, C]`, 'small_crops'
   `[b, n, s, s, C]` with 'boxes' float32 `[b, n, 4]` (`[x1, y1, x2, y2]` in pixels of the query's
-  `S x S` crop). Instance-uniform epochs; see the module docstring for the determinism contract.
+  `S x S` crop), and with `sampler="instance_and_class_aware"` 'class_aware' `[b, S, S, C]` and
+  'class_aware_label' int32 `[b]` (see `_PretrainSample`). Instance-uniform epochs; see the module
+  docstring for the determinism contract.
   """
   views = augment.pbsd_views(cfg_pbsd) if views is None else views
-  return _training_stream(split, _PretrainSample(split, cfg_augment, cfg_pbsd, seed, views),
+  sample = _PretrainSample(split, cfg_augment, cfg_pbsd, seed, views, sampler, class_aware_power)
+  return _training_stream(split, sample,
                           global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                           process_index=process_index, process_count=process_count, num_workers=num_workers)
 

@@ -60,7 +60,8 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
   """Build `train_step(state, batch) -> (state, metrics)` for `config.method`.
 
   batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] float32,
-  "small_crops" [B, n, h, w, C] with "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels).
+  "small_crops" [B, n, h, w, C] with "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels),
+  "class_aware" [B, H, W, C] with "class_aware_label" [B].
   `target_model` is None for methods without a momentum target.
   """
   method = get_method(config)
@@ -84,7 +85,8 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
     else:
       queue, queue_labels = state.queue, state.queue_labels
     inputs = StepInputs(batch=batch, keys=keys, queue=queue, queue_labels=queue_labels,
-                        method_state=state.method_state, rng=jax.random.fold_in(step_rng, _METHOD_STREAM))
+                        method_state=state.method_state, rng=jax.random.fold_in(step_rng, _METHOD_STREAM),
+                        step=state.step)
 
     def loss_fn(params):
       online = OnlineForward(online_model, params, state.batch_stats)

@@ -9,9 +9,9 @@ from dscl_jax import methods
 
 def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
   """A global pretrain batch with the views `config.method` requires: "query", "key" [B, S, S, C],
-  "label" [B], and "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
-  (inside the S x S view, area fraction in `pbsd.crop_scale`). Draws the same numbers whatever the
-  method asks for, so two methods see the same images."""
+  "label" [B], "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
+  (inside the S x S view, area fraction in `pbsd.crop_scale`), "class_aware" [B, S, S, C] with
+  "class_aware_label" [B]. The query, key and labels are the same numbers whatever the method asks for."""
   views = methods.get_method(config).requirements.views
   b, s = config.train.batch_size, config.augment.image_size
   batch = {"query": rng.normal(size=(b, s, s, channels)).astype(np.float32),
@@ -19,6 +19,9 @@ def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Gener
            "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
   if "key" not in views:
     del batch["key"]
+  if "class_aware" in views:
+    batch["class_aware"] = rng.normal(size=(b, s, s, channels)).astype(np.float32)
+    batch["class_aware_label"] = rng.integers(0, num_classes, size=b).astype(np.int32)
   if "small_crops" in views:
     n, cs = config.pbsd.num_crops, config.pbsd.crop_size
     batch["small_crops"] = rng.normal(size=(b, n, cs, cs, channels)).astype(np.float32)

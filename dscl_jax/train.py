@@ -133,13 +133,14 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
     print(f"[pretrain] already finished ({start_step} steps)", flush=True)
     return state
 
+  needs = methods.get_method(config).requirements
   replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
   train_step = jax.jit(make_pretrain_step(config, online, target, tx, schedule),
                        in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
                        donate_argnums=0)
   batches = input_pipeline.pretrain_iterator(
-      dataset.train, config.augment, config.pbsd, views=methods.get_method(config).requirements.views,
-      global_batch_size=config.train.batch_size,
+      dataset.train, config.augment, config.pbsd, views=needs.views, sampler=needs.sampler,
+      class_aware_power=needs.class_aware_power, global_batch_size=config.train.batch_size,
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), num_workers=config.train.num_workers)
   progress = Progress("pretrain", job_dir, total_steps, steps_per_epoch, config.train.batch_size, start_step)

@@ -19,7 +19,7 @@ from dscl_jax.train import build_models, init_pretrain_state
 # Training images per class of the synthetic data set: long-tailed, so PaCo's prior is not uniform.
 CLASS_COUNTS = np.array([40, 30, 20, 15, 10, 8, 6, 4, 3, 2])
 # Every method of the registry, and DSCL's two small-crop variants.
-CASES = ("dscl", "supcon", "ce", "dscl_pbsd", "dscl_multicrop", "paco", "gpaco")
+CASES = ("dscl", "supcon", "ce", "dscl_pbsd", "dscl_multicrop", "paco", "gpaco", "iccl")
 
 
 def small_config(method="dscl", pbsd=False, multicrop=False):

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax import checkpoint, optim, sharding
+from dscl_jax import checkpoint, methods, optim, sharding
 from dscl_jax.train import build_models, init_pretrain_state
 from tests.step_runner import CASES, CLASS_COUNTS, case_config
 
@@ -12,14 +12,14 @@ from tests.step_runner import CASES, CLASS_COUNTS, case_config
 @pytest.mark.parametrize("case,queue_size", [(case, 48) for case in CASES] + [("dscl", 0)])
 def test_save_and_restore_the_whole_state(tmp_path, case, queue_size):
   config = case_config(case)
-  method = config.method
   config.moco.queue_size = queue_size
   mesh = sharding.make_mesh(1)
   tx = optim.sgd(optim.warmup_cosine_schedule(0.1, 10, 1), 0.9, 5e-4)
   online, _ = build_models(config, 10)
   state = init_pretrain_state(config, online, tx, 10, 1, mesh, CLASS_COUNTS)
-  assert (state.queue is None) == (method == "ce" or queue_size == 0)
-  assert (state.target_params is None) == (method in ("ce", "gpaco"))
+  needs = methods.get_method(config).requirements
+  assert (state.queue is None) == (not needs.queue or queue_size == 0)
+  assert (state.target_params is None) == (not needs.momentum_target)
   mgr = checkpoint.manager(str(tmp_path / "ckpt"))
   checkpoint.save(mgr, 7, state, force=True)
   mgr.wait_until_finished()

@@ -136,7 +136,7 @@ def _long_tailed_split(counts=(200, 100, 50, 20, 10, 5, 2, 1)):
 
 def test_class_balanced_sampler_is_uniform_over_classes():
   split = _long_tailed_split()
-  index_of = input_pipeline._ClassBalancedIndex(split.labels)
+  index_of = input_pipeline.ClassWeightedIndex(split.labels)
   draws = [index_of(input_pipeline.sample_rng(0, p)) for p in range(8000)]
   observed = np.bincount(split.labels[draws], minlength=8)
   expected = 8000 / 8

@@ -132,6 +132,7 @@ def test_gpaco_queue_holds_the_online_keys():
     ("dscl_pbsd", ("query", "key", "small_crops"), True, True, "mlp", False),
     ("paco", ("query", "key"), True, True, "mlp_bn", True),
     ("gpaco", ("query", "key"), False, True, "mlp3", True),
+    ("iccl", ("query", "key", "class_aware"), True, False, "mlp", True),
 ])
 def test_requirements_shape_the_models_and_batches(case, views, target, queue, head, classifier):
   config = case_config(case)
@@ -139,7 +140,8 @@ def test_requirements_shape_the_models_and_batches(case, views, target, queue, h
   assert (needs.views, needs.momentum_target, needs.queue) == (views, target, queue)
   assert (needs.projection_head, needs.classifier) == (head, classifier)
   batch = next(random_batches(config, 1))
-  assert set(batch) == set(views) | {"label"} | ({"boxes"} if "small_crops" in views else set())
+  extra = {"small_crops": {"boxes"}, "class_aware": {"class_aware_label"}}
+  assert set(batch) == set(views) | {"label"} | set().union(*(extra.get(v, set()) for v in views))
   online, target_model = build_models(config, 10)
   assert (target_model is None) == (not target)
   variables = online.init(jax.random.PRNGKey(0), batch["query"][:2], train=False)
@@ -154,10 +156,53 @@ def test_requirements_shape_the_models_and_batches(case, views, target, queue, h
 def test_unknown_method_names_the_choices():
   config = case_config("dscl")
   config.method = "moco"
-  with pytest.raises(ValueError, match=r"method 'moco' is not one of \('ce', 'dscl', 'gpaco', 'paco', 'supcon'\)"):
+  with pytest.raises(ValueError, match=r"method 'moco' is not one of \('ce', 'dscl', 'gpaco', 'iccl', 'paco', 'supcon'\)"):
     methods.get_method(config)
 
 
 def test_paco_needs_class_counts():
   with pytest.raises(ValueError, match="class counts"):
     methods.get_method(case_config("paco")).init_state(jax.random.PRNGKey(0), None)
+
+
+def test_iccl_terms_in_the_step_match_numpy():
+  """After a few steps (so the centroids are set), one step's three ICCL terms and its centroid update,
+  recomputed from the model outputs: lambda is the step's draw (the state's key folded with the step and
+  the method's stream), everything else is NumPy."""
+  config = case_config("iccl")
+  state, step, _ = setup(config)
+  batches = list(random_batches(config, 4))
+  for batch in batches[:3]:
+    state, _ = step(state, batch)
+  before, batch = jax.device_get(state), batches[3]
+  after, metrics = step(state, batch)
+  online, target = build_models(config, 10)
+  step_rng = jax.random.fold_in(before.rng, before.step)
+  lam = np.asarray(jax.random.beta(jax.random.fold_in(step_rng, 1), config.iccl.beta_a, config.iccl.beta_a,
+                                   (len(batch["label"]),), np.float32), np.float64)
+  mixed = (lam[:, None, None, None] * batch["query"] + (1 - lam[:, None, None, None]) * batch["class_aware"])
+  out_mixed = online_outputs(before, mixed.astype(np.float32), online)
+  out_a = online_outputs(before, batch["query"], online)
+  centroids = np.asarray(before.method_state["centroids"])
+  assert np.asarray(before.method_state["seen"]).any()
+  labels_a, labels_b = batch["label"], batch["class_aware_label"]
+  np.testing.assert_allclose(metrics["icc"], ref.iccl_reference(normalize(out_mixed["embedding"]), centroids, labels_a,
+                                                                labels_b, lam, config.iccl.temperature), **TOLERANCE)
+  np.testing.assert_allclose(metrics["ce"], ref.cross_entropy_reference(out_a["logits"], labels_a), **TOLERANCE)
+  log_p = out_mixed["logits"] - out_mixed["logits"].max(1, keepdims=True)
+  log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
+  rows = np.arange(len(lam))
+  expected_mix = np.mean(-lam * log_p[rows, labels_a] - (1 - lam) * log_p[rows, labels_b])
+  np.testing.assert_allclose(metrics["mix_ce"], expected_mix, **TOLERANCE)
+  w = config.iccl
+  np.testing.assert_allclose(metrics["loss"], w.weight_icc * metrics["icc"] + w.weight_ce * metrics["ce"]
+                             + w.weight_mix * metrics["mix_ce"], **TOLERANCE)
+  # The centroids then move towards the target's embeddings of the class-agnostic key views (EMA).
+  keys = momentum_keys(config, before, batch, online, target)
+  expected = centroids.astype(np.float64).copy()
+  seen = np.asarray(before.method_state["seen"])
+  for c in np.unique(labels_a):
+    mean = keys[labels_a == c].mean(0)
+    moved = w.centroid_momentum * centroids[c] + (1 - w.centroid_momentum) * mean if seen[c] else mean
+    expected[c] = moved / np.linalg.norm(moved)
+  np.testing.assert_allclose(np.asarray(after.method_state["centroids"]), expected, rtol=1e-4, atol=1e-5)

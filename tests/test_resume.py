@@ -20,6 +20,7 @@ TOTAL_STEPS = 120
 METHOD_OVERRIDES = {
     "dscl": [],
     "paco": ["--config.method=paco", "--config.loss.temperature=0.2", "--config.augment.query.randaugment_ops=2"],
+    "iccl": ["--config.method=iccl"],
 }
 
 

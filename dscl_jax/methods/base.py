@@ -17,10 +17,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-# Views the input pipeline can produce; "small_crops" also brings their "boxes" in query pixels.
-VIEWS = ("query", "key", "small_crops")
-# How the input pipeline picks the image at each global position.
-SAMPLERS = ("instance",)
+# Views the input pipeline can produce; "small_crops" also brings their "boxes" in query pixels, and
+# "class_aware" (a query-recipe view of a second, class-aware sample) its "class_aware_label".
+VIEWS = ("query", "key", "small_crops", "class_aware")
+# How the input pipeline picks the images at each global position: one instance-uniform sample, or that
+# and a class-aware sample (class c with probability proportional to n_c ** class_aware_power).
+SAMPLERS = ("instance", "instance_and_class_aware")
 # Projection heads of the encoder (dscl_jax/models/heads.py); None: no projection head at all.
 HEADS = ("mlp", "mlp_bn", "mlp3")
 
@@ -32,7 +34,8 @@ class Requirements:
   momentum_target: an EMA copy of the encoder embeds the key view (no gradient) before the loss.
   queue: a `[K, D]` ring buffer of past embeddings and labels, written after every step.
   views: the images the input pipeline must produce per sample (a subset of `VIEWS`).
-  sampler: how the pipeline draws images (one of `SAMPLERS`).
+  sampler: how the pipeline draws images (one of `SAMPLERS`); `class_aware_power` q weights the classes
+    of the class-aware sample by n_c ** q (0: class-uniform).
   projection_head: the encoder's projection head (one of `HEADS`), or None for no embedding.
   classifier: the encoder has a linear classifier on its pooled feature ("logits"); evaluation then also
     reports the model's own classifier beside the linear probe.
@@ -42,6 +45,7 @@ class Requirements:
   queue: bool
   views: tuple[str, ...]
   sampler: str = "instance"
+  class_aware_power: float = 0.0
   projection_head: str | None = "mlp"
   classifier: bool = False
 
@@ -51,6 +55,9 @@ class Requirements:
       raise ValueError(f"views {self.views} must include 'query' and be drawn from {VIEWS}")
     if self.sampler not in SAMPLERS:
       raise ValueError(f"sampler {self.sampler!r} must be one of {SAMPLERS}")
+    if ("class_aware" in self.views) != (self.sampler == "instance_and_class_aware"):
+      raise ValueError(f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
+                       f"{self.views} and sampler {self.sampler!r}")
     if self.projection_head not in HEADS + (None,):
       raise ValueError(f"projection_head {self.projection_head!r} must be one of {HEADS} or None")
     if self.momentum_target and "key" not in self.views:
@@ -67,6 +74,7 @@ class StepInputs:
   queue, queue_labels: [K, D] and [K] ([0, D] and [0] when the method keeps no queue or K = 0).
   method_state: the method's own part of the state (whatever `init_state` returned).
   rng: a key for this step's random draws, independent of the step's other draws.
+  step: the index of this step (0 for the first), a scalar int32 array.
   """
 
   batch: dict[str, jax.Array]
@@ -75,6 +83,7 @@ class StepInputs:
   queue_labels: jax.Array
   method_state: Any
   rng: jax.Array
+  step: jax.Array
 
 
 @flax.struct.dataclass  # a pytree: it leaves the differentiated function as auxiliary output
