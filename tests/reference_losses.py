@@ -5,7 +5,20 @@ matrix over all 2B+K columns) rather than the decomposed form the JAX code
 uses, so that an agreement checks the algebra as well as the arithmetic.
 """
 
+import math
+
 import numpy as np
+
+
+def unit_rows(rng, *shape):
+  """Random L2-normalised rows, float32 (test inputs shared by the loss tests)."""
+  x = rng.normal(size=shape)
+  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def vectors_at_angles(*radians):
+  """Unit vectors in 2-D at the given angles, float32 [len(radians), 2] (hand-computed cases)."""
+  return np.array([[math.cos(a), math.sin(a)] for a in radians], np.float32)
 
 
 def _log_prob_and_mask(query, key, queue, labels, queue_labels, temperature):

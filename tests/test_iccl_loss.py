@@ -11,6 +11,8 @@ import pytest
 
 from dscl_jax import losses
 from tests import reference_losses
+from tests.reference_losses import unit_rows as _unit
+from tests.reference_losses import vectors_at_angles as _angles
 
 # Jitted, so lam and temperature are traced and each input shape compiles
 # once; the Python-level checks are exercised on the eager loss instead.
@@ -18,15 +20,6 @@ iccl_loss = jax.jit(losses.iccl_loss)
 
 RTOL = 1e-5
 ATOL = 1e-6
-
-
-def _unit(rng, *shape):
-  x = rng.normal(size=shape)
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _angles(*radians):
-  return np.array([[math.cos(a), math.sin(a)] for a in radians], np.float32)
 
 
 def _inputs(seed, batch, num_classes, dim):

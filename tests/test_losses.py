@@ -10,6 +10,8 @@ import pytest
 
 from dscl_jax import losses
 from tests import reference_losses
+from tests.reference_losses import unit_rows as _unit
+from tests.reference_losses import vectors_at_angles as _angles
 
 # Jitted once per shape: the whole suite compiles far less than eager
 # op-by-op dispatch would. Python-level checks still run while tracing.
@@ -25,11 +27,6 @@ ATOL = 1e-6
 LONELY_LABEL = 99
 
 
-def _unit(rng, *shape):
-  x = rng.normal(size=shape)
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def _contrastive_inputs(seed, batch, queue_size, dim=8, num_classes=3):
   """Normalised embeddings with repeated labels and one lonely label."""
   rng = np.random.default_rng(seed)
@@ -42,10 +39,6 @@ def _contrastive_inputs(seed, batch, queue_size, dim=8, num_classes=3):
   labels[0] = LONELY_LABEL
   queue_labels = rng.integers(0, num_classes + 2, size=queue_size)
   return query, key, queue, labels, queue_labels.astype(np.int32)
-
-
-def _angles(*radians):
-  return np.array([[math.cos(a), math.sin(a)] for a in radians], np.float32)
 
 
 # (B, K, D): K = 0 and K > 0, B = 1 (only the own key is a candidate), a

@@ -10,6 +10,8 @@ import pytest
 
 from dscl_jax import losses
 from tests import reference_losses
+from tests.reference_losses import unit_rows as _unit
+from tests.reference_losses import vectors_at_angles as _angles
 
 
 
@@ -36,15 +38,6 @@ gpaco_loss = _jit_with_traced_scalars(
 
 RTOL = 1e-5
 ATOL = 1e-6
-
-
-def _unit(rng, *shape):
-  x = rng.normal(size=shape)
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _angles(*radians):
-  return np.array([[math.cos(a), math.sin(a)] for a in radians], np.float32)
 
 
 def _inputs(seed, batch, queue_size, num_classes, dim=8, views=1):
