@@ -57,10 +57,11 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_device(tmp_path, runs):
+def test_two_processes_match_one_device(tmp_path):
   """Two jax.distributed processes on localhost (2 CPU devices each): one 4-device mesh, each process
-  feeding its own rows of the global batch, give the single-device numbers."""
-  one = runs[0]["dscl_pbsd"]
+  feeding its own rows of the global batch, give the single-device numbers (DSCL + PBSD, 3 steps)."""
+  steps = 3
+  one = run_on(1, tmp_path / "one", ["dscl_pbsd"], steps)["dscl_pbsd"]
   port = free_port()
   procs = []
   out_dir = tmp_path / "two"
@@ -69,7 +70,7 @@ def test_two_processes_match_one_device(tmp_path, runs):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
     procs.append(subprocess.Popen([sys.executable, RUNNER, str(out_dir), "--cases", "dscl_pbsd", "--steps",
-                                   str(STEPS)], env=env))
+                                   str(steps)], env=env))
   assert [p.wait(timeout=900) for p in procs] == [0, 0]
   two = dict(np.load(out_dir / "dscl_pbsd.npz"))
   assert int(two["processes"]) == 2 and int(two["devices"]) == 4
