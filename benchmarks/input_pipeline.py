@@ -1,6 +1,6 @@
 """Input pipeline throughput: DSCL + PBSD views from JPEG files, ours (grain + PIL) beside torchvision.
 
-    /work/venv/bin/python benchmarks/input_pipeline.py            # about 2 minutes on 2 CPU cores
+    python benchmarks/input_pipeline.py            # about 2 minutes on 2 CPU cores
 
 Writes ~512 ImageNet-sized JPEGs (500x375 .. 640x480, quality 90) in a temporary split-list layout,
 then times `dscl_jax.input_pipeline.pretrain_iterator` (224 global crops, 5 small 64x64 crops with boxes,

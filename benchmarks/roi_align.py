@@ -1,6 +1,6 @@
 """Speed of dscl_jax.ops.roi_align beside torchvision's CPU kernel.
 
-    /work/venv/bin/python benchmarks/roi_align.py     # about 1 minute on 2 CPU cores
+    python benchmarks/roi_align.py     # about 1 minute on 2 CPU cores
 
 Cases:
   pbsd   features [256, 7, 7, 2048], 1280 boxes (5 per image) drawn like PBSD's

@@ -38,6 +38,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"(test{', val' if dataset.val is not None else ''}, train)")
   trunk_variables, pretrain_state, trunk_source = load_pretrained_trunk(config, dataset, mesh, workdir)
   trunk = build_trunk(config.model)
+  own_classifier = methods.get_method(config).requirements.classifier
 
   classifiers, sources = {}, {}
   try:
@@ -45,10 +46,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                          dataset.num_classes, len(dataset.train), mesh)
     classifiers["linear_probe"] = probe_state.params
   except FileNotFoundError as missing:
-    if not methods.get_method(config).requirements.classifier:
+    if not own_classifier:
       raise
     print(f"[eval] no linear probe to report ({missing})", flush=True)
-  if methods.get_method(config).requirements.classifier:
+  if own_classifier:
     classifiers["model"] = pretrain_state.params["classifier"]
     sources["model"] = trunk_source
 

@@ -1,7 +1,7 @@
 """The real long-tailed benchmarks: split-list datasets (ImageNet-LT, Places-LT, iNat18) and CIFAR-LT.
 
 Split lists are tested on generated JPEG fixtures and, for their sizes, on the real lists in
-/work/shared/data/splits (read in place, skipped when absent). CIFAR-LT is tested offline through
+../shared/data/splits relative to the repository root (read in place, skipped when absent). CIFAR-LT is tested offline through
 `tfds.testing.mock_data` and through real ArrayRecord files written by tfds itself from fake CIFAR binaries.
 """
 
@@ -22,7 +22,8 @@ from data import cifar_lt
 from data import long_tail
 from data import split_list
 
-REAL_SPLITS = "/work/shared/data/splits"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_SPLITS = os.path.join(ROOT, "..", "shared", "data", "splits")
 
 # 12 classes whose counts straddle the shot thresholds: many > 100, medium 20..100, few < 20.
 FIXTURE_COUNTS = (120, 101, 100, 60, 40, 25, 20, 19, 12, 8, 5, 3)

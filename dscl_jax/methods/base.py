@@ -8,6 +8,7 @@ step's shared arrays as `StepInputs`, and returns a `LossOutput`.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -129,7 +130,7 @@ def l2_normalize(x, axis=-1, eps=1e-12):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
 
 
-class Method:
+class Method(abc.ABC):
   """Base class: subclasses set `name`, build `requirements` from the config and implement `loss`."""
 
   name: str = ""
@@ -138,8 +139,9 @@ class Method:
     self.config = config
     self.requirements = self.make_requirements(config)
 
+  @abc.abstractmethod
   def make_requirements(self, config) -> Requirements:
-    raise NotImplementedError
+    """What this method needs from the shared machinery, for `config`."""
 
   def validate(self, config) -> None:
     """Raise a ValueError naming a bad method-specific config value (called before any data is read)."""
@@ -150,5 +152,6 @@ class Method:
     del rng, class_counts
     return {}
 
+  @abc.abstractmethod
   def loss(self, online: OnlineForward, inputs: StepInputs) -> LossOutput:
-    raise NotImplementedError
+    """The loss terms of one step from the online encoder's forward outputs."""

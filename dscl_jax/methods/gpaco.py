@@ -11,11 +11,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dscl_jax import losses
-from dscl_jax.methods.base import LossOutput, Method as BaseMethod, Requirements, l2_normalize
-from dscl_jax.methods.paco import check_paco_config, class_prior
+from dscl_jax.methods import paco
+from dscl_jax.methods.base import LossOutput, Requirements, l2_normalize
 
 
-class Method(BaseMethod):
+class Method(paco.Method):
+  """PaCo's state (the class prior) and config checks; its own requirements, loss and label smoothing."""
+
   name = "gpaco"
 
   def make_requirements(self, config) -> Requirements:
@@ -23,10 +25,7 @@ class Method(BaseMethod):
                         classifier=True)
 
   def validate(self, config) -> None:
-    check_paco_config(config)
-
-  def init_state(self, rng, class_counts):
-    return {"class_prior": class_prior(class_counts)}
+    paco.check_paco_config(config)
 
   def loss(self, online, inputs) -> LossOutput:
     paco, batch = self.config.paco, inputs.batch

@@ -8,6 +8,8 @@ extra queries instead (L = L_c + w * mean over crops of L_c(crop)).
 
 from __future__ import annotations
 
+import abc
+
 import jax
 import jax.numpy as jnp
 
@@ -33,8 +35,9 @@ class QueueContrastive(Method):
     if config.pbsd.enabled and config.pbsd.multicrop:
       raise ValueError("pbsd.enabled and pbsd.multicrop are alternatives (the paper's ablation): set one")
 
+  @abc.abstractmethod
   def contrastive_loss(self, query, key, queue, labels, queue_labels):
-    raise NotImplementedError
+    """The contrastive loss over concat(query, key, queue) with the B queries as anchors (scalar)."""
 
   def loss(self, online, inputs) -> LossOutput:
     config, batch = self.config, inputs.batch
