@@ -12,8 +12,13 @@ from data.long_tail import shot_groups
 from dscl_jax import input_pipeline, sharding
 
 
-def make_count_step(trunk, num_classes: int):
-  """`(trunk_variables, classifier, batch) -> (correct [C], seen [C])`, summed over the global batch."""
+def make_count_step(trunk, num_classes: int, bins: np.ndarray | None = None):
+  """`(trunk_variables, classifier, batch) -> (correct [C], seen [C])`, summed over the global batch; with
+  `bins` [C] (class -> bin, see `confusion_bins`) also the confusion matrix over bins [nb, nb] (rows:
+  true bin, columns: predicted bin). Everything is a sum over the sharded batch, so the replicated
+  outputs are complete on every host without gathering predictions."""
+  num_bins = None if bins is None else int(np.max(bins)) + 1
+  bins = None if bins is None else jnp.asarray(bins, jnp.int32)
 
   def count_step(trunk_variables, classifier, batch):
     features = trunk.apply(trunk_variables, batch["image"], train=False)["pooled"]
@@ -21,9 +26,26 @@ def make_count_step(trunk, num_classes: int):
     valid = batch["mask"].astype(jnp.float32)
     correct = (predictions == batch["label"]).astype(jnp.float32) * valid
     seen = jnp.zeros((num_classes,), jnp.float32).at[batch["label"]].add(valid)
-    return jnp.zeros((num_classes,), jnp.float32).at[batch["label"]].add(correct), seen
+    correct = jnp.zeros((num_classes,), jnp.float32).at[batch["label"]].add(correct)
+    if bins is None:
+      return correct, seen
+    confusion = jnp.zeros((num_bins, num_bins), jnp.float32).at[bins[batch["label"]], bins[predictions]].add(valid)
+    return correct, seen, confusion
 
   return count_step
+
+
+def confusion_bins(class_counts: np.ndarray, max_bins: int = 100) -> np.ndarray:
+  """[C] int32: each class's bin of the confusion matrix. Classes are ranked by training images
+  (descending, ties by index); with C <= max_bins each class is its own bin in rank order, otherwise the
+  ranking is cut into `max_bins` contiguous bins whose sizes differ by at most one (iNaturalist's 8142
+  classes would make a [C, C] matrix of 265 MB and an unreadable figure)."""
+  class_counts = np.asarray(class_counts)
+  order = np.lexsort((np.arange(len(class_counts)), -class_counts))  # rank -> class
+  num_bins = min(len(class_counts), max_bins)
+  bins = np.empty(len(class_counts), np.int32)
+  bins[order] = np.arange(len(class_counts)) * num_bins // len(class_counts)
+  return bins
 
 
 def accuracy_report(correct: np.ndarray, seen: np.ndarray, class_counts: np.ndarray) -> dict:
@@ -59,21 +81,24 @@ def format_report(reports: dict[str, dict]) -> str:
   return "\n".join([header, rule, *rows, note])
 
 
-def jit_count_step(trunk, num_classes: int, mesh):
+def jit_count_step(trunk, num_classes: int, mesh, bins: np.ndarray | None = None):
   """`make_count_step` jitted for the mesh: variables replicated, the batch sharded along "data"."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(make_count_step(trunk, num_classes),
+  outputs = 2 if bins is None else 3
+  return jax.jit(make_count_step(trunk, num_classes, bins),
                  in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
-                 out_shardings=(replicated, replicated))
+                 out_shardings=(replicated,) * outputs)
 
 
 def count_correct(count_step, trunk_variables, classifier, split, cfg_augment, batch_size: int, mesh):
-  """Runs `count_step` over the whole `split`; returns per-class (correct [C], seen [C]) as numpy."""
-  correct = seen = 0.0
+  """Runs `count_step` over the whole `split`; returns its per-class (correct [C], seen [C]) and, for a
+  step built with bins, the confusion matrix [nb, nb], as numpy sums."""
+  totals = None
   for batch in input_pipeline.eval_batches(split, cfg_augment, batch_size=batch_size,
                                            process_index=jax.process_index(), process_count=jax.process_count()):
-    c, s = count_step(trunk_variables, classifier, sharding.to_global(batch, mesh))
-    correct, seen = correct + np.asarray(c), seen + np.asarray(s)
+    counts = [np.asarray(x) for x in count_step(trunk_variables, classifier, sharding.to_global(batch, mesh))]
+    totals = counts if totals is None else [a + b for a, b in zip(totals, counts)]
+  seen = totals[1]
   if int(seen.sum()) != len(split):
     raise RuntimeError(f"evaluated {int(seen.sum())} images but the {split.name} split has {len(split)}")
-  return correct, seen
+  return tuple(totals)

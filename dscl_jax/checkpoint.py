@@ -1,55 +1,338 @@
-"""Orbax checkpointing of whole state pytrees, with resume."""
+"""Checkpoints that survive damage: orbax steps carrying checksums, verified on restore, with fallback.
+
+Each step directory holds two orbax items: "state" (the state pytree) and "checksums" (JSON: per leaf
+path, its shape, dtype and CRC-32 of its bytes), and, once the asynchronous save has finished,
+`files.json`: the size of every file of the step. Saving refuses a state with a non-finite value.
+Restoring goes newest step first; a step with a missing or resized file, that cannot be read, or whose
+arrays do not match their checksums, is reported in one line (step directory and cause) and the next
+older step is tried. The file check comes first because a read that fails inside orbax leaves
+tensorstore callbacks behind that print asyncio tracebacks long after the error was handled.
+Retention keeps the newest `keep` steps and never deletes the newest step that has been read back and
+verified, so a damaged latest step always has an intact predecessor.
+
+Every path goes through `etils.epath`: a `gs://` directory stays a `gs://` directory for orbax.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import time
+import zlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+STATE, CHECKSUMS, FILES = "state", "checksums", "files.json"
+MODE_OF_JOB = {"probe": "linear_probe"}
+
+# Which config fields set the shape of a state leaf, by the first matching key on its path.
+SHAPE_FIELDS = (
+    ("trunk", "model.depth, model.style, model.width and the dataset's image channels (data.name)"),
+    ("head", "model.embed_dim and model.head_hidden_dim"),
+    ("classifier", "the dataset's number of classes (data.name)"),
+    ("queue_labels", "moco.queue_size"),
+    ("queue", "moco.queue_size and model.embed_dim"),
+    ("class_prior", "the dataset's number of classes (data.name)"),
+    ("centroids", "the dataset's number of classes (data.name) and model.embed_dim"),
+)
 
 
-def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  """A CheckpointManager over `directory` (created if missing). Saves are asynchronous; atomic on finish."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+class DamagedCheckpoint(Exception):
+  """A step directory that cannot be read or whose arrays do not match their checksums."""
 
 
-def abstract_like(state):
-  """Shapes, dtypes and shardings of `state`, the target a restore fills in."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+class ShapeMismatch(ValueError):
+  """A checkpoint leaf whose shape differs from what the current config builds (not damage: a config
+  change), named with its path and the config fields that set it."""
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state, *, force: bool = False) -> None:
-  mgr.save(step, args=ocp.args.StandardSave(state), force=force)
+def leaf_name(path) -> str:
+  """"params/trunk/stem_conv/kernel" for a jax key path."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
 
 
-def restore_latest(mgr: ocp.CheckpointManager, template):
-  """The latest checkpoint restored into `template`'s structure and shardings, or None if there is none."""
-  step = mgr.latest_step()
-  if step is None:
+def host_array(x) -> np.ndarray:
+  """This process's copy of a replicated leaf (jax.Array or numpy) as numpy."""
+  if isinstance(x, jax.Array):
+    x = x.addressable_data(0)
+  return np.asarray(x)
+
+
+def leaf_checksum(array: np.ndarray) -> dict:
+  # tobytes() is C-ordered whatever the layout (np.ascontiguousarray would turn a 0-d array into 1-d).
+  return {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": zlib.crc32(array.tobytes())}
+
+
+def checksums(state) -> dict[str, dict]:
+  """{leaf path: {shape, dtype, crc32}} of every array in `state`."""
+  return {leaf_name(path): leaf_checksum(host_array(x)) for path, x in jax.tree_util.tree_leaves_with_path(state)}
+
+
+def non_finite_leaves(state) -> list[str]:
+  """Paths of the floating-point leaves of `state` that hold a NaN or an infinity."""
+  bad = []
+  for path, x in jax.tree_util.tree_leaves_with_path(state):
+    array = host_array(x)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+      bad.append(leaf_name(path))
+  return bad
+
+
+def shape_fields(name: str) -> str:
+  for key, fields in SHAPE_FIELDS:
+    if f"/{key}/" in f"/{name}/" or name.endswith(key):
+      return fields
+  return "the model and dataset settings"
+
+
+def _files_under(directory: epath.Path) -> list[epath.Path]:
+  """Every file below `directory` (epath has no recursive glob: on GCS it would be one listing per level
+  anyway)."""
+  found = []
+  for child in directory.iterdir():
+    found.extend(_files_under(child) if child.is_dir() else [child])
+  return found
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().split("\n")[0].split(" See full TensorStore details")[0]
+  return f"{type(error).__name__}: {text[:240]}"
+
+
+class Checkpoints:
+  """The checkpoints of one job in `directory`: asynchronous saves with checksums, verified restores."""
+
+  def __init__(self, directory, *, keep: int = 2, job: str = "checkpoint"):
+    if keep < 1:
+      raise ValueError(f"keep {keep} must be >= 1")
+    self.directory = epath.Path(directory)
+    self.keep, self.job = keep, job
+    # Retention is ours (max_to_keep=None): orbax would delete old steps before the new one is verified.
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
+    self._mgr = ocp.CheckpointManager(self.directory, options=options)
+    self._verified: set[int] = set()
+    self._listed: set[int] = set()  # steps whose files.json is written
+    self._layout = None  # numpy restore template of the last saved state, for read-back verification
+
+  def steps(self) -> list[int]:
+    return sorted(self._mgr.all_steps())
+
+  def save(self, step: int, state) -> None:
+    """Start an asynchronous save of `state` at `step`. Refuses a state with a non-finite value."""
+    bad = non_finite_leaves(state)
+    if bad:
+      raise FloatingPointError(f"refusing to checkpoint step {step}: non-finite values in {', '.join(bad[:5])}")
+    self._mgr.wait_until_finished()
+    self._prune()
+    sums = checksums(state)
+    self._layout = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state)
+    self._mgr.save(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state),
+                                                    CHECKSUMS: ocp.args.JsonSave(sums)}), force=True)
+
+  def wait_until_finished(self) -> None:
+    """Block until the last save is on disk, then verify it and apply retention."""
+    self._mgr.wait_until_finished()
+    self._prune()
+
+  def _list_files(self) -> None:
+    """Write `files.json` (relative path -> size) into every finished step that lacks one."""
+    if jax.process_index() != 0:
+      return
+    for step in self.steps():
+      if step in self._listed:
+        continue
+      step_dir = self.directory / str(step)
+      if not (step_dir / FILES).exists():
+        sizes = {str(p.relative_to(step_dir)): p.stat().length for p in _files_under(step_dir)}
+        (step_dir / FILES).write_text(json.dumps(sizes, sort_keys=True))
+      self._listed.add(step)
+
+  def _check_files(self, step: int) -> None:
+    """DamagedCheckpoint if a file listed in the step's files.json is missing or has another size."""
+    step_dir = self.directory / str(step)
+    listing = step_dir / FILES
+    if not listing.exists():
+      return  # killed between the save and the listing: the array checksums still guard the restore
+    try:
+      sizes = json.loads(listing.read_text())
+    except ValueError as error:
+      raise DamagedCheckpoint(f"{FILES} unreadable: {_first_line(error)}") from None
+    for name, size in sorted(sizes.items()):
+      path = step_dir / name
+      if not path.exists():
+        raise DamagedCheckpoint(f"missing file {name}")
+      actual = path.stat().length
+      if actual != size:
+        raise DamagedCheckpoint(f"file {name} has {actual} bytes, {size} when saved")
+
+  def _prune(self) -> None:
+    """Delete steps older than the newest `keep`, but only once a step newer than them is verified."""
+    self._list_files()
+    steps = self.steps()
+    if len(steps) <= self.keep:
+      return
+    newest = steps[-1]
+    if newest not in self._verified and self._layout is not None:
+      try:
+        self.restore_step(newest, self._layout)
+        self._verified.add(newest)
+      except (DamagedCheckpoint, ShapeMismatch) as error:
+        print(f"[{self.job}] WARNING: {self.directory / str(newest)} did not verify ({error}); keeping the older "
+              f"steps", flush=True)
+        return
+    if newest not in self._verified:
+      return
+    for step in steps[:-self.keep]:
+      self._mgr.delete(step)
+
+  def _stored_checksums(self, step: int) -> dict:
+    try:
+      restored = self._mgr.restore(step, args=ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()}))
+    except Exception as error:  # orbax / tensorstore raise many types; all mean "unreadable"
+      raise DamagedCheckpoint(f"checksums unreadable: {_first_line(error)}") from None
+    sums = restored[CHECKSUMS]
+    if not isinstance(sums, dict) or not sums:
+      raise DamagedCheckpoint("no checksums")
+    return sums
+
+  def restore_step(self, step: int, template, *, partial: bool = False):
+    """Restore `step` into `template` (leaves: jax.ShapeDtypeStruct with sharding, or numpy arrays for
+    host copies). `partial`: `template` may be a sub-tree of the saved state (e.g. the trunk only).
+    Raises DamagedCheckpoint (unreadable / checksum mismatch) or ShapeMismatch (a config change)."""
+    self._check_files(step)
+    sums = self._stored_checksums(step)
+    expected = {leaf_name(path): x for path, x in jax.tree_util.tree_leaves_with_path(template)}
+    missing = [name for name in expected if name not in sums]
+    if missing:
+      # The checksums list every leaf the step was saved with, so a leaf missing from them was never
+      # saved: another model, method, or a weights-only checkpoint (tools/import_dscl_checkpoint.py).
+      raise ShapeMismatch(f"{self.directory / str(step)} has no '{missing[0]}' ({len(missing)} leaves this "
+                          f"config builds are absent; '{missing[0]}' is set by {shape_fields(missing[0])}); was "
+                          f"it written by another model or method, or is it a weights-only checkpoint?")
+    for name, x in expected.items():
+      stored = tuple(sums[name]["shape"])
+      if stored != tuple(x.shape):
+        raise ShapeMismatch(f"'{name}' is {stored} in {self.directory / str(step)} but this config builds "
+                            f"{tuple(x.shape)}; it is set by {shape_fields(name)}")
+    if not partial and set(sums) != set(expected):
+      extra = sorted(set(sums) - set(expected))
+      raise ShapeMismatch(f"{self.directory / str(step)} holds leaves this config does not build "
+                          f"({', '.join(extra[:5])}); was it written by another method or config?")
+
+    def restore_args(x):
+      if isinstance(x, np.ndarray):
+        return ocp.RestoreArgs(restore_type=np.ndarray)
+      return ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype)
+
+    args = ocp.args.PyTreeRestore(template, restore_args=jax.tree.map(restore_args, template),
+                                  partial_restore=partial)
+    try:
+      state = self._mgr.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
+    except Exception as error:  # orbax / tensorstore raise many types; all mean "unreadable"
+      raise DamagedCheckpoint(_first_line(error)) from None
+    for path, x in jax.tree_util.tree_leaves_with_path(state):
+      name = leaf_name(path)
+      if leaf_checksum(host_array(x)) != sums[name]:
+        raise DamagedCheckpoint(f"checksum mismatch in '{name}'")
+    return state
+
+  def _set_aside(self, step: int) -> epath.Path:
+    """Rename a damaged step to `damaged_<step>_<time>`: kept for inspection, invisible to orbax, and out of
+    the way of the resumed run, which will save that step again."""
+    aside = self.directory / f"damaged_{step}_{int(time.time())}"
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(aside)
+    self._mgr.reload()
+    return aside
+
+  def restore_latest(self, template, *, partial: bool = False):
+    """(state, step) from the newest intact step, or None when there is no step at all.
+
+    Damaged steps are reported in one line each and skipped; if every step is damaged, raises naming each
+    one's cause. A ShapeMismatch (the config changed) is raised at once: an older step would not fit
+    either, and falling back would hide the change.
+    """
+    steps = self.steps()
+    causes = []
+    for step in reversed(steps):
+      try:
+        state = self.restore_step(step, template, partial=partial)
+      except DamagedCheckpoint as error:
+        causes.append(f"{self.directory / str(step)}: {error}")
+        older = [s for s in steps if s < step]
+        then = f"falling back to step {older[-1]}" if older else "no older step"
+        aside = self._set_aside(step)
+        print(f"[{self.job}] damaged checkpoint {self.directory / str(step)} ({error}); moved to {aside.name}; "
+              f"{then}", flush=True)
+        continue
+      self._verified.add(step)
+      return state, step
+    if causes:
+      raise DamagedCheckpoint(f"every checkpoint in {self.directory} is damaged: " + "; ".join(causes))
     return None
-  return mgr.restore(step, args=ocp.args.StandardRestore(abstract_like(template)))
 
 
-def has_checkpoint(directory: str) -> bool:
+def manager(directory, *, keep: int = 2, job: str = "checkpoint") -> Checkpoints:
+  """The checkpoints in `directory` (created if missing)."""
+  return Checkpoints(directory, keep=keep, job=job)
+
+
+def save(mgr: Checkpoints, step: int, state, *, force: bool = True) -> None:
+  del force  # every save is forced: the loop decides when to save
+  mgr.save(step, state)
+
+
+def abstract_like(state, sharding=None):
+  """Shapes, dtypes and shardings of `state` (or `sharding` for every leaf): the target a restore fills.
+  Numpy leaves stay numpy (restored as host arrays) unless `sharding` is given."""
+
+  def abstract(x):
+    if sharding is None and isinstance(x, np.ndarray):
+      return np.zeros(x.shape, x.dtype)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding)
+  return jax.tree.map(abstract, state)
+
+
+def restore_latest(mgr: Checkpoints, template):
+  """The newest intact checkpoint restored into `template`'s structure and shardings, or None."""
+  restored = mgr.restore_latest(abstract_like(template))
+  return None if restored is None else restored[0]
+
+
+def has_checkpoint(directory) -> bool:
   """True when `directory` holds a finished orbax step (a sub-directory named by an integer)."""
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+  directory = epath.Path(directory)
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def find_checkpoint_dir(path: str, job: str = "pretrain") -> str:
+def find_checkpoint_dir(path, job: str = "pretrain") -> epath.Path:
   """Accept a workdir, `<workdir>/<job>` or `<workdir>/<job>/checkpoints`; return the checkpoints dir."""
-  candidates = (os.path.join(path, job, "checkpoints"), os.path.join(path, "checkpoints"), path)
+  path = epath.Path(path)
+  candidates = (path / job / "checkpoints", path / "checkpoints", path)
   for candidate in candidates:
     if has_checkpoint(candidate):
-      return os.path.abspath(candidate)
-  raise FileNotFoundError(f"no {job} checkpoint under {path!r} (looked in {', '.join(candidates)}); "
-                          f"run --config.mode={job} first or point to a directory that has one")
+      return candidate
+  raise FileNotFoundError(f"no {job} checkpoint under {str(path)!r} (looked in "
+                          f"{', '.join(str(c) for c in candidates)}); run --config.mode={MODE_OF_JOB.get(job, job)} first or point "
+                          f"to a directory that has one")
 
 
-def restore_from(directory: str, abstract_state, sharding) -> tuple:
-  """Restore the latest step of `directory` into `abstract_state` (e.g. from `jax.eval_shape`), every
-  leaf placed with `sharding`. Returns (state, "<directory>/<step>")."""
-  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
-  mgr = manager(directory)
-  step = mgr.latest_step()
-  return mgr.restore(step, args=ocp.args.StandardRestore(template)), f"{directory}/{step}"
+def restore_from(directory, abstract_state, sharding, *, partial: bool = False, job: str = "checkpoint"):
+  """Restore the newest intact step of `directory` into `abstract_state` (shapes, e.g. from
+  `jax.eval_shape`), every leaf placed with `sharding`. Returns (state, "<directory>/<step>")."""
+  mgr = Checkpoints(directory, job=job)
+  restored = mgr.restore_latest(abstract_like(abstract_state, sharding), partial=partial)
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  state, step = restored
+  return state, str(epath.Path(directory) / str(step))

@@ -19,6 +19,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.seed = 0
   # A pretrain workdir (or its checkpoints dir) for linear_probe / eval; empty: this run's --workdir.
   c.pretrained = ""
+  # A rerun on a workdir with checkpoints must use the config they were trained with (dscl_jax/workdir.py);
+  # True resumes with the changed fields anyway (e.g. a lower learning rate after a divergence).
+  c.allow_config_change = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = dataset
@@ -89,6 +92,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.train.checkpoint_every = 1000
   c.train.num_workers = 0  # grain worker processes per host; 0 decodes in the main process
   c.train.max_steps = -1  # >= 0 stops early after this many steps (smoke tests); -1 runs every epoch
+  # The numerical guard skips a step whose loss, gradient or new state is not finite; this many skips in
+  # a row stop the run (dscl_jax/step.py, dscl_jax/loop.py).
+  c.train.max_skipped_steps = 20
 
   c.probe = ml_collections.ConfigDict()
   c.probe.batch_size = 2048

@@ -6,21 +6,26 @@ Classifiers: "linear_probe" (the class-balanced linear classifier on the frozen 
 every method once `linear_probe` has run) and, for methods that train their own classifier (cross-entropy,
 PaCo, GPaCo), "model": the online encoder's own classifier / class-centre logits, without any prior term.
 Both are linear maps of the same pooled trunk feature, so one counting step serves them.
+
+Beside `eval_<split>.json`, each classifier gets a per-class accuracy against training images plot and a
+confusion matrix (PNG; classes sorted head to tail, in at most 100 bins).
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import ml_collections
+import numpy as np
+from etils import epath
 
 from data.registry import get_dataset
 from dscl_jax import methods, sharding
-from dscl_jax.accuracy import accuracy_report, count_correct, format_report, jit_count_step
+from dscl_jax.accuracy import accuracy_report, confusion_bins, count_correct, format_report, jit_count_step
+from dscl_jax.figures import confusion_matrix_plot, per_class_accuracy_plot
+from dscl_jax.files import write_json
 from dscl_jax.models import build_trunk
-from dscl_jax.probe import load_pretrained_trunk, restore_probe
+from dscl_jax.probe import load_pretrained, restore_probe
+from dscl_jax.train import validate_config
 
 DESCRIPTIONS = {
     "linear_probe": "class-balanced linear probe on the frozen trunk",
@@ -28,17 +33,18 @@ DESCRIPTIONS = {
 }
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   mesh = sharding.make_mesh(config.mesh.num_devices)
-  sharding.check_batch_size(config.eval.batch_size, mesh)
+  validate_config(config, mesh)
   dataset = get_dataset(config.data)
   split = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(config.eval.split)
   if split is None:
     raise ValueError(f"eval.split {config.eval.split!r} is not available for {dataset.name} "
                      f"(test{', val' if dataset.val is not None else ''}, train)")
-  trunk_variables, pretrain_state, trunk_source = load_pretrained_trunk(config, dataset, mesh, workdir)
-  trunk = build_trunk(config.model)
   own_classifier = methods.get_method(config).requirements.classifier
+  loaded, trunk_source = load_pretrained(config, dataset, mesh, workdir, classifier=own_classifier)
+  trunk_variables = loaded["trunk"]
+  trunk = build_trunk(config.model)
 
   classifiers, sources = {}, {}
   try:
@@ -50,14 +56,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise
     print(f"[eval] no linear probe to report ({missing})", flush=True)
   if own_classifier:
-    classifiers["model"] = pretrain_state.params["classifier"]
+    classifiers["model"] = loaded["classifier"]
     sources["model"] = trunk_source
 
-  count_step = jit_count_step(trunk, dataset.num_classes, mesh)
-  reports = {}
+  bins = confusion_bins(dataset.class_counts)
+  count_step = jit_count_step(trunk, dataset.num_classes, mesh, bins)
+  reports, confusions = {}, {}
   for name, classifier in classifiers.items():
-    correct, seen = count_correct(count_step, trunk_variables, classifier, split, config.augment,
-                                  config.eval.batch_size, mesh)
+    correct, seen, confusions[name] = count_correct(count_step, trunk_variables, classifier, split,
+                                                    config.augment, config.eval.batch_size, mesh)
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
     reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name])
 
@@ -71,8 +78,31 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"[eval] {dataset.name}, {config.method}, split '{config.eval.split}' ({int(seen.sum())} images), "
         f"top-1 %:\n{format_report(reports)}", flush=True)
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{config.eval.split}.json")
-    with open(path, "w") as f:
-      json.dump(report, f, indent=2)
-    print(f"[eval] wrote {path}", flush=True)
+    report["figures"] = write_figures(workdir, config.eval.split, dataset, reports, confusions, bins, primary)
+    path = epath.Path(workdir) / f"eval_{config.eval.split}.json"
+    write_json(path, report, indent=2)
+    print(f"[eval] wrote {path} and {len(report['figures'])} figures beside it", flush=True)
   return report
+
+
+def write_figures(workdir, split: str, dataset, reports: dict, confusions: dict, bins, primary: str) -> list[str]:
+  """Per classifier: `eval_<split>[_<classifier>]_per_class.png` (accuracy against training images) and
+  `..._confusion.png` (classes, or bins of classes, sorted head to tail); the primary classifier's
+  files carry no classifier name. Returns the file names."""
+  names = []
+  num_bins = int(bins.max()) + 1
+  unit = "class" if num_bins == dataset.num_classes else f"bin of ~{dataset.num_classes // num_bins} classes"
+  labels = None
+  if num_bins == dataset.num_classes and num_bins <= 30:
+    order = np.argsort(bins)  # bin -> class
+    labels = [f"{c} ({int(dataset.class_counts[c])})" for c in order]
+  for name, report in reports.items():
+    stem = f"eval_{split}" + ("" if name == primary else f"_{name}")
+    title = f"{dataset.name}, {name}, split '{split}'"
+    per_class, confusion = f"{stem}_per_class.png", f"{stem}_confusion.png"
+    per_class_accuracy_plot(epath.Path(workdir) / per_class, report["per_class_accuracy"], dataset.class_counts,
+                            title=f"{title}: top-1 {report['overall']:.2f}%")
+    confusion_matrix_plot(epath.Path(workdir) / confusion, confusions[name], bin_labels=labels,
+                          title=f"{title}: confusion (one row per {unit})")
+    names += [per_class, confusion]
+  return names

@@ -1,10 +1,14 @@
 """Command line: `python -m dscl_jax.main --config configs/<name>.py --workdir <dir> [--config.field=value ...]`.
 
 `--config.mode` picks the job: `pretrain`, `linear_probe`, `eval`, or `all` (the three in order).
-Rerunning a command resumes from the latest checkpoint of its job in `--workdir`.
+Rerunning a command resumes from the latest checkpoint of its job in `--workdir`. The whole config is
+validated before any data is read or anything compiled; the workdir is locked for the run's duration.
+`--workdir` may be any path etils.epath and orbax understand (a local directory, `gs://bucket/dir`).
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -15,23 +19,37 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file from co
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-MODES = ("pretrain", "linear_probe", "eval", "all")
-
-
-def run(config, workdir: str) -> None:
+def run(config, workdir) -> None:
   # Imported here so `--help` and flag errors come back without loading JAX models and data code.
+  import jax
+
+  from dscl_jax import config_validation
   from dscl_jax.evaluate import evaluate
   from dscl_jax.probe import linear_probe
   from dscl_jax.train import pretrain
+  from dscl_jax.workdir import WorkdirLock
 
-  if config.mode not in MODES:
-    raise ValueError(f"--config.mode={config.mode!r} must be one of {MODES}")
-  if config.mode in ("pretrain", "all"):
-    pretrain(config, workdir)
-  if config.mode in ("linear_probe", "all"):
-    linear_probe(config, workdir)
-  if config.mode in ("eval", "all"):
-    evaluate(config, workdir)
+  config_validation.validate(config, len(jax.devices()), jax.process_count())
+  with WorkdirLock(workdir):
+    if config.mode in ("pretrain", "all"):
+      pretrain(config, workdir)
+    if config.mode in ("linear_probe", "all"):
+      linear_probe(config, workdir)
+    if config.mode in ("eval", "all"):
+      evaluate(config, workdir)
+
+
+def parse_flags(argv):
+  """absl's parser, with an unknown `--config.<field>` reported in one line (ml_collections raises a
+  KeyError / AttributeError with a "did you mean" hint buried in a long traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    hint = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    sys.exit(f"error: unknown config field in {' '.join(a for a in argv[1:] if a.startswith('--config.'))}: "
+             f"{hint}")
+  except flags.Error as error:
+    sys.exit(f"error: {error}\nPass --help for the flags.")
 
 
 def main(argv) -> None:
@@ -41,8 +59,14 @@ def main(argv) -> None:
     # orbax logs every save at INFO; our own progress lines are printed, so keep absl at WARNING.
     logging.set_verbosity(logging.WARNING)
   sharding.maybe_initialize_distributed()
-  run(_CONFIG.value, _WORKDIR.value)
+  from dscl_jax.errors import USER_ERRORS
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except USER_ERRORS as error:
+    # A bad value, a changed config, a locked workdir, a diverged run, a damaged checkpoint: the message
+    # says what to change, a traceback would only bury it.
+    sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,41 +1,51 @@
 """Linear probe: a linear classifier on the frozen pretrained trunk, trained with class-balanced sampling.
 
 The trunk (online encoder, inference-mode BatchNorm) comes from the pretrain checkpoint in this workdir
-or in `config.pretrained`. The probe's own state is checkpointed in `<workdir>/probe/checkpoints` and a
-rerun resumes it, like pretraining.
+or in `config.pretrained`; only its parameters and statistics are read, so fields the probe never uses
+(the queue length, the loss) may differ from the pretrain config. The probe's own state is checkpointed
+in `<workdir>/probe/checkpoints` and a rerun resumes it, like pretraining.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
 from data.registry import get_dataset
-from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding
+from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding, workdir as workdirs
+from dscl_jax.files import read_json, write_json
 from dscl_jax.accuracy import count_correct, jit_count_step
 from dscl_jax.models import build_trunk
 from dscl_jax.progress import Progress
 from dscl_jax.state import ProbeState
 from dscl_jax.step import make_probe_step
-from dscl_jax.train import abstract_pretrain_state, build_models, pretrain_schedule
+from dscl_jax.train import abstract_pretrain_state, build_models, pretrain_schedule, validate_config
 
 
-def load_pretrained_trunk(config, dataset, mesh, workdir: str):
-  """Restore the pretrain checkpoint; return (trunk variables, full pretrain state, checkpoint dir)."""
-  source = config.pretrained or workdir
-  directory = checkpoint.find_checkpoint_dir(source, "pretrain")
+def load_pretrained(config, dataset, mesh, workdir, *, classifier: bool = False):
+  """Restore what probe and eval need from the pretrain checkpoint: the online trunk's parameters and
+  BatchNorm statistics and, with `classifier`, the model's own classifier. Returns
+  ({"trunk": {"params", "batch_stats"}, "classifier": params or absent}, "<checkpoints dir>/<step>").
+
+  A leaf whose shape differs from what this config builds raises naming its path and the config fields
+  that set it; a damaged newest step falls back to the previous intact one.
+  """
+  directory = checkpoint.find_checkpoint_dir(config.pretrained or workdir, "pretrain")
   schedule, _, _ = pretrain_schedule(config, len(dataset.train))
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, _ = build_models(config, dataset.num_classes)
-  template = abstract_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels,
-                                     dataset.class_counts)
-  state, source = checkpoint.restore_from(directory, template, sharding.replicated(mesh))
-  trunk_variables = {"params": state.params["trunk"], "batch_stats": state.batch_stats["trunk"]}
-  return trunk_variables, state, source
+  full = abstract_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, dataset.class_counts)
+  template = {"params": {"trunk": full.params["trunk"]}, "batch_stats": {"trunk": full.batch_stats["trunk"]}}
+  if classifier:
+    template["params"]["classifier"] = full.params["classifier"]
+  state, source = checkpoint.restore_from(directory, template, sharding.replicated(mesh), partial=True,
+                                          job="pretrain checkpoint")
+  loaded = {"trunk": {"params": state["params"]["trunk"], "batch_stats": state["batch_stats"]["trunk"]}}
+  if classifier:
+    loaded["classifier"] = state["params"]["classifier"]
+  return loaded, source
 
 
 def probe_optimizer(config, num_train: int):
@@ -53,17 +63,18 @@ def create_probe_state(tx, num_features: int, num_classes: int) -> ProbeState:
   """A zero-initialised linear classifier [F, C] + [C] and its optimiser state."""
   params = {"kernel": jnp.zeros((num_features, num_classes), jnp.float32),
             "bias": jnp.zeros((num_classes,), jnp.float32)}
-  return ProbeState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  zero = jnp.zeros((), jnp.int32)
+  return ProbeState(step=zero, params=params, opt_state=tx.init(params), skipped_in_a_row=zero, skipped_total=zero)
 
 
 def restore_probe(config, workdir: str, num_features: int, num_classes: int, num_train: int, mesh):
   """The probe state to evaluate and where it came from: the one selected on the validation split
   (`<workdir>/probe/best`) when the dataset has one, else the last (`<workdir>/probe/checkpoints`)."""
-  best = os.path.join(workdir, "probe", "best")
+  best = epath.Path(workdir) / "probe" / "best"
   directory = best if checkpoint.has_checkpoint(best) else checkpoint.find_checkpoint_dir(workdir, "probe")
   _, _, _, tx = probe_optimizer(config, num_train)
   template = jax.eval_shape(lambda: create_probe_state(tx, num_features, num_classes))
-  return checkpoint.restore_from(directory, template, sharding.replicated(mesh))
+  return checkpoint.restore_from(directory, template, sharding.replicated(mesh), job="probe checkpoint")
 
 
 class ValSelector:
@@ -74,18 +85,15 @@ class ValSelector:
   choice during training: eval uses the last state.
   """
 
-  def __init__(self, config, dataset, trunk, trunk_variables, mesh, job_dir: str):
+  def __init__(self, config, dataset, trunk, trunk_variables, mesh, job_dir):
     self.enabled = dataset.val is not None
     if not self.enabled:
       return
     self.config, self.dataset, self.trunk_variables, self.mesh = config, dataset, trunk_variables, mesh
     self.count_step = jit_count_step(trunk, dataset.num_classes, mesh)
-    self.record_path = os.path.join(job_dir, "best.json")
-    self.best = {"val_accuracy": -1.0}
-    if os.path.exists(self.record_path):
-      with open(self.record_path) as f:
-        self.best = json.load(f)
-    self.manager = checkpoint.manager(os.path.join(job_dir, "best"), max_to_keep=1)
+    self.record_path = epath.Path(job_dir) / "best.json"
+    self.best = read_json(self.record_path) if self.record_path.exists() else {"val_accuracy": -1.0}
+    self.manager = checkpoint.manager(epath.Path(job_dir) / "best", keep=1, job="probe best")
 
   def update(self, step: int, epoch: float, state: ProbeState) -> None:
     if not self.enabled:
@@ -97,21 +105,21 @@ class ValSelector:
     print(f"[probe] epoch {epoch:.2f}: val top-1 {accuracy:.2f}%" + (" (best so far)" if improved else ""),
           flush=True)
     if improved:
-      checkpoint.save(self.manager, step, state, force=True)
+      self.manager.save(step, state)
       self.manager.wait_until_finished()
       self.best = {"step": step, "epoch": epoch, "val_accuracy": accuracy}
       if jax.process_index() == 0:
-        with open(self.record_path, "w") as f:
-          json.dump(self.best, f)
+        write_json(self.record_path, self.best)
 
 
-def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
+def linear_probe(config: ml_collections.ConfigDict, workdir) -> ProbeState:
   mesh = sharding.make_mesh(config.mesh.num_devices)
-  sharding.check_batch_size(config.probe.batch_size, mesh)
+  validate_config(config, mesh)
+  job_dir = epath.Path(workdir) / "probe"
+  workdirs.check_config(config, job_dir, "probe")
   dataset = get_dataset(config.data)
-  job_dir = os.path.join(workdir, "probe")
-  os.makedirs(job_dir, exist_ok=True)
-  trunk_variables, _, source = load_pretrained_trunk(config, dataset, mesh, workdir)
+  loaded, source = load_pretrained(config, dataset, mesh, workdir)
+  trunk_variables = loaded["trunk"]
   trunk = build_trunk(config.model)
   num_features = trunk.num_features
   print(f"[probe] frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, "
@@ -121,7 +129,7 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
   replicated = sharding.replicated(mesh)
   create = lambda: create_probe_state(tx, num_features, dataset.num_classes)
   state = jax.jit(create, out_shardings=replicated)()
-  ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
+  ckpt = checkpoint.manager(job_dir / "checkpoints", job="probe")
   state = loop.resume(ckpt, state, "probe")
   start_step = int(state.step)
   if start_step >= total_steps:
@@ -145,4 +153,4 @@ def linear_probe(config: ml_collections.ConfigDict, workdir: str) -> ProbeState:
   return loop.run("probe", state, lambda state, batch: probe_step(state, trunk_variables, batch), batches,
                   mesh=mesh, mgr=ckpt, progress=progress, start_step=start_step, total_steps=total_steps,
                   log_every=config.probe.log_every, checkpoint_every=config.probe.checkpoint_every,
-                  after_step=after_step)
+                  max_skipped_steps=config.train.max_skipped_steps, after_step=after_step)

@@ -1,25 +1,34 @@
-"""Progress output and metric files: one line per log interval with throughput and ETA, plus JSONL."""
+"""Progress output and metric files: one line per log interval with throughput and ETA, the same record
+appended to `metrics.jsonl`, and TensorBoard scalars (event files beside it, written without TensorFlow)."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
 import jax
 import numpy as np
+from etils import epath
+
+from dscl_jax.files import AppendFile
+from dscl_jax.tensorboard import EventWriter
 
 
 class Progress:
-  """Prints `job step/total (epoch) metrics, img/s, ETA` and appends the same record to `<dir>/metrics.jsonl`."""
+  """Prints `job step/total (epoch) metrics, img/s, ETA`, appends the same record to `<dir>/metrics.jsonl`
+  and writes its numbers as TensorBoard scalars into `<dir>` (process 0 only)."""
 
-  def __init__(self, job: str, directory: str, total_steps: int, steps_per_epoch: int, batch_size: int,
+  def __init__(self, job: str, directory, total_steps: int, steps_per_epoch: int, batch_size: int,
                start_step: int):
     self.job, self.total, self.steps_per_epoch, self.batch_size = job, total_steps, steps_per_epoch, batch_size
-    self.path = os.path.join(directory, "metrics.jsonl")
+    self.path = epath.Path(directory) / "metrics.jsonl"
     self.last_step, self.last_time = start_step, None
     self.start_time = time.time()
+    self._jsonl = self._events = None
+    if jax.process_index() == 0:
+      self._jsonl = AppendFile(self.path)
+      self._events = EventWriter(directory)
 
   def start_timing(self, step: int) -> None:
     """Call after the first (compiling) step so throughput excludes compile time."""
@@ -37,10 +46,15 @@ class Progress:
       line += f" | {rate * self.batch_size:.0f} img/s, ETA {format_seconds((self.total - step) / rate)}"
       self.last_step, self.last_time = step, now
     print(line, flush=True)
-    if jax.process_index() == 0:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._events.scalars(step, {k: v for k, v in record.items() if k != "step"})
     return record
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._events.close()
 
   def elapsed(self) -> float:
     return time.time() - self.start_time

@@ -22,7 +22,8 @@ class PretrainState:
   [K, D] holds embeddings of past global batches and `queue_labels` [K] their labels (both None for
   methods without a queue or K = 0); `queue_ptr` is the next row to write. `method_state` is the method's
   own pytree (`Method.init_state`; {} for most). `rng` is a raw uint32 key [2], folded with `step` inside
-  the step so a resumed run draws the same numbers.
+  the step so a resumed run draws the same numbers. `skipped_in_a_row` / `skipped_total` count the steps
+  whose update the numerical guard dropped (`dscl_jax/step.py`).
   """
 
   step: jax.Array
@@ -36,15 +37,20 @@ class PretrainState:
   queue_ptr: jax.Array
   method_state: Any
   rng: jax.Array
+  skipped_in_a_row: jax.Array
+  skipped_total: jax.Array
 
 
 @flax.struct.dataclass
 class ProbeState:
-  """Linear probe state: the classifier's params and optimiser state (the trunk is frozen elsewhere)."""
+  """Linear probe state: the classifier's params and optimiser state (the trunk is frozen elsewhere),
+  and the numerical guard's counters."""
 
   step: jax.Array
   params: Any
   opt_state: Any
+  skipped_in_a_row: jax.Array
+  skipped_total: jax.Array
 
 
 def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: int):
@@ -80,7 +86,8 @@ def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformatio
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
       target_params=copy(params), target_batch_stats=copy(batch_stats), opt_state=tx.init(params),
       queue=queue, queue_labels=queue_labels, queue_ptr=jnp.zeros((), jnp.int32),
-      method_state={} if method_state is None else method_state, rng=state_rng)
+      method_state={} if method_state is None else method_state, rng=state_rng,
+      skipped_in_a_row=jnp.zeros((), jnp.int32), skipped_total=jnp.zeros((), jnp.int32))
 
 
 def param_count(tree) -> int:

@@ -9,7 +9,12 @@ method shares and leaves the loss to the method:
    with its own key's group by design;
 2. the method's loss from the online encoder's forward outputs (`Method.loss`), differentiated;
 3. the SGD update; with a queue, the method's embeddings for it (by default the target's keys) and the
-   labels of the whole global batch are written at the pointer.
+   labels of the whole global batch are written at the pointer;
+4. the numerical guard: if the loss, a gradient or any value of the new state is not finite, the whole
+   update is dropped (the state keeps its old values, only the step and the skip counters advance).
+   It is a `lax.cond` inside the jitted step, so it costs no host synchronisation (an element-wise
+   select over the whole state compiled 7x slower on CPU); the loop reads the counters one step late and
+   stops after `train.max_skipped_steps` skips in a row.
 The step never branches on the method's name, only on what the method declares it needs.
 """
 
@@ -53,6 +58,22 @@ def momentum_keys(target_model, target_params, target_batch_stats, key_images, r
                                     key_images[perm], train=True, mutable=["batch_stats"])
   keys = jnp.zeros_like(out["embedding"]).at[perm].set(l2_normalize(out["embedding"]))
   return jax.lax.stop_gradient(keys), mutated["batch_stats"]
+
+
+def all_finite(*trees) -> jax.Array:
+  """True when every floating-point value in `trees` is finite (a scalar bool)."""
+  leaves = [x for tree in trees for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def guarded(old_state, new_state, finite: jax.Array):
+  """`new_state` if `finite`, else `old_state`; in both cases the step advances and the skip counters
+  (`skipped_in_a_row`, `skipped_total`) are updated. Returns (state, {"skipped": 0. or 1.})."""
+  kept = jax.lax.cond(finite, lambda: new_state, lambda: old_state)
+  skipped = jnp.logical_not(finite).astype(jnp.int32)
+  state = kept.replace(step=old_state.step + 1, skipped_total=old_state.skipped_total + skipped,
+                       skipped_in_a_row=jnp.where(finite, 0, old_state.skipped_in_a_row + 1))
+  return state, {"skipped": skipped.astype(jnp.float32), "skipped_in_a_row": state.skipped_in_a_row}
 
 
 def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_model,
@@ -101,11 +122,11 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
       written = keys if result.enqueue is None else jax.lax.stop_gradient(result.enqueue)
       queue, queue_labels, queue_ptr = enqueue(queue, queue_labels, queue_ptr, written, labels)
     method_state = state.method_state if result.method_state is None else result.method_state
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              target_params=target_params, target_batch_stats=target_batch_stats,
-                              opt_state=opt_state, queue=queue, queue_labels=queue_labels, queue_ptr=queue_ptr,
-                              method_state=method_state)
-    metrics = {"loss": loss, "lr": lr_schedule(state.step), **result.terms}
+    new_state = state.replace(params=params, batch_stats=batch_stats, target_params=target_params,
+                              target_batch_stats=target_batch_stats, opt_state=opt_state, queue=queue,
+                              queue_labels=queue_labels, queue_ptr=queue_ptr, method_state=method_state)
+    new_state, guard = guarded(state, new_state, all_finite(loss, grads, new_state))
+    metrics = {"loss": loss, "lr": lr_schedule(state.step), **result.terms, **guard}
     return new_state, metrics
 
   return train_step
@@ -130,7 +151,9 @@ def make_probe_step(trunk_model, tx: optax.GradientTransformation, lr_schedule: 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    metrics = {"loss": loss, "accuracy": accuracy, "lr": lr_schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    new_state, guard = guarded(state, state.replace(params=params, opt_state=opt_state),
+                               all_finite(loss, grads, params, opt_state))
+    metrics = {"loss": loss, "accuracy": accuracy, "lr": lr_schedule(state.step), **guard}
+    return new_state, metrics
 
   return probe_step

@@ -1,22 +1,22 @@
 """Pretraining: `pretrain(config, workdir)` runs (or resumes) the representation stage of any method.
 
 Resume rules:
-1. `<workdir>/pretrain/checkpoints` has a checkpoint: restore the whole state and continue from its step;
-   the input pipeline is a pure function of (seed, step), so the run sees exactly the batches and
-   augmentations an uninterrupted run would.
+1. `<workdir>/pretrain/checkpoints` has a checkpoint: restore the whole state from the newest intact step
+   (damaged steps are reported and skipped) and continue from its step; the input pipeline is a pure
+   function of (seed, step), so the run sees exactly the batches and augmentations an uninterrupted run
+   would. The config must be the one the checkpoints were trained with (`dscl_jax/workdir.py`).
 2. Otherwise start from step 0 with the config's seed.
 3. SIGTERM / Ctrl-C: checkpoint at the end of the current step, then stop; rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 import ml_collections
+from etils import epath
 
 from data.registry import get_dataset
-from dscl_jax import checkpoint, input_pipeline, loop, methods, optim, sharding
+from dscl_jax import checkpoint, config_validation, input_pipeline, loop, methods, optim, sharding, workdir as workdirs
 from dscl_jax.models import build_encoder
 from dscl_jax.models.torchvision_weights import load_torchvision_resnet
 from dscl_jax.progress import Progress
@@ -28,22 +28,8 @@ _METHOD_INIT_STREAM = 7
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
-  """Fail early, naming the bad value and the fix."""
-  method = methods.get_method(config)
-  method.validate(config)
-  batch = config.train.batch_size
-  sharding.check_batch_size(batch, mesh)
-  if method.requirements.queue:
-    queue = config.moco.queue_size
-    if queue < 0 or (queue and queue % batch):
-      raise ValueError(f"moco.queue_size {queue} must be 0 or a multiple of the global batch {batch} "
-                       f"(the whole batch is enqueued at once), e.g. {max(batch, queue // batch * batch)}")
-  if method.requirements.momentum_target:
-    group = config.model.key_bn_group_size
-    if group and (batch % group or group < 2):
-      raise ValueError(f"model.key_bn_group_size {group} must be >= 2 and divide the global batch {batch}")
-  if not 0.0 <= config.moco.momentum < 1.0:
-    raise ValueError(f"moco.momentum {config.moco.momentum} must be in [0, 1)")
+  """Fail early, naming the bad value and the fix (`dscl_jax/config_validation.py`)."""
+  config_validation.validate(config, mesh.devices.size, jax.process_count())
 
 
 def build_models(config, num_classes: int):
@@ -58,9 +44,6 @@ def build_models(config, num_classes: int):
 
 
 def pretrain_schedule(config, num_train: int):
-  if not 0 <= config.train.warmup_epochs < config.train.epochs:
-    raise ValueError(f"train.warmup_epochs {config.train.warmup_epochs} must be in [0, train.epochs="
-                     f"{config.train.epochs})")
   steps_per_epoch = input_pipeline.steps_per_epoch(num_train, config.train.batch_size)
   total_steps = config.train.epochs * steps_per_epoch
   lr = config.train.base_lr * config.train.batch_size / 256
@@ -104,15 +87,12 @@ def abstract_pretrain_state(config, model, tx, num_classes: int, channels: int,
   return jax.eval_shape(create, jax.random.PRNGKey(config.seed), None)
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
+def pretrain(config: ml_collections.ConfigDict, workdir) -> PretrainState:
   mesh = sharding.make_mesh(config.mesh.num_devices)
   validate_config(config, mesh)
+  job_dir = epath.Path(workdir) / "pretrain"
+  workdirs.check_config(config, job_dir, "pretrain")
   dataset = get_dataset(config.data)
-  job_dir = os.path.join(workdir, "pretrain")
-  os.makedirs(job_dir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(job_dir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
 
   schedule, steps_per_epoch, total_steps = pretrain_schedule(config, len(dataset.train))
   if config.train.max_steps >= 0:
@@ -122,7 +102,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
   state = init_pretrain_state(config, online, tx, dataset.num_classes, dataset.channels, mesh,
                               dataset.class_counts)
 
-  ckpt = checkpoint.manager(os.path.join(job_dir, "checkpoints"))
+  ckpt = checkpoint.manager(job_dir / "checkpoints", job="pretrain")
   state = loop.resume(ckpt, state, "pretrain")
   start_step = int(state.step)
   print(f"[pretrain] {config.method} on {dataset.name}: ResNet-{config.model.depth} "
@@ -146,4 +126,5 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> PretrainState:
   progress = Progress("pretrain", job_dir, total_steps, steps_per_epoch, config.train.batch_size, start_step)
   return loop.run("pretrain", state, train_step, batches, mesh=mesh, mgr=ckpt, progress=progress,
                   start_step=start_step, total_steps=total_steps, log_every=config.train.log_every,
-                  checkpoint_every=config.train.checkpoint_every)
+                  checkpoint_every=config.train.checkpoint_every,
+                  max_skipped_steps=config.train.max_skipped_steps)

@@ -24,11 +24,11 @@ OVERRIDES = ["--config.method=paco", "--config.loss.temperature=0.2", "--config.
 
 
 def restore(path):
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+  return ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
 
 
 def latest_step_dir(directory):
-  return os.path.join(directory, str(max(int(d) for d in os.listdir(directory) if d.isdigit())), "default")
+  return os.path.join(directory, str(max(int(d) for d in os.listdir(directory) if d.isdigit())), "state")
 
 
 def test_eval_reports_the_class_centres_and_the_linear_probe(tmp_path):

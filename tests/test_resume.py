@@ -39,8 +39,8 @@ def steps_saved(workdir):
 
 
 def final_params(workdir):
-  path = os.path.join(workdir, "pretrain", "checkpoints", str(TOTAL_STEPS), "default")
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+  path = os.path.join(workdir, "pretrain", "checkpoints", str(TOTAL_STEPS), "state")
+  return ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
