@@ -19,6 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file from co
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+
 def run(config, workdir) -> None:
   # Imported here so `--help` and flag errors come back without loading JAX models and data code.
   import jax

@@ -15,8 +15,8 @@ from etils import epath
 
 from data.registry import get_dataset
 from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding, workdir as workdirs
-from dscl_jax.files import read_json, write_json
 from dscl_jax.accuracy import count_correct, jit_count_step
+from dscl_jax.files import read_json, write_json
 from dscl_jax.models import build_trunk
 from dscl_jax.progress import Progress
 from dscl_jax.state import ProbeState

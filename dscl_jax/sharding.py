@@ -53,14 +53,6 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
-  devices, processes = mesh.devices.size, jax.process_count()
-  if global_batch_size % devices:
-    raise ValueError(f"global batch {global_batch_size} must be a multiple of the {devices} devices in the mesh")
-  if global_batch_size % processes:
-    raise ValueError(f"global batch {global_batch_size} must be a multiple of the {processes} processes")
-
-
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Host-local numpy batch (this process's rows) -> global arrays sharded along "data"."""
   sharding = data_sharded(mesh)
