@@ -8,6 +8,7 @@ The DSCL paper reports no CIFAR recipe; these settings are ours, chosen from the
 feature map is 8x8 at stride 4). `--config.data.imbalance_factor=50` or `10` gives the other standard splits.
 """
 
+from dscl_jax import augment
 from dscl_jax.config_base import cifar100_lt_config
 
 
@@ -15,6 +16,7 @@ def get_config():
   c = cifar100_lt_config("dscl")
   c.pbsd.enabled = True
   c.pbsd.crop_size = 16
+  c.pbsd.blur_sigma = augment.scaled_blur_sigma(16, 64)
   c.moco.queue_size = 4096
   c.model.key_bn_group_size = 128
   c.train.batch_size = 256

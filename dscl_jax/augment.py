@@ -307,8 +307,11 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
     ratio = getattr(cfg_pbsd, "crop_ratio", (3 / 4, 4 / 3))
     size = cfg_augment.image_size
     boxes = [sample_crop_box(size, size, rng, cfg_pbsd.crop_scale, ratio) for _ in range(cfg_pbsd.num_crops)]
-    small_crops = [to_array(colour_recipe(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng,
-                                          cfg_augment.query, sigma))
+    # Each crop is flipped on its own (the reference's small-crop recipe starts with a flip); its box
+    # still names the region of the query view it was cut from, which is what PBSD's teacher pools.
+    small_crops = [to_array(colour_recipe(random_flip(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng,
+                                                      cfg_pbsd.flip_prob),
+                                          rng, cfg_augment.query, cfg_pbsd.blur_sigma))
                    for box in boxes]
     views["small_crops"] = normalize(np.stack(small_crops), mean, std)
     views["boxes"] = np.stack(boxes).astype(np.float32)
@@ -364,7 +367,9 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   cfg.std = IMAGENET_STD if channels == 3 else (0.5,)
   cfg.probe_crop_scale = (0.08, 1.0)
   cfg.eval_resize_ratio = 256 / 224 if image_size >= 128 else 1.0
-  cfg.blur_sigma = (0.1, 2.0)
+  # The reference blurs its 224 px views with sigma in (0.1, 2) px; a smaller view gets the same blur
+  # relative to its size.
+  cfg.blur_sigma = scaled_blur_sigma(image_size, 224)
   # randaugment_ops > 0 appends RandAugment(ops, magnitude) to a view's recipe (PaCo / GPaCo).
   cfg.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
                    randaugment_ops=0, randaugment_magnitude=10)
@@ -383,4 +388,15 @@ def default_pbsd_config() -> ml_collections.ConfigDict:
   cfg.crop_scale = (0.05, 0.6)
   cfg.crop_ratio = (3 / 4, 4 / 3)
   cfg.weight = 1.5
+  cfg.flip_prob = 0.5  # each small crop is flipped on its own, as in the reference
+  # Blur of the small crops: (0.1, 2) px at the reference's 64 px; a config with other crops sets
+  # scaled_blur_sigma(crop_size, 64).
+  cfg.blur_sigma = scaled_blur_sigma(64, 64)
   return cfg
+
+
+def scaled_blur_sigma(view_size: int, reference_size: int) -> tuple[float, float]:
+  """The reference's Gaussian-blur sigma range (0.1, 2) px for a `reference_size` view, scaled to a view
+  of `view_size` px so that the blur covers the same fraction of the view."""
+  factor = view_size / reference_size
+  return (0.1 * factor, 2.0 * factor)

@@ -40,6 +40,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.model.style = style
   c.model.width = 1
   c.model.embed_dim = 128
+  # Every residual block's last BatchNorm scale starts at 0, as the DSCL reference builds its ResNets
+  # (torchvision's zero_init_residual=True).
+  c.model.zero_init_residual = True
   c.model.head_hidden_dim = 0  # 0: the trunk's feature width (2048 for ResNet-50), as the reference
   c.model.dtype = "float32"  # "bfloat16" on TPU / recent GPUs
   # A .npz of torchvision ResNet weights (tools/convert_torchvision_resnet.py) to start both encoders'
@@ -106,6 +109,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.probe.log_every = 50
   c.probe.checkpoint_every = 1000
   c.probe.max_steps = -1
+  # > 0: before the probe, the frozen trunk's BatchNorm running statistics are re-estimated on this many
+  # batches of probe training images (dscl_jax/bn_reestimation.py); 0 keeps the pretrained ones.
+  c.probe.reestimate_bn_batches = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512
@@ -129,6 +135,7 @@ def fashion_mnist_lt_config(method: str) -> ml_collections.ConfigDict:
   c.augment.probe_crop_scale = (0.5, 1.0)
   c.augment.mean, c.augment.std = (0.2860,), (0.3530,)  # Fashion-MNIST training set
   c.pbsd.crop_size = 12  # the 64 / 224 ratio of the ImageNet recipe, at 28x28
+  c.pbsd.blur_sigma = augment.scaled_blur_sigma(12, 64)
   c.moco.queue_size = 4096
   c.moco.momentum = 0.99  # ~1k steps in all: the target must follow faster than at 0.999
   c.model.key_bn_group_size = 64

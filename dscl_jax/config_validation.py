@@ -106,6 +106,8 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _positive(config, "augment.image_size")
   _scale_range(config, "augment.crop_scale")
   _scale_range(config, "augment.probe_crop_scale")
+  low, high = aug.blur_sigma
+  _require(0 < low <= high, f"augment.blur_sigma {(low, high)!r} must satisfy 0 < low <= high (pixels)")
   low, high = aug.crop_ratio
   _require(0 < low <= high, f"augment.crop_ratio {(low, high)!r} must satisfy 0 < low <= high")
   _require(len(aug.mean) == len(aug.std) and all(s > 0 for s in aug.std),
@@ -129,6 +131,9 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
              f"(PBSD's crops are small views; the paper uses 64 at 224)")
     _scale_range(config, "pbsd.crop_scale")
     _non_negative(config, "pbsd.weight")
+    _require(0.0 <= pbsd.flip_prob <= 1.0, f"pbsd.flip_prob {pbsd.flip_prob!r} must be in [0, 1]")
+    low, high = pbsd.blur_sigma
+    _require(0 < low <= high, f"pbsd.blur_sigma {(low, high)!r} must satisfy 0 < low <= high (pixels)")
 
   model = config.model
   _require(model.style in STYLES, f"model.style {model.style!r} must be one of {STYLES}")
@@ -160,7 +165,7 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   probe = config.probe
   _positive(config, "probe.batch_size", "probe.epochs", "probe.lr", "probe.log_every", "probe.checkpoint_every")
   _unit_interval(config, "probe.momentum")
-  _non_negative(config, "probe.weight_decay")
+  _non_negative(config, "probe.weight_decay", "probe.reestimate_bn_batches")
   milestones = tuple(probe.milestones)
   _require(all(0 < m < 1 for m in milestones) and list(milestones) == sorted(milestones),
            f"probe.milestones {milestones!r} must be increasing fractions of the epochs in (0, 1)")

@@ -24,7 +24,7 @@ from dscl_jax.accuracy import accuracy_report, confusion_bins, count_correct, fo
 from dscl_jax.figures import confusion_matrix_plot, per_class_accuracy_plot
 from dscl_jax.files import write_json
 from dscl_jax.models import build_trunk
-from dscl_jax.probe import load_pretrained, restore_probe
+from dscl_jax.probe import load_pretrained, probe_trunk_variables, restore_probe
 from dscl_jax.train import validate_config
 
 DESCRIPTIONS = {
@@ -46,11 +46,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   trunk_variables = loaded["trunk"]
   trunk = build_trunk(config.model)
 
-  classifiers, sources = {}, {}
+  classifiers, sources, variables = {}, {}, {}
   try:
     probe_state, sources["linear_probe"] = restore_probe(config, workdir, trunk.num_features,
-                                                         dataset.num_classes, len(dataset.train), mesh)
+                                                         dataset.num_classes, len(dataset.train), mesh,
+                                                         trunk_variables["batch_stats"])
     classifiers["linear_probe"] = probe_state.params
+    variables["linear_probe"] = probe_trunk_variables(trunk_variables, probe_state)
   except FileNotFoundError as missing:
     if not own_classifier:
       raise
@@ -58,12 +60,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if own_classifier:
     classifiers["model"] = loaded["classifier"]
     sources["model"] = trunk_source
+    variables["model"] = trunk_variables
 
   bins = confusion_bins(dataset.class_counts)
   count_step = jit_count_step(trunk, dataset.num_classes, mesh, bins)
   reports, confusions = {}, {}
   for name, classifier in classifiers.items():
-    correct, seen, confusions[name] = count_correct(count_step, trunk_variables, classifier, split,
+    correct, seen, confusions[name] = count_correct(count_step, variables[name], classifier, split,
                                                     config.augment, config.eval.batch_size, mesh)
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
     reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name])

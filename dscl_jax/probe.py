@@ -16,6 +16,7 @@ from etils import epath
 from data.registry import get_dataset
 from dscl_jax import checkpoint, input_pipeline, loop, optim, sharding, workdir as workdirs
 from dscl_jax.accuracy import count_correct, jit_count_step
+from dscl_jax.bn_reestimation import reestimate_batch_stats
 from dscl_jax.files import read_json, write_json
 from dscl_jax.models import build_trunk
 from dscl_jax.progress import Progress
@@ -59,21 +60,34 @@ def probe_optimizer(config, num_train: int):
   return steps_per_epoch, total_steps, schedule, tx
 
 
-def create_probe_state(tx, num_features: int, num_classes: int) -> ProbeState:
-  """A zero-initialised linear classifier [F, C] + [C] and its optimiser state."""
+def create_probe_state(tx, num_features: int, num_classes: int, trunk_batch_stats=None) -> ProbeState:
+  """A zero-initialised linear classifier [F, C] + [C], its optimiser state, and the trunk's
+  re-estimated BatchNorm statistics (None: the pretrained ones)."""
   params = {"kernel": jnp.zeros((num_features, num_classes), jnp.float32),
             "bias": jnp.zeros((num_classes,), jnp.float32)}
   zero = jnp.zeros((), jnp.int32)
-  return ProbeState(step=zero, params=params, opt_state=tx.init(params), skipped_in_a_row=zero, skipped_total=zero)
+  return ProbeState(step=zero, params=params, opt_state=tx.init(params), skipped_in_a_row=zero, skipped_total=zero,
+                    trunk_batch_stats=trunk_batch_stats)
 
 
-def restore_probe(config, workdir: str, num_features: int, num_classes: int, num_train: int, mesh):
+def probe_trunk_variables(trunk_variables, probe_state: ProbeState):
+  """The trunk variables the probe was trained with: re-estimated statistics when it has them."""
+  if probe_state.trunk_batch_stats is None:
+    return trunk_variables
+  return {"params": trunk_variables["params"], "batch_stats": probe_state.trunk_batch_stats}
+
+
+def restore_probe(config, workdir: str, num_features: int, num_classes: int, num_train: int, mesh,
+                  trunk_batch_stats=None):
   """The probe state to evaluate and where it came from: the one selected on the validation split
-  (`<workdir>/probe/best`) when the dataset has one, else the last (`<workdir>/probe/checkpoints`)."""
+  (`<workdir>/probe/best`) when the dataset has one, else the last (`<workdir>/probe/checkpoints`).
+  `trunk_batch_stats`: the trunk's statistics tree, whose shapes the probe's re-estimated ones have
+  (used when `probe.reestimate_bn_batches` > 0)."""
   best = epath.Path(workdir) / "probe" / "best"
   directory = best if checkpoint.has_checkpoint(best) else checkpoint.find_checkpoint_dir(workdir, "probe")
   _, _, _, tx = probe_optimizer(config, num_train)
-  template = jax.eval_shape(lambda: create_probe_state(tx, num_features, num_classes))
+  stats = trunk_batch_stats if config.probe.reestimate_bn_batches else None
+  template = jax.eval_shape(lambda: create_probe_state(tx, num_features, num_classes, stats))
   return checkpoint.restore_from(directory, template, sharding.replicated(mesh), job="probe checkpoint")
 
 
@@ -127,7 +141,18 @@ def linear_probe(config: ml_collections.ConfigDict, workdir) -> ProbeState:
 
   steps_per_epoch, total_steps, schedule, tx = probe_optimizer(config, len(dataset.train))
   replicated = sharding.replicated(mesh)
-  create = lambda: create_probe_state(tx, num_features, dataset.num_classes)
+  stats = None
+  if config.probe.reestimate_bn_batches:
+    # Deterministic (its own seed), so a resumed probe recomputes the statistics it saved.
+    stream = input_pipeline.probe_iterator(
+        dataset.train, config.augment, global_batch_size=config.probe.batch_size, seed=config.seed + 2,
+        process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.train.num_workers,
+        class_balanced=True)
+    stats = reestimate_batch_stats(trunk, trunk_variables, stream, config.probe.reestimate_bn_batches, mesh)
+    trunk_variables = {"params": trunk_variables["params"], "batch_stats": stats}
+    print(f"[probe] BatchNorm statistics re-estimated on {config.probe.reestimate_bn_batches} batches of "
+          f"{config.probe.batch_size} probe training images", flush=True)
+  create = lambda: create_probe_state(tx, num_features, dataset.num_classes, stats)
   state = jax.jit(create, out_shardings=replicated)()
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="probe")
   state = loop.resume(ckpt, state, "probe")

@@ -44,13 +44,15 @@ class PretrainState:
 @flax.struct.dataclass
 class ProbeState:
   """Linear probe state: the classifier's params and optimiser state (the trunk is frozen elsewhere),
-  and the numerical guard's counters."""
+  the numerical guard's counters, and the trunk's re-estimated BatchNorm statistics (None when the
+  probe uses the pretrained ones; `dscl_jax/bn_reestimation.py`)."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   skipped_in_a_row: jax.Array
   skipped_total: jax.Array
+  trunk_batch_stats: Any = None
 
 
 def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: int):

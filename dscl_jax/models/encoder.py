@@ -30,9 +30,10 @@ class Encoder(nn.Module):
   projection_head: str | None = "mlp"
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
+  zero_init_residual: bool = False
 
   def setup(self):
-    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype)
+    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype, self.zero_init_residual)
     hidden = self.head_hidden_dim or self.trunk.num_features
     if self.projection_head is not None:
       self.head = ProjectionHead(hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype)
@@ -76,4 +77,4 @@ def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
   return Encoder(depth=model_config.depth, style=model_config.style, width=model_config.get("width", 1),
                  embed_dim=model_config.embed_dim, head_hidden_dim=model_config.get("head_hidden_dim"),
                  num_classes=num_classes, projection_head=projection_head, bn_group_size=bn_group_size,
-                 dtype=dtype)
+                 dtype=dtype, zero_init_residual=model_config.get("zero_init_residual", False))

@@ -97,36 +97,44 @@ def _shortcut(x, y, strides, conv, norm):
   return norm(name="proj_bn")(x)
 
 
+def _last_scale_init(zero: bool):
+  return nn.initializers.zeros if zero else nn.initializers.ones
+
+
 class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (CIFAR ResNets)."""
+  """Two 3x3 convolutions (CIFAR ResNets). `zero_init_residual`: the last BatchNorm's scale starts at 0,
+  so the block starts as its shortcut (torchvision's `zero_init_residual=True`)."""
 
   filters: int
   strides: int
   norm: Any
   conv: Any
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x):
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(x)
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters, (3, 3), padding=PAD_1)(y)
-    y = self.norm()(y)
+    y = self.norm(scale_init=_last_scale_init(self.zero_init_residual))(y)
     return nn.relu(_shortcut(x, y, self.strides, self.conv, self.norm) + y)
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 -> 3x3 (strided, as torchvision's v1.5) -> 1x1 with 4x expansion (ImageNet ResNets)."""
+  """1x1 -> 3x3 (strided, as torchvision's v1.5) -> 1x1 with 4x expansion (ImageNet ResNets).
+  `zero_init_residual` as in BasicBlock."""
 
   filters: int
   strides: int
   norm: Any
   conv: Any
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x):
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
     y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=PAD_1)(y)))
-    y = self.norm()(self.conv(self.filters * 4, (1, 1))(y))
+    y = self.norm(scale_init=_last_scale_init(self.zero_init_residual))(self.conv(self.filters * 4, (1, 1))(y))
     return nn.relu(_shortcut(x, y, self.strides, self.conv, self.norm) + y)
 
 
@@ -134,7 +142,8 @@ class ResNet(nn.Module):
   """ResNet trunk. `x` [B, H, W, C] -> {"feature_map": [B, h, w, F], "pooled": [B, F]}.
 
   F is 64 * 2 ** (stages - 1) * width for CIFAR style (64 at width 1) and 2048 * width for ImageNet
-  style; h = H / 4 (CIFAR) or H / 32 (ImageNet).
+  style; h = H / 4 (CIFAR) or H / 32 (ImageNet). `zero_init_residual` starts every residual block's last
+  BatchNorm scale at 0 (the DSCL / MoCo reference builds its ResNets so).
   """
 
   depth: int
@@ -142,6 +151,7 @@ class ResNet(nn.Module):
   width: int = 1
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
+  zero_init_residual: bool = False
 
   @property
   def num_features(self) -> int:
@@ -165,7 +175,7 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(stages):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block(base * 2**i, strides, norm, conv, name=f"stage{i + 1}_block{j + 1}")(x)
+        x = block(base * 2**i, strides, norm, conv, self.zero_init_residual, name=f"stage{i + 1}_block{j + 1}")(x)
     feature_map = x
     pooled = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
     return {"feature_map": feature_map, "pooled": pooled}
