@@ -14,8 +14,9 @@ Recipes (METHODS.md sections 3 and 4):
          -> blur p 0.5 -> normalize
   key:   an independent crop and flip -> jitter (0.4, 0.4, 0.4, 0) always -> normalize
   PBSD:  `num_crops` small crops cut from the query's (flipped, uncoloured) global crop, each resized to
-         `crop_size` and given the query colours independently; their boxes `[x1, y1, x2, y2]` are in
-         pixels of the global crop.
+         `crop_size`, flipped on its own (`pbsd.flip_prob`) and given the query colours independently
+         (blur range `pbsd.blur_sigma`); their boxes `[x1, y1, x2, y2]` are in pixels of the global crop.
+  Blur sigma ranges are in pixels of the view they blur (`scaled_blur_sigma`).
 Grayscale images (C = 1) get the intensity parts only: brightness and contrast, no saturation, hue or
 grayscale conversion.
 """
