@@ -116,6 +116,11 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512
   c.eval.split = "test"
+  # Probe-free measures on the frozen trunk's features (dscl_jax/feature_eval.py): cosine kNN with this
+  # many neighbours (0: off), and a logistic regression fitted to convergence (scikit-learn, on the host).
+  c.eval.knn_k = 20
+  c.eval.logistic_regression = True
+  c.eval.logistic_max_iter = 1000
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.num_devices = -1  # -1: every device of every process
@@ -183,6 +188,8 @@ def imagenet_recipe_config(dataset: str, depth: int = 50) -> ml_collections.Conf
   c.train.log_every = 100
   c.train.checkpoint_every = 1000
   c.train.num_workers = 16
+  # 115k x 2048 features and 1000+ classes: hours of scikit-learn on a host. The kNN stays on.
+  c.eval.logistic_regression = False
   return c
 
 

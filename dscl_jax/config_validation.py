@@ -171,7 +171,8 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
            f"probe.milestones {milestones!r} must be increasing fractions of the epochs in (0, 1)")
   _require(probe.max_steps >= -1, f"probe.max_steps {probe.max_steps!r} must be -1 (every epoch) or >= 0")
 
-  _positive(config, "eval.batch_size")
+  _positive(config, "eval.batch_size", "eval.logistic_max_iter")
+  _non_negative(config, "eval.knn_k")
   _require(config.eval.split in EVAL_SPLITS, f"eval.split {config.eval.split!r} must be one of {EVAL_SPLITS}")
 
   _require(num_processes == 1 or config.mesh.num_devices == -1,

@@ -5,7 +5,9 @@ written as JSON.
 Classifiers: "linear_probe" (the class-balanced linear classifier on the frozen trunk, available for
 every method once `linear_probe` has run) and, for methods that train their own classifier (cross-entropy,
 PaCo, GPaCo), "model": the online encoder's own classifier / class-centre logits, without any prior term.
-Both are linear maps of the same pooled trunk feature, so one counting step serves them.
+Both are linear maps of the same pooled trunk feature, so one counting step serves them. With
+`eval.knn_k` > 0 and / or `eval.logistic_regression`, two probe-free measures on the trunk's features are
+reported beside them: "knn" and "logistic_regression" (`dscl_jax/feature_eval.py`).
 
 Beside `eval_<split>.json`, each classifier gets a per-class accuracy against training images plot and a
 confusion matrix (PNG; classes sorted head to tail, in at most 100 bins).
@@ -21,6 +23,7 @@ from etils import epath
 from data.registry import get_dataset
 from dscl_jax import methods, sharding
 from dscl_jax.accuracy import accuracy_report, confusion_bins, count_correct, format_report, jit_count_step
+from dscl_jax.feature_eval import extract_features, knn_predict, logistic_regression_predict
 from dscl_jax.figures import confusion_matrix_plot, per_class_accuracy_plot
 from dscl_jax.files import write_json
 from dscl_jax.models import build_trunk
@@ -30,6 +33,8 @@ from dscl_jax.train import validate_config
 DESCRIPTIONS = {
     "linear_probe": "class-balanced linear probe on the frozen trunk",
     "model": "the model's own classifier (class-centre logits for PaCo / GPaCo), no prior term",
+    "knn": "cosine k-nearest neighbours on the frozen trunk's features, class-balanced votes",
+    "logistic_regression": "logistic regression on the frozen trunk's features, class-balanced, to convergence",
 }
 
 
@@ -71,6 +76,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
     reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name])
 
+  if config.eval.knn_k or config.eval.logistic_regression:
+    feature_reports(config, dataset, split, trunk, variables.get("linear_probe", trunk_variables), mesh, bins,
+                    reports, confusions, sources.get("linear_probe", trunk_source))
+
   # The top level repeats the linear probe's numbers (the comparison every method shares) when there is
   # one; "classifiers" holds every classifier's report and says which produced each number.
   primary = "linear_probe" if "linear_probe" in reports else "model"
@@ -86,6 +95,31 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     write_json(path, report, indent=2)
     print(f"[eval] wrote {path} and {len(report['figures'])} figures beside it", flush=True)
   return report
+
+
+def feature_reports(config, dataset, split, trunk, trunk_variables, mesh, bins, reports: dict, confusions: dict,
+                    source: str) -> None:
+  """Adds "knn" and / or "logistic_regression" to `reports` and `confusions`: probe-free measures on the
+  trunk's features of the training split (`dscl_jax/feature_eval.py`)."""
+  train_x, train_y = extract_features(trunk, trunk_variables, dataset.train, config.augment, config.eval.batch_size,
+                                      mesh)
+  test_x, test_y = extract_features(trunk, trunk_variables, split, config.augment, config.eval.batch_size, mesh)
+  predictions = {}
+  if config.eval.knn_k:
+    predictions["knn"] = knn_predict(train_x, train_y, test_x, dataset.num_classes, config.eval.knn_k)
+  if config.eval.logistic_regression:
+    predictions["logistic_regression"], iterations = logistic_regression_predict(
+        train_x, train_y, test_x, config.eval.logistic_max_iter)
+    print(f"[eval] logistic regression converged in {iterations} iterations", flush=True)
+  num_bins = int(bins.max()) + 1
+  for name, predicted in predictions.items():
+    seen = np.bincount(test_y, minlength=dataset.num_classes).astype(np.float64)
+    correct = np.bincount(test_y, weights=predicted == test_y, minlength=dataset.num_classes)
+    confusion = np.zeros((num_bins, num_bins))
+    np.add.at(confusion, (bins[test_y], bins[predicted]), 1)
+    reports[name] = accuracy_report(correct, seen, dataset.class_counts)
+    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=source)
+    confusions[name] = confusion
 
 
 def write_figures(workdir, split: str, dataset, reports: dict, confusions: dict, bins, primary: str) -> list[str]:

@@ -39,7 +39,7 @@ def test_eval_reports_the_class_centres_and_the_linear_probe(tmp_path):
   assert "| linear_probe |" in out.stdout and "| model |" in out.stdout
   report = json.loads((tmp_path / "eval_test.json").read_text())
   assert report["method"] == "paco" and report["classifier"] == "linear_probe"
-  assert set(report["classifiers"]) == {"linear_probe", "model"}
+  assert set(report["classifiers"]) == {"linear_probe", "model", "knn", "logistic_regression"}
   assert report["classifiers"]["model"]["classifier"] == "model"
   assert "no prior" in report["classifiers"]["model"]["description"]
   assert report["overall"] == report["classifiers"]["linear_probe"]["overall"]
