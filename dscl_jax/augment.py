@@ -390,6 +390,9 @@ def default_pbsd_config() -> ml_collections.ConfigDict:
   cfg.crop_ratio = (3 / 4, 4 / 3)
   cfg.weight = 1.5
   cfg.flip_prob = 0.5  # each small crop is flipped on its own, as in the reference
+  # BatchNorm over each crop's batch on its own (the reference calls the encoder once per crop); False
+  # normalises all n x B crops together.
+  cfg.crop_bn_groups = True
   # Blur of the small crops: (0.1, 2) px at the reference's 64 px; a config with other crops sets
   # scaled_blur_sigma(crop_size, 64).
   cfg.blur_sigma = scaled_blur_sigma(64, 64)

@@ -71,7 +71,9 @@ def test_dscl_pbsd_terms_match_numpy():
   np.testing.assert_allclose(metrics["dscl"], expected_dscl, **TOLERANCE)
 
   b, n = batch["small_crops"].shape[:2]
-  student = normalize(online_outputs(state, crop_major(batch["small_crops"]), online)["embedding"]).reshape(n, b, -1)
+  # The reference's student: one encoder call per crop, so BatchNorm statistics per crop batch.
+  student = np.stack([normalize(online_outputs(state, batch["small_crops"][:, i], online)["embedding"])
+                      for i in range(n)])
   feature_map = out["feature_map"]
   boxes = crop_major(batch["boxes"])
   pooled = reference_roi_align(feature_map, boxes, np.tile(np.arange(b), n), (2, 2),

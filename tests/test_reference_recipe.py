@@ -80,3 +80,21 @@ def test_blur_range_scales_with_the_view_size(monkeypatch):
   assert all(c.pbsd.blur_sigma[0] <= s <= c.pbsd.blur_sigma[1] for s in crops)
   assert all(c.augment.blur_sigma[0] <= s <= c.augment.blur_sigma[1] for s in queries)
   assert max(crops) > 0.5 * c.pbsd.blur_sigma[1] and max(queries) > 0.5 * c.augment.blur_sigma[1]
+
+
+def test_each_crop_batch_is_normalised_on_its_own():
+  from dscl_jax.methods.base import OnlineForward
+  config = base_config(dataset="digits_lt", image_size=16, channels=1, depth=8, style="cifar")
+  assert config.pbsd.crop_bn_groups  # the reference's behaviour by default
+  encoder = build_encoder(config.model)
+  variables = encoder.init(jax.random.PRNGKey(0), np.zeros((2, 8, 8, 1), np.float32), train=False)
+  rng = np.random.default_rng(0)
+  crops = rng.normal(size=(2 * 6, 8, 8, 1)).astype(np.float32)  # crop-major: 2 crops x B = 6
+  changed = crops.copy()
+  changed[6:] = 3.0 * changed[6:] + 1.0  # only the second crop's batch
+  embed = lambda x, g: np.asarray(OnlineForward(encoder, variables["params"], variables["batch_stats"])(x, g)["embedding"])
+  grouped, grouped_changed = embed(crops, 6), embed(changed, 6)
+  np.testing.assert_array_equal(grouped[:6], grouped_changed[:6])  # the first crop's batch does not see it
+  alone = embed(crops[:6], None)  # one encoder call on the first crop's batch
+  np.testing.assert_allclose(grouped[:6], alone, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(embed(crops, None)[:6], embed(changed, None)[:6])  # shared statistics would

@@ -109,15 +109,19 @@ class OnlineForward:
   def __init__(self, model, params, batch_stats):
     self.model, self.params, self.batch_stats = model, params, batch_stats
 
-  def _apply(self, x, **kwargs):
-    out, mutated = self.model.apply({"params": self.params, "batch_stats": self.batch_stats}, x, train=True,
-                                    mutable=["batch_stats"], **kwargs)
+  def _apply(self, x, model=None, **kwargs):
+    model = model or self.model
+    out, mutated = model.apply({"params": self.params, "batch_stats": self.batch_stats}, x, train=True,
+                               mutable=["batch_stats"], **kwargs)
     self.batch_stats = mutated["batch_stats"]
     return out
 
-  def __call__(self, images):
-    """images [N, H, W, C] -> {"feature_map", "pooled", "embedding" (unnormalised)[, "logits"]}."""
-    return self._apply(images)
+  def __call__(self, images, bn_group_size: int | None = None):
+    """images [N, H, W, C] -> {"feature_map", "pooled", "embedding" (unnormalised)[, "logits"]}.
+    `bn_group_size` g: BatchNorm normalises each consecutive block of g images on its own (same
+    parameters), e.g. each crop's batch of a crop-major stack, as one forward call per crop would."""
+    model = None if bn_group_size is None else self.model.clone(bn_group_size=bn_group_size)
+    return self._apply(images, model)
 
   def project(self, pooled):
     """pooled [R, F] -> [R, D]: the projection head alone (PBSD's teacher path)."""

@@ -50,7 +50,9 @@ class QueueContrastive(Method):
       return LossOutput(total, terms)
 
     batch_size, num_crops = labels.shape[0], batch["small_crops"].shape[1]
-    out_small = online(crop_major(batch["small_crops"]))
+    # Each crop's [B] batch is normalised on its own, as the reference's one encoder call per crop.
+    out_small = online(crop_major(batch["small_crops"]), bn_group_size=batch_size if config.pbsd.crop_bn_groups
+                       else None)
     student = l2_normalize(out_small["embedding"]).reshape(num_crops, batch_size, -1)
     if config.pbsd.enabled:
       feature_map = out["feature_map"]
