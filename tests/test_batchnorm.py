@@ -1,6 +1,10 @@
 """The custom BatchNorm (dscl_jax/models/resnet.py) against NumPy written from the definition, float64:
 whole-batch and grouped ("ghost") statistics in training mode, PyTorch's running-statistics update with the
-unbiased variance, and inference from the running statistics."""
+unbiased variance, and inference from the running statistics; the whole-batch rule also against
+torch.nn.BatchNorm1d / 2d (run by /usr/bin/python3 on .npy files, skipped when torch is missing)."""
+
+import os
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -81,10 +85,11 @@ def test_groups_are_the_whole_batch_rule_applied_per_group():
     np.testing.assert_allclose(grouped[start:start + 4], alone, rtol=1e-6, atol=1e-6)
 
 
-def test_inference_uses_the_running_statistics():
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_inference_uses_the_running_statistics(shape):
   rng = np.random.default_rng(2)
-  x = rng.normal(size=(4, 3, 3, 5)).astype(np.float32)
-  v = variables(5, rng)
+  x = rng.normal(1.0, 2.0, shape).astype(np.float32)
+  v = variables(shape[-1], rng)
   y = BatchNorm(use_running_average=True, epsilon=EPS).apply(v, jnp.asarray(x))
   s, p = v["batch_stats"], v["params"]
   expected = (x.astype(np.float64) - s["mean"]) / np.sqrt(s["var"] + EPS) * p["scale"] + p["bias"]
@@ -97,3 +102,72 @@ def test_a_group_size_that_does_not_divide_the_batch_is_refused():
   v = module.init(jax.random.PRNGKey(0), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="group_size 4 must divide the batch 6"):
     module.apply(v, x, mutable=["batch_stats"])
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+# Two training steps of torch's BatchNorm (float64, momentum 0.1 = flax 0.9) from the given parameters and
+# running statistics, then one inference step; NHWC inputs go through BatchNorm2d as NCHW.
+TORCH_SIDE = """
+import sys
+import numpy as np
+import torch
+d = sys.argv[1]
+for name in sys.argv[2:]:
+  x, scale, bias, mean, var = (np.load(f"{d}/{name}_{k}.npy").astype(np.float64)
+                               for k in ("x", "scale", "bias", "mean", "var"))
+  bn = (torch.nn.BatchNorm2d if x.ndim == 4 else torch.nn.BatchNorm1d)(x.shape[-1], eps=1e-5, momentum=0.1)
+  bn = bn.double()
+  with torch.no_grad():
+    bn.weight.copy_(torch.from_numpy(scale)); bn.bias.copy_(torch.from_numpy(bias))
+    bn.running_mean.copy_(torch.from_numpy(mean)); bn.running_var.copy_(torch.from_numpy(var))
+  nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+  to_torch = nchw if x.ndim == 4 else (lambda a: torch.from_numpy(np.ascontiguousarray(a)))
+  from_torch = (lambda t: t.numpy().transpose(0, 2, 3, 1)) if x.ndim == 4 else (lambda t: t.numpy())
+  outputs = {}
+  with torch.no_grad():
+    bn.train()
+    outputs["y1"] = from_torch(bn(to_torch(x)))
+    outputs["y2"] = from_torch(bn(to_torch(x[::-1] * 0.5 + 1.0)))
+    bn.eval()
+    outputs["y_eval"] = from_torch(bn(to_torch(x)))
+  outputs["mean"], outputs["var"] = bn.running_mean.numpy(), bn.running_var.numpy()
+  for k, value in outputs.items():
+    np.save(f"{d}/{name}_torch_{k}.npy", value)
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_outputs(tmp_path_factory):
+  """torch's outputs for every shape, computed in one subprocess."""
+  if not os.path.exists(SYSTEM_PYTHON):
+    pytest.skip(f"{SYSTEM_PYTHON} does not exist, so there is no PyTorch to compare with")
+  probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True, check=False)
+  if probe.returncode != 0:
+    pytest.skip(f"{SYSTEM_PYTHON} cannot import torch: {probe.stderr.decode(errors='replace').strip()[-200:]}")
+  d = tmp_path_factory.mktemp("torch_batchnorm")
+  inputs = {}
+  for i, (name, shape) in enumerate(SHAPES.items()):
+    rng = np.random.default_rng(10 + i)
+    x, v = rng.normal(-1.0, 2.5, shape).astype(np.float32), variables(shape[-1], rng)
+    inputs[name] = (x, v)
+    arrays = {"x": x, **v["params"], **v["batch_stats"]}
+    for k, value in arrays.items():
+      np.save(d / f"{name}_{k}.npy", value)
+  subprocess.run([SYSTEM_PYTHON, "-c", TORCH_SIDE, str(d), *SHAPES], check=True, capture_output=True,
+                 timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+  return {name: (inputs[name], {k: np.load(d / f"{name}_torch_{k}.npy")
+                                for k in ("y1", "y2", "y_eval", "mean", "var")}) for name in SHAPES}
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_whole_batch_matches_torch(name, torch_outputs):
+  (x, v), expected = torch_outputs[name]
+  y1, mean, var = apply_train(x, v)
+  v1 = {"params": v["params"], "batch_stats": {"mean": mean, "var": var}}
+  y2, mean, var = apply_train(x[::-1] * 0.5 + 1.0, v1)
+  v2 = {"params": v["params"], "batch_stats": {"mean": mean, "var": var}}
+  y_eval = np.asarray(BatchNorm(use_running_average=True, epsilon=EPS).apply(v2, jnp.asarray(x)))
+  for key, actual in (("y1", y1), ("y2", y2), ("y_eval", y_eval)):
+    np.testing.assert_allclose(actual, expected[key], rtol=1e-5, atol=2e-5, err_msg=key)
+  np.testing.assert_allclose(mean, expected["mean"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(var, expected["var"], rtol=1e-5, atol=1e-6)

@@ -61,7 +61,9 @@ def test_pretrain_probe_eval_on_split_lists(tmp_path):
   assert report["groups"]["few"]["num_images"] == 12
   assert report["groups"]["medium"]["num_images"] == 8 and report["groups"]["many"]["num_images"] == 4
   # The fixture is easy: each class has its own colour. Chance is 1/6 even for a probe that has learnt to
-  # predict only the six trained classes; this run reaches 91.7% (22 of 24), validation 100%. A floor of
-  # 60% leaves room for float noise and fails if the trunk, probe or eval stops carrying the colour.
+  # predict only the six trained classes. With fixture and training seeds 0-4 the test split reaches 100,
+  # 83.3, 100, 100, 83.3% (seed 0, this test: 100%) and validation the same; the misses are few-shot
+  # images. A floor of 60% (15 of 24) leaves room for seed and float noise and fails if the trunk, probe
+  # or eval stops carrying the colour.
   assert report["overall"] >= 60.0, report["classifiers"]["linear_probe"]["per_class_accuracy"][:6]
   assert best["val_accuracy"] >= 60.0
