@@ -83,18 +83,32 @@ def shot_groups(class_counts: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
   by class index), sizes as equal as possible (larger groups first). Each group holds sorted class
   indices, int64.
   """
+  shots = shot_classes(class_counts)
+  if all(group.size for group in shots.values()):
+    return shots, "shots"
+  return count_thirds(class_counts), "thirds"
+
+
+def _counts(class_counts) -> np.ndarray:
   counts = np.asarray(class_counts).astype(np.int64)
   if counts.ndim != 1 or counts.size < 3:
     raise ValueError(f"class_counts must be 1-D with at least 3 classes, got shape {counts.shape}")
-  classes = np.arange(counts.size)
-  shots = {
-      "many": classes[counts >= MANY_SHOT_MIN],
-      "medium": classes[(counts > FEW_SHOT_MAX) & (counts < MANY_SHOT_MIN)],
-      "few": classes[counts <= FEW_SHOT_MAX],
-  }
-  if all(group.size for group in shots.values()):
-    return {name: group.astype(np.int64) for name, group in shots.items()}, "shots"
-  ranking = np.argsort(-counts, kind="stable")
-  thirds = np.array_split(ranking, 3)
-  groups = {name: np.sort(part).astype(np.int64) for name, part in zip(("head", "middle", "tail"), thirds)}
-  return groups, "thirds"
+  return counts
+
+
+def shot_classes(class_counts) -> dict[str, np.ndarray]:
+  """'many' (> 100 training images), 'medium' (20..100), 'few' (< 20): sorted class indices, int64,
+  each possibly empty."""
+  counts = _counts(class_counts)
+  classes = np.arange(counts.size, dtype=np.int64)
+  return {"many": classes[counts >= MANY_SHOT_MIN],
+          "medium": classes[(counts > FEW_SHOT_MAX) & (counts < MANY_SHOT_MIN)],
+          "few": classes[counts <= FEW_SHOT_MAX]}
+
+
+def count_thirds(class_counts) -> dict[str, np.ndarray]:
+  """'head', 'middle', 'tail': thirds of the classes ranked by training images (descending, ties by class
+  index), sizes as equal as possible (larger groups first); sorted class indices, int64."""
+  ranking = np.argsort(-_counts(class_counts), kind="stable")
+  return {name: np.sort(part).astype(np.int64)
+          for name, part in zip(("head", "middle", "tail"), np.array_split(ranking, 3))}

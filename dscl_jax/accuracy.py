@@ -63,6 +63,7 @@ def accuracy_report(correct: np.ndarray, seen: np.ndarray, class_counts: np.ndar
   report["overall"] = float(report["overall"])
   with np.errstate(invalid="ignore", divide="ignore"):
     report["per_class_accuracy"] = [float(x) for x in 100.0 * correct / np.maximum(seen, 1)]
+  report["per_class_images"] = [int(x) for x in seen]
   return report
 
 

@@ -85,7 +85,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   primary = "linear_probe" if "linear_probe" in reports else "model"
   report = {key: value for key, value in reports[primary].items() if key not in ("description", "checkpoint")}
   report.update(split=config.eval.split, dataset=dataset.name, method=config.method,
-                num_images=int(seen.sum()), trunk_checkpoint=trunk_source,
+                num_images=int(seen.sum()), train_class_counts=[int(n) for n in dataset.class_counts],
+                trunk_checkpoint=trunk_source,
                 probe_checkpoint=sources.get("linear_probe"), classifiers=reports)
   print(f"[eval] {dataset.name}, {config.method}, split '{config.eval.split}' ({int(seen.sum())} images), "
         f"top-1 %:\n{format_report(reports)}", flush=True)

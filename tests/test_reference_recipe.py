@@ -98,3 +98,11 @@ def test_each_crop_batch_is_normalised_on_its_own():
   alone = embed(crops[:6], None)  # one encoder call on the first crop's batch
   np.testing.assert_allclose(grouped[:6], alone, rtol=1e-5, atol=1e-6)
   assert not np.allclose(embed(crops, None)[:6], embed(changed, None)[:6])  # shared statistics would
+
+
+def test_reference_recipes_reestimate_the_trunk_statistics_before_the_probe():
+  # The reference probes with the trunk in training mode: its BatchNorm statistics come from probe images.
+  assert imagenet_recipe_config("imagenet_lt").probe.reestimate_bn_batches > 0
+  assert fashion_mnist_lt_config("dscl").probe.reestimate_bn_batches > 0
+  assert base_config(dataset="digits_lt", image_size=32, channels=3, depth=8,
+                     style="cifar").probe.reestimate_bn_batches == 0  # opt-in elsewhere

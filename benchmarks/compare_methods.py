@@ -1,0 +1,441 @@
+"""Every method on Fashion-MNIST-LT (IF 100), seeds 0, 1, 2, on equal terms: one comparison built up over
+several sittings.
+
+  python benchmarks/compare_methods.py                       # run what is not recorded yet, then render
+  python benchmarks/compare_methods.py --render-only         # table, figures and README from the records
+  python benchmarks/compare_methods.py --methods dscl,ce --seeds 0 --max-runs 1
+
+Each run is `python -m dscl_jax.main` on the method's config with `--config.seed=<seed>`, one process per
+job (pretrain, linear_probe, eval) so each job's wall time is its own. A finished run appends one record
+(method, seed, overrides, commit, accuracy of every classifier overall / per group / per class, wall
+times) to `benchmarks/results/compare_fashion_mnist_lt.json`; a (method, seed) already recorded is skipped.
+An interrupted run resumes from its checkpoints in `--workdir-root` the next time.
+
+All eight configs share the backbone, the data, the epochs, the batch and the probe / eval settings; the
+script refuses to start if they do not (`check_fair`). The long-tailed subset is the same for every seed
+(`data.seed` stays 0): the seed moves the initialisation, the data order and the augmentations.
+
+Rendering writes `compare_fashion_mnist_lt.md` (mean +- sample standard deviation over seeds), two PNG
+figures beside it, and the same table into the README between the `compare_fashion_mnist_lt` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: `data` and `dscl_jax` from this checkout
+  sys.path.insert(0, str(REPO))
+
+from data.long_tail import count_thirds, shot_classes  # noqa: E402
+
+# The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
+METHODS = {
+    "ce": "configs/fashion_mnist_lt_ce.py",
+    "supcon": "configs/fashion_mnist_lt_supcon.py",
+    "dscl": "configs/fashion_mnist_lt_dscl.py",
+    "dscl_pbsd": "configs/fashion_mnist_lt_dscl_pbsd.py",
+    "dscl_multicrop": "configs/fashion_mnist_lt_dscl_multicrop.py",
+    "paco": "configs/fashion_mnist_lt_paco.py",
+    "gpaco": "configs/fashion_mnist_lt_gpaco.py",
+    "iccl": "configs/fashion_mnist_lt_iccl.py",
+}
+LABELS = {"ce": "cross-entropy", "supcon": "SupCon", "dscl": "DSCL", "dscl_pbsd": "DSCL + PBSD",
+          "dscl_multicrop": "DSCL + multi-crop", "paco": "PaCo", "gpaco": "GPaCo", "iccl": "ICCL"}
+SEEDS = (0, 1, 2)
+JOBS = ("pretrain", "linear_probe", "eval")
+# Fields that make the comparison fair: equal in every config (methods differ in their own groups only).
+FAIR_FIELDS = ("data", "model.depth", "model.style", "model.width", "train.epochs", "train.batch_size",
+               "probe", "eval", "mesh")
+GROUPS = ("head", "middle", "tail", "many", "medium", "few")
+CLASSIFIERS = {"linear_probe": "linear probe", "knn": "kNN (k 20, cosine)",
+               "logistic_regression": "logistic regression", "model": "method's own classifier"}
+
+RESULTS = REPO / "benchmarks" / "results"
+RECORDS = RESULTS / "compare_fashion_mnist_lt.json"
+TABLE = RESULTS / "compare_fashion_mnist_lt.md"
+GROUPS_FIGURE = RESULTS / "compare_fashion_mnist_lt_groups.png"
+PER_CLASS_FIGURE = RESULTS / "compare_fashion_mnist_lt_per_class.png"
+README = REPO / "README.md"
+BEGIN, END = "<!-- compare_fashion_mnist_lt: begin -->", "<!-- compare_fashion_mnist_lt: end -->"
+COMMAND = "python benchmarks/compare_methods.py"
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def load_config(method: str):
+  path = REPO / METHODS[method]
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _field(config, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def check_fair(configs: dict) -> None:
+  """Raises ValueError naming every FAIR_FIELDS entry on which the configs {method: ConfigDict} differ."""
+  first = next(iter(configs))
+  problems = [f"{field}: {first}={_field(configs[first], field)!r} but {method}={_field(c, field)!r}"
+              for field in FAIR_FIELDS for method, c in configs.items()
+              if _field(c, field) != _field(configs[first], field)]
+  if problems:
+    raise ValueError("the configs are not comparable:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- records
+def read_records(path: Path = RECORDS) -> list[dict]:
+  if not path.exists():
+    return []
+  return json.loads(path.read_text())["records"]
+
+
+def append_record(record: dict, path: Path = RECORDS) -> None:
+  """Adds `record` to the results file, written whole to a temporary file and renamed over the old one,
+  so an interruption leaves either the old or the new file."""
+  records = read_records(path) + [record]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps({"description": "benchmarks/compare_methods.py: one record per finished "
+                                   "(method, seed) run", "records": records}, indent=1) + "\n")
+  os.replace(temporary, path)
+
+
+def is_recorded(records: list[dict], method: str, seed: int) -> bool:
+  return any(r["method"] == method and r["seed"] == seed for r in records)
+
+
+def group_accuracy(per_class_accuracy, per_class_images, classes) -> float:
+  """Top-1 (%) over the test images of `classes`: per-class accuracies [C] weighted by test images [C];
+  NaN for an empty group."""
+  classes = np.asarray(classes, np.int64)
+  images = np.asarray(per_class_images, np.float64)[classes]
+  if not images.sum():
+    return float("nan")
+  return float(np.sum(np.asarray(per_class_accuracy, np.float64)[classes] * images) / images.sum())
+
+
+def summarise_report(report: dict) -> dict:
+  """The eval report's numbers for the record: per classifier, overall, the head / middle / tail thirds
+  and the many / medium / few shot groups (both schemes; a group without classes is left out, so the JSON
+  holds no NaN), and the per-class accuracy."""
+  counts = np.asarray(report["train_class_counts"])
+  groups = {**count_thirds(counts), **shot_classes(counts)}
+  summary = {}
+  for name, r in report["classifiers"].items():
+    summary[name] = {
+        "overall": r["overall"],
+        "groups": {g: group_accuracy(r["per_class_accuracy"], r["per_class_images"], groups[g]) for g in GROUPS
+                   if len(groups[g])},
+        "per_class_accuracy": r["per_class_accuracy"]}
+  return summary
+
+
+def git_commit() -> tuple[str, bool]:
+  """(HEAD's hash, whether the code that trains - package, data, configs - has uncommitted changes)."""
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+  status = subprocess.run(["git", "status", "--porcelain", "--", "dscl_jax", "data", "configs", "pyproject.toml"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+  return head.stdout.strip(), bool(status.stdout.strip())
+
+
+# ------------------------------------------------------------------------------------------------- runs
+def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict) -> float:
+  """Runs one job of one (method, seed) in its own process, its output shown and kept in
+  `<workdir>/compare_<job>.log`; returns its wall time (s). The job's time accumulates across interrupted
+  attempts in `<workdir>/compare_timing.json`, and a job finished earlier is not run again."""
+  timing_path = workdir / "compare_timing.json"
+  timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+  entry = timing.setdefault(job, {"seconds": 0.0, "attempts": 0, "done": False})
+  if entry["done"]:
+    return entry["seconds"]
+  command = [sys.executable, "-m", "dscl_jax.main", f"--config={REPO / METHODS[method]}", f"--workdir={workdir}",
+             f"--config.seed={seed}", f"--config.mode={job}",
+             *(f"--config.{key}={value}" for key, value in overrides.items())]
+  print(f"[compare] {LABELS[method]}, seed {seed}: {job}", flush=True)
+  workdir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  with open(workdir / f"compare_{job}.log", "a") as log:
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1)
+    try:
+      for line in process.stdout:
+        sys.stdout.write(line)
+        log.write(line)
+      code = process.wait()
+    finally:
+      # Interrupted or not, the time spent counts: the job resumes from its checkpoints next time.
+      if process.poll() is None:
+        process.terminate()
+        process.wait()
+      entry["seconds"] += time.perf_counter() - start
+      entry["attempts"] += 1
+      timing_path.write_text(json.dumps(timing, indent=1))
+  if code != 0:
+    raise RuntimeError(f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
+                       f"is in {workdir / f'compare_{job}.log'}")
+  entry["done"] = True
+  timing_path.write_text(json.dumps(timing, indent=1))
+  return entry["seconds"]
+
+
+def machine() -> dict:
+  import jax
+  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "cpu_count": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+          "load_average_at_end": list(os.getloadavg()), "jax": jax.__version__,
+          "devices": [str(d) for d in jax.devices()]}
+
+
+def run_one(method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool,
+            run_job=run_job) -> dict:
+  workdir = workdir_root / f"{method}_seed{seed}"
+  walls = {job: run_job(method, seed, job, workdir, overrides) for job in JOBS}
+  report = json.loads((workdir / "eval_test.json").read_text())
+  return {"method": method, "seed": seed, "config": METHODS[method], "overrides": {"seed": seed, **overrides},
+          "commit": commit, "uncommitted_changes": dirty,
+          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "train_class_counts": report["train_class_counts"], "test_images": report["num_images"],
+          "classifiers": summarise_report(report), "wall_seconds": walls, "machine": machine()}
+
+
+def pending(methods, seeds, records) -> list[tuple[str, int]]:
+  """(method, seed) pairs without a record, seed-major: every method's seed 0 comes before any seed 1."""
+  return [(m, s) for s in seeds for m in methods if not is_recorded(records, m, s)]
+
+
+# ------------------------------------------------------------------------------------------- aggregates
+def aggregate(records: list[dict]) -> dict:
+  """{method: {"seeds": [...], classifier: {measure: (mean, std, n)}}}, measures "overall" and GROUPS; std
+  is the sample standard deviation (n - 1), NaN for a single seed."""
+  table = {}
+  for method in [m for m in METHODS if any(r["method"] == m for r in records)]:
+    runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
+    entry = {"seeds": [r["seed"] for r in runs],
+             "pretrain_seconds": _stats([r["wall_seconds"]["pretrain"] for r in runs])}
+    for classifier in CLASSIFIERS:
+      values = [r["classifiers"][classifier] for r in runs if classifier in r["classifiers"]]
+      if values:
+        entry[classifier] = {"overall": _stats([v["overall"] for v in values]),
+                             **{g: _stats([v["groups"][g] for v in values]) for g in GROUPS
+                                if all(g in v["groups"] for v in values)}}
+    table[method] = entry
+  return table
+
+
+def _stats(values) -> tuple[float, float, int]:
+  values = np.asarray(values, np.float64)
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+  return float(np.mean(values)), std, len(values)
+
+
+def _cell(stat) -> str:
+  mean, std, _ = stat
+  if np.isnan(mean):
+    return "-"
+  return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def leaders(table: dict, classifier: str, measure: str) -> str:
+  """One sentence: the best and second-best mean on `measure`, and their gap in units of the larger of the
+  two seed standard deviations."""
+  ranked = sorted(((entry[classifier][measure], m) for m, entry in table.items() if classifier in entry),
+                  key=lambda item: -item[0][0])
+  if len(ranked) < 2:
+    return ""
+  (best, m1), (second, m2) = ranked[:2]
+  gap = best[0] - second[0]
+  spread = max(best[1], second[1])
+  ratio = f" = {gap / spread:.1f} x the larger seed std ({spread:.2f})" if spread > 0 else ""
+  return (f"{measure}: {LABELS[m1]} {_cell(best)}, then {LABELS[m2]} {_cell(second)}; gap {gap:.2f} points"
+          f"{ratio}")
+
+
+def markdown(records: list[dict]) -> str:
+  table = aggregate(records)
+  counts = records[0]["train_class_counts"]
+  thirds, shots = count_thirds(counts), shot_classes(counts)
+  done = {(r["method"], r["seed"]) for r in records}
+  lines = [
+      f"{len(done)} of {len(METHODS) * len(SEEDS)} runs recorded ({len(METHODS)} methods x seeds "
+      f"{', '.join(map(str, SEEDS))}); top-1 % on the balanced test split, mean ± sample std over seeds. "
+      f"Thirds of the class ranking: head {len(thirds['head'])}, middle {len(thirds['middle'])}, tail "
+      f"{len(thirds['tail'])} classes; many-shot (> 100 training images) {len(shots['many'])}, medium "
+      f"(20-100) {len(shots['medium'])} classes, no few-shot class. Commits: "
+      f"{', '.join(sorted({r['commit'][:7] for r in records}))}.",
+      "",
+      "Linear probe (class-balanced, frozen trunk), the comparison every method shares:",
+      "",
+      "| method | seeds | overall | head | middle | tail | many | medium | pretrain wall (s) |",
+      "|---|---|---|---|---|---|---|---|---|"]
+  for method, entry in table.items():
+    probe = entry.get("linear_probe")
+    if probe is None:
+      continue
+    lines.append(f"| {LABELS[method]} | {len(entry['seeds'])} | " + " | ".join(
+        _cell(probe[k]) for k in ("overall", "head", "middle", "tail", "many", "medium"))
+        + f" | {entry['pretrain_seconds'][0]:.0f} |")
+  lines += ["", "Probe-free measures on the same frozen features, and the methods' own classifiers:", "",
+            "| method | classifier | overall | tail | medium |", "|---|---|---|---|---|"]
+  for method, entry in table.items():
+    for classifier in ("knn", "logistic_regression", "model"):
+      if classifier in entry:
+        lines.append(f"| {LABELS[method]} | {CLASSIFIERS[classifier]} | "
+                     + " | ".join(_cell(entry[classifier][k]) for k in ("overall", "tail", "medium")) + " |")
+  lines += ["", "Leaders (linear probe):", ""]
+  lines += [f"- {leaders(table, 'linear_probe', m)}" for m in ("overall", "tail", "medium")
+            if leaders(table, "linear_probe", m)]
+  return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_path: Path = PER_CLASS_FIGURE):
+  """Accuracy per group for every method (one panel per probe / kNN / logistic regression), and the linear
+  probe's per-class accuracy against training images (mean over seeds, bars: min to max)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  table = aggregate(records)
+  measures = ("overall", "head", "middle", "tail", "many", "medium")
+  panels = [c for c in ("linear_probe", "knn", "logistic_regression") if any(c in e for e in table.values())]
+  figure = Figure(figsize=(5.5 * len(panels), 4.5))
+  width = 0.8 / max(len(table), 1)
+  for i, classifier in enumerate(panels):
+    axes = figure.add_subplot(1, len(panels), i + 1)
+    for j, (method, entry) in enumerate(table.items()):
+      if classifier not in entry:
+        continue
+      means = [entry[classifier][m][0] for m in measures]
+      stds = [0.0 if np.isnan(entry[classifier][m][1]) else entry[classifier][m][1] for m in measures]
+      axes.bar(np.arange(len(measures)) + (j - (len(table) - 1) / 2) * width, means, width, yerr=stds,
+               capsize=2, label=LABELS[method], color=f"C{list(METHODS).index(method)}")
+    axes.set_xticks(np.arange(len(measures)), measures)
+    axes.set_ylabel("top-1 accuracy (%)")
+    low = min(entry[c][m][0] for entry in table.values() for c in panels if c in entry for m in measures)
+    axes.set_ylim(max(0.0, low - 10.0), 100.0)
+    axes.set_title(CLASSIFIERS[classifier])
+    axes.grid(axis="y", alpha=0.3)
+  figure.axes[0].legend(fontsize=7, loc="lower left", ncol=2)
+  figure.suptitle("Fashion-MNIST-LT (IF 100), ResNet-20: mean ± std over seeds")
+  _save(figure, groups_path, FigureCanvasAgg)
+
+  figure = Figure(figsize=(7.5, 5))
+  axes = figure.add_subplot()
+  counts = np.asarray(records[0]["train_class_counts"], np.float64)
+  order = np.argsort(-counts, kind="stable")
+  for method in table:
+    per_class = np.array([r["classifiers"]["linear_probe"]["per_class_accuracy"] for r in records
+                          if r["method"] == method and "linear_probe" in r["classifiers"]])
+    if not len(per_class):
+      continue
+    mean = per_class.mean(0)
+    axes.errorbar(counts[order], mean[order], yerr=[mean[order] - per_class.min(0)[order],
+                                                    per_class.max(0)[order] - mean[order]],
+                  marker="o", markersize=3, capsize=2, label=LABELS[method],
+                  color=f"C{list(METHODS).index(method)}")
+  axes.set_xscale("log")
+  axes.set_xlabel("training images of the class")
+  axes.set_ylabel("top-1 accuracy (%), linear probe")
+  axes.set_title("Per-class accuracy against training-set size (mean over seeds, bars: min-max)")
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7, loc="lower right", ncol=2)
+  _save(figure, per_class_path, FigureCanvasAgg)
+
+
+def _save(figure, path: Path, canvas) -> None:
+  canvas(figure)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  figure.savefig(path, format="png", dpi=110, bbox_inches="tight")
+
+
+def update_readme(text: str, readme: Path = README) -> bool:
+  """Replaces what lies between the BEGIN and END markers of the README by `text`; False if the markers
+  are missing."""
+  content = readme.read_text()
+  if BEGIN not in content or END not in content:
+    return False
+  head, rest = content.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+  return True
+
+
+def render(records: list[dict]) -> None:
+  if not records:
+    print("[compare] no records yet: nothing to render", flush=True)
+    return
+  text = markdown(records)
+  TABLE.write_text(text)
+  figures(records)
+  figure_links = (f"![accuracy per group]({GROUPS_FIGURE.relative_to(REPO)})\n\n"
+                  f"![per-class accuracy]({PER_CLASS_FIGURE.relative_to(REPO)})\n")
+  readme_text = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{text}\n{figure_links}"
+  updated = update_readme(readme_text)
+  print(text, flush=True)
+  print(f"[compare] wrote {TABLE.relative_to(REPO)}, {GROUPS_FIGURE.relative_to(REPO)}, "
+        f"{PER_CLASS_FIGURE.relative_to(REPO)}" + (" and the README table" if updated else
+                                                   f" (README has no {BEGIN} marker)"), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from: " + ", ".join(METHODS))
+  parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+  parser.add_argument("--workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt",
+                      help="one workdir per (method, seed) below it; interrupted runs resume from it")
+  parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
+  parser.add_argument("--render-only", action="store_true", help="run nothing; render the records")
+  parser.add_argument("--allow-uncommitted", action="store_true",
+                      help="run although dscl_jax/, data/ or configs/ have uncommitted changes (the records "
+                           "say so)")
+  args = parser.parse_args(argv)
+  args.methods = [m for m in args.methods.split(",") if m]
+  unknown = [m for m in args.methods if m not in METHODS]
+  if unknown:
+    parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+  args.seeds = [int(s) for s in args.seeds.split(",") if s]
+  return args
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  if not args.render_only:
+    check_fair({m: load_config(m) for m in METHODS})
+    commit, dirty = git_commit()
+    todo = pending(args.methods, args.seeds, read_records())
+    if todo and dirty and not args.allow_uncommitted:
+      sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
+               "say what made it; commit them or pass --allow-uncommitted")
+    if args.max_runs >= 0:
+      todo = todo[:args.max_runs]
+    print(f"[compare] {len(todo)} run(s) to do: " + ", ".join(f"{m}/{s}" for m, s in todo), flush=True)
+    for i, (method, seed) in enumerate(todo):
+      start = time.perf_counter()
+      record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
+      append_record(record)
+      probe = record["classifiers"]["linear_probe"]
+      print(f"[compare] recorded {i + 1}/{len(todo)}: {LABELS[method]} seed {seed}, linear probe "
+            f"{probe['overall']:.2f}% (tail {probe['groups']['tail']:.2f}%), "
+            f"{time.perf_counter() - start:.0f} s", flush=True)
+  render(read_records())
+
+
+if __name__ == "__main__":
+  main()

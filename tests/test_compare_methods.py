@@ -1,0 +1,150 @@
+"""benchmarks/compare_methods.py: the configs it compares are the registry's and comparable, group
+accuracies against hand-worked values, records appended and skipped, the table's mean and sample std, the
+figures and the README block; and one real (tiny) run through `dscl_jax.main` into a record."""
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dscl_jax import methods
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("compare_methods", REPO / "benchmarks" / "compare_methods.py")
+cm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cm)
+
+# Fashion-MNIST-LT's training counts at IF 100, as data/fashion_mnist.py builds them.
+FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+
+
+def test_every_registry_method_is_compared_and_the_configs_are_comparable():
+  configs = {m: cm.load_config(m) for m in cm.METHODS}
+  assert {c.method for c in configs.values()} == set(methods.available())
+  assert configs["dscl_pbsd"].pbsd.enabled and configs["dscl_multicrop"].pbsd.multicrop
+  cm.check_fair(configs)
+  configs["iccl"].train.epochs = 30
+  configs["paco"].probe.epochs = 3
+  with pytest.raises(ValueError) as error:
+    cm.check_fair(configs)
+  assert "train.epochs: ce=15 but iccl=30" in str(error.value) and "probe:" in str(error.value)
+
+
+def test_group_accuracy_weights_classes_by_their_test_images():
+  # (100 * 10 + 50 * 30) / 40 images
+  assert cm.group_accuracy([100.0, 50.0, 0.0], [10, 30, 60], [0, 1]) == pytest.approx(62.5)
+  assert math.isnan(cm.group_accuracy([100.0, 50.0, 0.0], [10, 30, 60], []))
+
+
+def report(per_class_by_classifier):
+  return {"train_class_counts": FASHION_COUNTS, "num_images": 10000,
+          "classifiers": {name: {"overall": float(np.mean(acc)), "per_class_accuracy": list(acc),
+                                 "per_class_images": [1000] * 10}
+                          for name, acc in per_class_by_classifier.items()}}
+
+
+def test_summary_has_both_group_schemes():
+  acc = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]
+  summary = cm.summarise_report(report({"linear_probe": acc}))["linear_probe"]
+  groups = summary["groups"]
+  # head: the 4 largest classes, middle the next 3, tail the last 3; many: > 100 images (8 classes), medium
+  # 20..100 (100 and 60), no few-shot class.
+  assert groups["head"] == pytest.approx(75.0) and groups["middle"] == pytest.approx(40.0)
+  assert groups["tail"] == pytest.approx(10.0)
+  assert groups["many"] == pytest.approx(55.0) and groups["medium"] == pytest.approx(5.0)
+  assert "few" not in groups  # left out rather than NaN
+  assert summary["per_class_accuracy"] == acc
+
+
+def record(method, seed, probe, knn=None):
+  classifiers = {"linear_probe": probe, **({"knn": knn} if knn is not None else {})}
+  summary = cm.summarise_report(report(classifiers))
+  return {"method": method, "seed": seed, "commit": "abcdef1234", "train_class_counts": FASHION_COUNTS,
+          "classifiers": summary, "wall_seconds": {"pretrain": 100.0 + seed, "linear_probe": 10.0, "eval": 5.0}}
+
+
+def test_pending_is_seed_major_and_skips_what_is_recorded():
+  records = [record("dscl", 0, [50.0] * 10)]
+  assert cm.is_recorded(records, "dscl", 0) and not cm.is_recorded(records, "dscl", 1)
+  assert cm.pending(["ce", "dscl"], [0, 1], records) == [("ce", 0), ("ce", 1), ("dscl", 1)]
+
+
+def test_records_are_appended(tmp_path):
+  path = tmp_path / "results.json"
+  assert cm.read_records(path) == []
+  cm.append_record(record("ce", 0, [1.0] * 10), path)
+  cm.append_record(record("ce", 1, [2.0] * 10), path)
+  assert [(r["method"], r["seed"]) for r in cm.read_records(path)] == [("ce", 0), ("ce", 1)]
+  assert not (tmp_path / "results.json.tmp").exists()
+
+
+def test_run_one_records_what_the_jobs_left(tmp_path):
+  calls = []
+
+  def fake_job(method, seed, job, workdir, overrides):
+    calls.append(job)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if job == "eval":
+      (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [40.0] * 10})))
+    return {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}[job]
+
+  r = cm.run_one("iccl", 2, tmp_path, {}, "0123abc", False, run_job=fake_job)
+  assert calls == ["pretrain", "linear_probe", "eval"]
+  assert r["method"] == "iccl" and r["seed"] == 2 and r["overrides"] == {"seed": 2}
+  assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
+  assert r["classifiers"]["linear_probe"]["groups"]["tail"] == pytest.approx(40.0)
+
+
+def test_table_figures_and_readme(tmp_path):
+  ramp = np.linspace(90.0, 60.0, 10)
+  records = [record("ce", 0, ramp), record("ce", 1, ramp + 2.0),
+             record("dscl", 0, ramp + 1.0, knn=ramp), record("dscl", 1, ramp + 5.0, knn=ramp)]
+  table = cm.aggregate(records)
+  mean, std, n = table["ce"]["linear_probe"]["overall"]
+  assert (mean, n) == (pytest.approx(76.0), 2) and std == pytest.approx(math.sqrt(2.0))  # 75, 77
+  assert table["dscl"]["knn"]["tail"][1] == 0.0 and "knn" not in table["ce"]
+  text = cm.markdown(records)
+  assert "4 of 24 runs recorded" in text
+  assert "| cross-entropy | 2 | 76.00 ± 1.41 |" in text and "| DSCL | 2 | 78.00 ± 2.83 |" in text
+  assert "| DSCL | kNN (k 20, cosine) |" in text
+  assert "overall: DSCL 78.00 ± 2.83, then cross-entropy 76.00 ± 1.41; gap 2.00 points = 0.7 x" in text
+
+  groups, per_class = tmp_path / "groups.png", tmp_path / "per_class.png"
+  cm.figures(records, groups, per_class)
+  for path in (groups, per_class):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{cm.BEGIN}\nold\n{cm.END}\nrest\n")
+  assert cm.update_readme("new table\n", readme) and cm.update_readme("new table\n", readme)
+  assert readme.read_text() == f"intro\n{cm.BEGIN}\nnew table\n{cm.END}\nrest\n"
+  other = tmp_path / "other.md"
+  other.write_text("no markers\n")
+  assert not cm.update_readme("x", other) and other.read_text() == "no markers\n"
+
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs the Debian package dataset-fashion-mnist")
+def test_a_real_tiny_run_becomes_a_record(tmp_path):
+  overrides = {"train.max_steps": 2, "probe.max_steps": 2, "probe.reestimate_bn_batches": 1,
+               "eval.batch_size": 1000}
+  r = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
+  timing = json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text())
+  assert all(timing[job]["done"] and timing[job]["attempts"] == 1 for job in cm.JOBS)
+  assert r["test_images"] == 10000 and r["train_class_counts"] == FASHION_COUNTS
+  # Cross-entropy's own classifier is reported too ("model").
+  assert set(r["classifiers"]) == {"linear_probe", "knn", "logistic_regression", "model"}
+  for summary in r["classifiers"].values():
+    per_class = np.asarray(summary["per_class_accuracy"])
+    assert summary["overall"] == pytest.approx(per_class.mean())  # 1000 test images per class
+    assert summary["groups"]["tail"] == pytest.approx(per_class[7:].mean())
+  # A finished job is not run again: the second call only reads the record back.
+  again = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
+  assert again["classifiers"] == r["classifiers"]
+  assert json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text()) == timing
