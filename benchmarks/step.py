@@ -2,11 +2,17 @@
 
   python benchmarks/step.py                      # every case, table + benchmarks/results/step.json
   python benchmarks/step.py --cases fashion_dscl --repeats 10
+  python benchmarks/step.py --cases resnet50_dscl_pbsd --bare   # the same convolutions, nothing else
 
 Cases: the ResNet-50 ImageNet-LT recipe scaled to a CPU (batch 32 instead of 256, 224x224, K = 65536,
-D = 128), with and without PBSD (5 crops of 64x64), and the Fashion-MNIST-LT config (batch 128, 28x28,
-ResNet-20, K = 4096), with and without PBSD. Inputs are random arrays of the real shapes: this measures
-the step, not the input pipeline (benchmarks/input_pipeline.py does that).
+D = 128), with and without PBSD (5 crops of 64x64), and the Fashion-MNIST-LT configs (batch 128, 28x28,
+ResNet-20, K = 4096): DSCL with and without PBSD, PaCo, cross-entropy. Inputs are random arrays of the
+real shapes: this measures the step, not the input pipeline (benchmarks/input_pipeline.py does that).
+
+`--bare` times a step that does the same convolutions as the case's step and nothing else: the online
+encoder's forward and backward on the query (and the small crops), the target's forward on the key, a
+sum-of-squares loss, the SGD update; no queue, no EMA, no RoIAlign, no contrastive loss, no guard. The
+ratio of the two is what the method costs beyond its backbone.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dscl_jax import optim, sharding, synthetic
-from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config
+from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config, paco_recipe
+from dscl_jax.methods import OnlineForward
+from dscl_jax.methods.queue_contrastive import batch_major
 from dscl_jax.step import make_pretrain_step
 from dscl_jax.train import build_models, init_pretrain_state
 
@@ -38,9 +47,11 @@ def resnet50_config(pbsd: bool):
   return c
 
 
-def fashion_config(pbsd: bool):
-  c = fashion_mnist_lt_config("dscl")
+def fashion_config(pbsd: bool, method: str = "dscl"):
+  c = fashion_mnist_lt_config(method)
   c.pbsd.enabled = pbsd
+  if method == "paco":  # configs/fashion_mnist_lt_paco.py
+    c = paco_recipe(c, "paco", alpha=0.05, temperature=0.2, lr=0.02, weight_decay=5e-4, queue_size=4096)
   return c
 
 
@@ -49,12 +60,46 @@ CASES = {
     "resnet50_dscl_pbsd": (lambda: resnet50_config(True), 3, 1000),
     "fashion_dscl": (lambda: fashion_config(False), 1, 10),
     "fashion_dscl_pbsd": (lambda: fashion_config(True), 1, 10),
+    "fashion_paco": (lambda: fashion_config(False, "paco"), 1, 10),
+    "fashion_ce": (lambda: fashion_config(False, "ce"), 1, 10),
 }
 
 
-def bench(name: str, repeats: int) -> dict:
+def make_bare_step(online, target, tx):
+  """`(state, batch) -> (state, metrics)` with the case's convolutions only (see the module docstring)."""
+
+  def step(state, batch):
+    def output(out):  # the head the method trains: the projection, or the classifier (cross-entropy)
+      return out["embedding"] if "embedding" in out else out["logits"]
+
+    def loss_fn(params):
+      forward = OnlineForward(online, params, state.batch_stats)
+      loss = jnp.mean(jnp.square(output(forward(batch["query"]))))
+      if "small_crops" in batch:
+        crops = forward(batch_major(batch["small_crops"]), bn_group_size=batch["query"].shape[0], interleaved=True)
+        loss = loss + jnp.mean(jnp.square(output(crops)))
+      return loss, forward.batch_stats
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = state.replace(params=jax.tree.map(jnp.add, state.params, updates), batch_stats=batch_stats,
+                          opt_state=opt_state, step=state.step + 1)
+    metrics = {"loss": loss}
+    if target is not None:  # the keys are an output, so XLA cannot drop the target's forward
+      out, mutated = target.apply({"params": state.target_params, "batch_stats": state.target_batch_stats},
+                                  batch["key"], train=True, mutable=["batch_stats"])
+      state = state.replace(target_batch_stats=mutated["batch_stats"])
+      metrics["key_mean"] = jnp.mean(out["embedding"])
+    return state, metrics
+
+  return step
+
+
+def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> dict:
   make_config, channels, num_classes = CASES[name]
   config = make_config()
+  if batch_size:
+    config.train.batch_size = batch_size
   mesh = sharding.make_mesh(-1)
   schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
   tx = optim.sgd(schedule, 0.9, 5e-4)
@@ -62,8 +107,9 @@ def bench(name: str, repeats: int) -> dict:
   counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior for the methods that use one
   state = init_pretrain_state(config, online, tx, num_classes, channels, mesh, counts)
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  step = jax.jit(make_pretrain_step(config, online, target, tx, schedule), in_shardings=(rep, data),
-                 out_shardings=(rep, rep), donate_argnums=0)
+  step_fn = make_bare_step(online, target, tx) if bare else make_pretrain_step(config, online, target, tx,
+                                                                               schedule, data)
+  step = jax.jit(step_fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
   batch = sharding.to_global(synthetic.pretrain_batch(config, channels, num_classes, np.random.default_rng(0)), mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
@@ -78,7 +124,7 @@ def bench(name: str, repeats: int) -> dict:
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
   result = {
-      "case": name, "batch": config.train.batch_size, "image_size": config.augment.image_size,
+      "case": name, "bare": bare, "batch": config.train.batch_size, "image_size": config.augment.image_size,
       "queue": config.moco.queue_size, "pbsd_crops": config.pbsd.num_crops if config.pbsd.enabled else 0,
       "devices": mesh.devices.size, "compile_s": compile_seconds, "median_step_s": median,
       "min_step_s": min(times), "images_per_s": config.train.batch_size / median, "repeats": repeats,
@@ -95,6 +141,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--batch", type=int, default=0, help="global batch (0: the case's)")
+  parser.add_argument("--bare", action="store_true", help="the backbone's convolutions only")
   parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
   args = parser.parse_args()
@@ -107,11 +155,11 @@ def main():
       with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "case.json")
         subprocess.run([sys.executable, __file__, "--cases", name, "--repeats", str(args.repeats), "--out", out,
-                        "--quiet"], check=True)
+                        "--batch", str(args.batch), "--quiet"] + ["--bare"] * args.bare, check=True)
         with open(out) as f:
           r = json.load(f)[0]
     else:
-      r = bench(name, args.repeats)
+      r = bench(name, args.repeats, args.batch, args.bare)
     results.append(r)
     temp = r["temp_bytes"] / 2**20 if r["temp_bytes"] is not None else float("nan")
     emit(f"| {name} | {r['batch']} | {r['devices']} | {r['compile_s']:.1f} | {r['median_step_s']:.3f} | "

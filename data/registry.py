@@ -40,6 +40,20 @@ BUILDERS: dict[str, Callable[[Any], base.LongTailedDataset]] = {
     "inat18_tfds": tfds_lt.build_inat18_tfds,
 }
 
+# (classes, image channels) of every dataset, known without reading it: `--config.dry_run` sizes a job from
+# these (tests check them against the built datasets).
+SHAPES: dict[str, tuple[int, int]] = {
+    "digits_lt": (10, 1),
+    "fashion_mnist_lt": (10, 1),
+    "cifar10_lt": (10, 3),
+    "cifar100_lt": (100, 3),
+    "imagenet_lt": (split_list.IMAGENET_LT_CLASSES, 3),
+    "places_lt": (split_list.PLACES_LT_CLASSES, 3),
+    "inat18": (split_list.INAT18_CLASSES, 3),
+    "imagenet_lt_tfds": (split_list.IMAGENET_LT_CLASSES, 3),
+    "inat18_tfds": (split_list.INAT18_CLASSES, 3),
+}
+
 _summarised: set[tuple[Any, ...]] = set()
 
 

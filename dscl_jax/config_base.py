@@ -22,6 +22,12 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   # A rerun on a workdir with checkpoints must use the config they were trained with (dscl_jax/workdir.py);
   # True resumes with the changed fields anyway (e.g. a lower learning rate after a divergence).
   c.allow_config_change = False
+  # True: compile the pretrain step for the configured mesh on abstract inputs and print parameters,
+  # per-device memory and FLOPs; reads no data and writes nothing (dscl_jax/dry_run.py). With
+  # dry_run_memory_gib > 0 also the largest global batch that fits that much memory per device (one more
+  # compile).
+  c.dry_run = False
+  c.dry_run_memory_gib = 0.0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = dataset

@@ -96,6 +96,7 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _require(config.method in methods.available(),
            f"method {config.method!r} must be one of {methods.available()} (the modules of dscl_jax/methods/)")
   _require(isinstance(config.seed, int) and config.seed >= 0, f"seed {config.seed!r} must be an integer >= 0")
+  _non_negative(config, "dry_run_memory_gib")
 
   from data.registry import BUILDERS  # the dataset names, without reading any data
   _require(config.data.name in BUILDERS, f"data.name {config.data.name!r} must be one of {sorted(BUILDERS)}")

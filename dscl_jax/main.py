@@ -1,6 +1,7 @@
 """Command line: `python -m dscl_jax.main --config configs/<name>.py --workdir <dir> [--config.field=value ...]`.
 
 `--config.mode` picks the job: `pretrain`, `linear_probe`, `eval`, or `all` (the three in order).
+`--config.dry_run=True` instead compiles the pretrain step on abstract inputs and prints its size.
 Rerunning a command resumes from the latest checkpoint of its job in `--workdir`. The whole config is
 validated before any data is read or anything compiled; the workdir is locked for the run's duration.
 `--workdir` may be any path etils.epath and orbax understand (a local directory, `gs://bucket/dir`).
@@ -31,6 +32,10 @@ def run(config, workdir) -> None:
   from dscl_jax.workdir import WorkdirLock
 
   config_validation.validate(config, len(jax.devices()), jax.process_count())
+  if config.dry_run:
+    from dscl_jax.dry_run import dry_run
+    dry_run(config)  # touches neither the data nor the workdir
+    return
   with WorkdirLock(workdir):
     if config.mode in ("pretrain", "all"):
       pretrain(config, workdir)

@@ -115,7 +115,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir) -> PretrainState:
 
   needs = methods.get_method(config).requirements
   replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  train_step = jax.jit(make_pretrain_step(config, online, target, tx, schedule),
+  train_step = jax.jit(make_pretrain_step(config, online, target, tx, schedule, batch_sharding),
                        in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
                        donate_argnums=0)
   batches = input_pipeline.pretrain_iterator(

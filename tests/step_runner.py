@@ -66,7 +66,7 @@ def setup(config, num_classes=10, mesh=None, base_lr=0.01):
   tx = optim.sgd(schedule, 0.9, 5e-4)
   online, target = build_models(config, num_classes)
   state = init_pretrain_state(config, online, tx, num_classes, 1, mesh, CLASS_COUNTS[:num_classes])
-  step = jax.jit(make_pretrain_step(config, online, target, tx, schedule),
+  step = jax.jit(make_pretrain_step(config, online, target, tx, schedule, sharding.data_sharded(mesh)),
                  in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=0)
   return state, step, mesh

@@ -171,3 +171,21 @@ def test_whole_batch_matches_torch(name, torch_outputs):
     np.testing.assert_allclose(actual, expected[key], rtol=1e-5, atol=2e-5, err_msg=key)
   np.testing.assert_allclose(mean, expected["mean"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(var, expected["var"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_interleaved_groups_are_the_strided_samples(shape):
+  # A batch-major stack of n = 2 crops per image ([B, n] flattened): group k is every n-th sample from k,
+  # i.e. blocks after un-interleaving. NumPy reference on the crop-major order, outputs put back.
+  rng = np.random.default_rng(3)
+  x = rng.normal(-0.5, 2.0, shape).astype(np.float32)
+  v = variables(shape[-1], rng)
+  n, batch = 2, shape[0] // 2
+  module = BatchNorm(use_running_average=False, momentum=MOMENTUM, epsilon=EPS, group_size=batch, interleaved=True)
+  y, mutated = module.apply(v, jnp.asarray(x), mutable=["batch_stats"])
+  crop_major = x.reshape((batch, n) + shape[1:]).swapaxes(0, 1).reshape(shape)
+  y_ref, mean_ref, var_ref = numpy_batchnorm(crop_major, v, group_size=batch)
+  y_ref = y_ref.reshape((n, batch) + shape[1:]).swapaxes(0, 1).reshape(shape)
+  np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-5, atol=2e-5)
+  np.testing.assert_allclose(np.asarray(mutated["batch_stats"]["mean"]), mean_ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(mutated["batch_stats"]["var"]), var_ref, rtol=1e-5, atol=1e-6)

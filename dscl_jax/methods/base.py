@@ -116,11 +116,13 @@ class OnlineForward:
     self.batch_stats = mutated["batch_stats"]
     return out
 
-  def __call__(self, images, bn_group_size: int | None = None):
+  def __call__(self, images, bn_group_size: int | None = None, interleaved: bool = False):
     """images [N, H, W, C] -> {"feature_map", "pooled", "embedding" (unnormalised)[, "logits"]}.
-    `bn_group_size` g: BatchNorm normalises each consecutive block of g images on its own (same
-    parameters), e.g. each crop's batch of a crop-major stack, as one forward call per crop would."""
-    model = None if bn_group_size is None else self.model.clone(bn_group_size=bn_group_size)
+    `bn_group_size` g: BatchNorm normalises each group of g images on its own (same parameters), as one
+    forward call per group would: consecutive blocks, or with `interleaved` every (N / g)-th image (each
+    crop's batch of a batch-major [B, n] stack of crops)."""
+    model = None if bn_group_size is None else self.model.clone(bn_group_size=bn_group_size,
+                                                                bn_interleaved=interleaved)
     return self._apply(images, model)
 
   def project(self, pooled):

@@ -18,9 +18,16 @@ from dscl_jax.methods.base import LossOutput, Method, Requirements, l2_normalize
 from dscl_jax.ops import roi_align
 
 
-def crop_major(x):
-  """[B, n, ...] -> [n * B, ...] with all first crops, then all second crops, ..."""
-  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+def batch_major(x):
+  """[B, n, ...] -> [B * n, ...]: the n crops of image 0, then of image 1, ... A sharded batch stays
+  sharded (each device keeps its images' crops); a crop-major [n * B] stack would be gathered whole on
+  every device, which then runs the crops' forward for the global batch."""
+  return x.reshape((-1,) + x.shape[2:])
+
+
+def crops_first(x, num_crops: int):
+  """[B * n, D] batch-major -> [n, B, D]."""
+  return jnp.swapaxes(x.reshape((-1, num_crops) + x.shape[1:]), 0, 1)
 
 
 class QueueContrastive(Method):
@@ -50,16 +57,17 @@ class QueueContrastive(Method):
       return LossOutput(total, terms)
 
     batch_size, num_crops = labels.shape[0], batch["small_crops"].shape[1]
-    # Each crop's [B] batch is normalised on its own, as the reference's one encoder call per crop.
-    out_small = online(crop_major(batch["small_crops"]), bn_group_size=batch_size if config.pbsd.crop_bn_groups
-                       else None)
-    student = l2_normalize(out_small["embedding"]).reshape(num_crops, batch_size, -1)
+    # Each crop's [B] batch is normalised on its own, as the reference's one encoder call per crop: in the
+    # batch-major stack crop k of every image is every n-th row, hence the interleaved groups.
+    out_small = online(batch_major(batch["small_crops"]),
+                       bn_group_size=batch_size if config.pbsd.crop_bn_groups else None, interleaved=True)
+    student = crops_first(l2_normalize(out_small["embedding"]), num_crops)  # [n, B, D]
     if config.pbsd.enabled:
       feature_map = out["feature_map"]
-      pooled = roi_align(feature_map.astype(jnp.float32), crop_major(batch["boxes"]),
-                         jnp.tile(jnp.arange(batch_size), num_crops), output_size=(2, 2),
+      pooled = roi_align(feature_map.astype(jnp.float32), batch_major(batch["boxes"]),
+                         jnp.repeat(jnp.arange(batch_size), num_crops), output_size=(2, 2),
                          spatial_scale=feature_map.shape[1] / batch["query"].shape[1], sampling_ratio=-1)
-      teacher = l2_normalize(online.project(pooled.mean(axis=(1, 2)))).reshape(num_crops, batch_size, -1)
+      teacher = crops_first(l2_normalize(online.project(pooled.mean(axis=(1, 2)))), num_crops)  # [n, B, D]
       terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, inputs.queue, temperature=config.loss.temperature)
       extra = terms["pbsd"]
     else:

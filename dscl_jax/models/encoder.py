@@ -31,12 +31,15 @@ class Encoder(nn.Module):
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
   zero_init_residual: bool = False
+  bn_interleaved: bool = False  # the BatchNorm groups are strided (BatchNorm.interleaved)
 
   def setup(self):
-    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype, self.zero_init_residual)
+    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype, self.zero_init_residual,
+                        bn_interleaved=self.bn_interleaved)
     hidden = self.head_hidden_dim or self.trunk.num_features
     if self.projection_head is not None:
-      self.head = ProjectionHead(hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype)
+      self.head = ProjectionHead(hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype,
+                                 bn_interleaved=self.bn_interleaved)
     if self.num_classes:
       self.classifier = nn.Dense(self.num_classes, dtype=self.dtype)
 

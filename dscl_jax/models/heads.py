@@ -21,6 +21,7 @@ class ProjectionHead(nn.Module):
   kind: str = "mlp"
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
+  bn_interleaved: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -29,7 +30,7 @@ class ProjectionHead(nn.Module):
     x = nn.Dense(self.hidden_dim, dtype=self.dtype, name="hidden")(x)
     if self.kind == "mlp_bn":
       x = BatchNorm(use_running_average=not train, group_size=self.bn_group_size, dtype=self.dtype,
-                    name="hidden_bn")(x)
+                    interleaved=self.bn_interleaved, name="hidden_bn")(x)
     x = nn.relu(x)
     if self.kind == "mlp3":
       x = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype, name="hidden2")(x))

@@ -44,7 +44,10 @@ class BatchNorm(nn.Module):
   synchronised BatchNorm: the result does not depend on how many devices hold the batch. A
   `group_size` g normalises each consecutive block of g samples on its own ("ghost" batches); the
   momentum target uses it on a permuted batch as the device-count-independent stand-in for MoCo's
-  shuffle-BN. Running statistics follow PyTorch's update with `momentum` = 1 - torch momentum.
+  shuffle-BN. With `interleaved` the B / g groups are strided instead: sample i belongs to group i mod
+  (B / g), so a batch-major stack of n crops per image ([B, n] flattened) normalises each crop's batch on
+  its own while every device keeps its own images (a crop-major stack of a sharded batch cannot stay
+  sharded). Running statistics follow PyTorch's update with `momentum` = 1 - torch momentum.
   """
 
   use_running_average: bool
@@ -53,6 +56,7 @@ class BatchNorm(nn.Module):
   group_size: int | None = None
   dtype: Any = jnp.float32
   scale_init: Any = nn.initializers.ones
+  interleaved: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -74,8 +78,12 @@ class BatchNorm(nn.Module):
       if batch % self.group_size:
         raise ValueError(f"BatchNorm group_size {self.group_size} must divide the batch {batch}")
       groups = batch // self.group_size
-    xg = x32.reshape((groups, batch // groups) + x.shape[1:])
-    reduce_axes = tuple(range(1, xg.ndim - 1))
+    if self.interleaved:  # [B / groups, groups, ...]: group k is every groups-th sample from k
+      xg = x32.reshape((batch // groups, groups) + x.shape[1:])
+      reduce_axes = (0,) + tuple(range(2, xg.ndim - 1))
+    else:  # [groups, B / groups, ...]: consecutive blocks
+      xg = x32.reshape((groups, batch // groups) + x.shape[1:])
+      reduce_axes = tuple(range(1, xg.ndim - 1))
     mean = jnp.mean(xg, axis=reduce_axes, keepdims=True)
     # Two-pass variance: the one-pass E[x^2] - E[x]^2 loses precision on large activations.
     var = jnp.mean(jnp.square(xg - mean), axis=reduce_axes, keepdims=True)
@@ -152,6 +160,7 @@ class ResNet(nn.Module):
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
   zero_init_residual: bool = False
+  bn_interleaved: bool = False
 
   @property
   def num_features(self) -> int:
@@ -162,7 +171,7 @@ class ResNet(nn.Module):
     stages = resnet_stage_sizes(self.depth, self.style)
     conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", kernel_init=conv_init, dtype=self.dtype)
     norm = functools.partial(BatchNorm, use_running_average=not train, group_size=self.bn_group_size,
-                             dtype=self.dtype)
+                             dtype=self.dtype, interleaved=self.bn_interleaved)
     x = x.astype(self.dtype)
     if self.style == "cifar":
       block, base = BasicBlock, 16 * self.width
