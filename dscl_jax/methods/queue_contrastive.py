@@ -71,6 +71,11 @@ class QueueContrastive(Method):
       terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, inputs.queue, temperature=config.loss.temperature)
       extra = terms["pbsd"]
     else:
-      per_crop = jax.vmap(lambda s: self.contrastive_loss(s, keys, inputs.queue, labels, inputs.queue_labels))
-      terms["multicrop"] = extra = per_crop(student).mean()
+      # One crop at a time, recomputed in the backward pass (as pbsd_loss does): the [B, 2B + K] logits
+      # never exist for all n crops at once.
+      @jax.checkpoint
+      def crop_loss(crop):
+        return self.contrastive_loss(crop, keys, inputs.queue, labels, inputs.queue_labels)
+
+      terms["multicrop"] = extra = jax.lax.map(crop_loss, student).mean()
     return LossOutput(total + config.pbsd.weight * extra, terms)
