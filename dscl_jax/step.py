@@ -57,9 +57,9 @@ def momentum_keys(target_model, target_params, target_batch_stats, key_images, r
   perm = jax.random.permutation(rng, key_images.shape[0])
   permuted = key_images[perm]
   if batch_sharding is not None:
-    # A gather by a global permutation is free to come out replicated, and XLA then runs the whole
-    # target forward on the whole global batch on every device (measured: x2.7 the FLOPs and +1.6 GiB
-    # per device for the ResNet-50 recipe on 8 devices). Resharding the images costs one all-to-all.
+    # A gather by a global permutation is free to come out replicated, and XLA then runs the target's
+    # forward on the whole global batch on every device (measured without PBSD: x2.7 the FLOPs and
+    # +1.6 GiB per device for the ResNet-50 recipe on 8 devices). Resharding the images costs one all-to-all.
     permuted = jax.lax.with_sharding_constraint(permuted, batch_sharding)
   out, mutated = target_model.apply({"params": target_params, "batch_stats": target_batch_stats},
                                     permuted, train=True, mutable=["batch_stats"])
