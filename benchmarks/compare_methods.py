@@ -155,15 +155,17 @@ def git_commit() -> tuple[str, bool]:
 
 
 # ------------------------------------------------------------------------------------------------- runs
-def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict) -> float:
+def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, commit: str = "") -> dict:
   """Runs one job of one (method, seed) in its own process, its output shown and kept in
-  `<workdir>/compare_<job>.log`; returns its wall time (s). The job's time accumulates across interrupted
-  attempts in `<workdir>/compare_timing.json`, and a job finished earlier is not run again."""
+  `<workdir>/compare_<job>.log`; returns {"seconds": wall time, "commits": the commit of each attempt}.
+  The job's time accumulates across interrupted attempts in `<workdir>/compare_timing.json`, and a job
+  finished earlier is not run again."""
   timing_path = workdir / "compare_timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
   entry = timing.setdefault(job, {"seconds": 0.0, "attempts": 0, "done": False})
+  entry.setdefault("commits", [])
   if entry["done"]:
-    return entry["seconds"]
+    return {"seconds": entry["seconds"], "commits": entry["commits"]}
   command = [sys.executable, "-m", "dscl_jax.main", f"--config={REPO / METHODS[method]}", f"--workdir={workdir}",
              f"--config.seed={seed}", f"--config.mode={job}",
              *(f"--config.{key}={value}" for key, value in overrides.items())]
@@ -185,13 +187,14 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict) ->
         process.wait()
       entry["seconds"] += time.perf_counter() - start
       entry["attempts"] += 1
+      entry["commits"].append(commit)
       timing_path.write_text(json.dumps(timing, indent=1))
   if code != 0:
     raise RuntimeError(f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
                        f"is in {workdir / f'compare_{job}.log'}")
   entry["done"] = True
   timing_path.write_text(json.dumps(timing, indent=1))
-  return entry["seconds"]
+  return {"seconds": entry["seconds"], "commits": entry["commits"]}
 
 
 def machine() -> dict:
@@ -205,13 +208,15 @@ def machine() -> dict:
 def run_one(method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool,
             run_job=run_job) -> dict:
   workdir = workdir_root / f"{method}_seed{seed}"
-  walls = {job: run_job(method, seed, job, workdir, overrides) for job in JOBS}
+  jobs = {job: run_job(method, seed, job, workdir, overrides, commit) for job in JOBS}
   report = json.loads((workdir / "eval_test.json").read_text())
   return {"method": method, "seed": seed, "config": METHODS[method], "overrides": {"seed": seed, **overrides},
           "commit": commit, "uncommitted_changes": dirty,
           "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "train_class_counts": report["train_class_counts"], "test_images": report["num_images"],
-          "classifiers": summarise_report(report), "wall_seconds": walls, "machine": machine()}
+          "classifiers": summarise_report(report), "wall_seconds": {j: r["seconds"] for j, r in jobs.items()},
+          # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
+          "job_commits": {j: r["commits"] for j, r in jobs.items()}, "machine": machine()}
 
 
 def pending(methods, seeds, records) -> list[tuple[str, int]]:
@@ -297,9 +302,10 @@ def markdown(records: list[dict]) -> str:
       if classifier in entry:
         lines.append(f"| {LABELS[method]} | {CLASSIFIERS[classifier]} | "
                      + " | ".join(_cell(entry[classifier][k]) for k in ("overall", "tail", "medium")) + " |")
-  lines += ["", "Leaders (linear probe):", ""]
-  lines += [f"- {leaders(table, 'linear_probe', m)}" for m in ("overall", "tail", "medium")
-            if leaders(table, "linear_probe", m)]
+  leading = [f"- {leaders(table, 'linear_probe', m)}" for m in ("overall", "tail", "medium")
+             if leaders(table, "linear_probe", m)]
+  if leading:
+    lines += ["", "Leaders (linear probe):", "", *leading]
   return "\n".join(lines) + "\n"
 
 

@@ -85,17 +85,18 @@ def test_records_are_appended(tmp_path):
 def test_run_one_records_what_the_jobs_left(tmp_path):
   calls = []
 
-  def fake_job(method, seed, job, workdir, overrides):
+  def fake_job(method, seed, job, workdir, overrides, commit):
     calls.append(job)
     workdir.mkdir(parents=True, exist_ok=True)
     if job == "eval":
       (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [40.0] * 10})))
-    return {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}[job]
+    return {"seconds": {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}[job], "commits": ["old", commit]}
 
   r = cm.run_one("iccl", 2, tmp_path, {}, "0123abc", False, run_job=fake_job)
   assert calls == ["pretrain", "linear_probe", "eval"]
   assert r["method"] == "iccl" and r["seed"] == 2 and r["overrides"] == {"seed": 2}
   assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
+  assert r["job_commits"]["eval"] == ["old", "0123abc"]
   assert r["classifiers"]["linear_probe"]["groups"]["tail"] == pytest.approx(40.0)
 
 
@@ -137,6 +138,7 @@ def test_a_real_tiny_run_becomes_a_record(tmp_path):
   r = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
   timing = json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text())
   assert all(timing[job]["done"] and timing[job]["attempts"] == 1 for job in cm.JOBS)
+  assert r["job_commits"] == {job: ["0123abc"] for job in cm.JOBS}
   assert r["test_images"] == 10000 and r["train_class_counts"] == FASHION_COUNTS
   # Cross-entropy's own classifier is reported too ("model").
   assert set(r["classifiers"]) == {"linear_probe", "knn", "logistic_regression", "model"}
