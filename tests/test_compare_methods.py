@@ -134,7 +134,7 @@ FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs the Debian package dataset-fashion-mnist")
 def test_a_real_tiny_run_becomes_a_record(tmp_path):
   overrides = {"train.max_steps": 2, "probe.max_steps": 2, "probe.reestimate_bn_batches": 1,
-               "eval.batch_size": 1000}
+               "eval.batch_size": 1000, "model.depth": 8}
   r = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
   timing = json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text())
   assert all(timing[job]["done"] and timing[job]["attempts"] == 1 for job in cm.JOBS)
