@@ -271,6 +271,12 @@ def leaders(table: dict, classifier: str, measure: str) -> str:
           f"{ratio}")
 
 
+def commits(records: list[dict]) -> list[str]:
+  """Short hashes of every commit that ran a job of these records."""
+  found = {c for r in records for c in [r["commit"]] + sum(r.get("job_commits", {}).values(), []) if c}
+  return sorted(c[:7] for c in found)
+
+
 def markdown(records: list[dict]) -> str:
   table = aggregate(records)
   counts = records[0]["train_class_counts"]
@@ -281,8 +287,7 @@ def markdown(records: list[dict]) -> str:
       f"{', '.join(map(str, SEEDS))}); top-1 % on the balanced test split, mean ± sample std over seeds. "
       f"Thirds of the class ranking: head {len(thirds['head'])}, middle {len(thirds['middle'])}, tail "
       f"{len(thirds['tail'])} classes; many-shot (> 100 training images) {len(shots['many'])}, medium "
-      f"(20-100) {len(shots['medium'])} classes, no few-shot class. Commits: "
-      f"{', '.join(sorted({r['commit'][:7] for r in records}))}.",
+      f"(20-100) {len(shots['medium'])} classes, no few-shot class. Commits: {', '.join(commits(records))}.",
       "",
       "Linear probe (class-balanced, frozen trunk), the comparison every method shares:",
       "",

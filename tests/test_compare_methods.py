@@ -109,7 +109,9 @@ def test_table_figures_and_readme(tmp_path):
   assert (mean, n) == (pytest.approx(76.0), 2) and std == pytest.approx(math.sqrt(2.0))  # 75, 77
   assert table["dscl"]["knn"]["tail"][1] == 0.0 and "knn" not in table["ce"]
   text = cm.markdown(records)
-  assert "4 of 24 runs recorded" in text
+  assert "4 of 24 runs recorded" in text and "Commits: abcdef1." in text
+  records[0]["job_commits"] = {"pretrain": ["9876543210"], "eval": ["abcdef1234"]}
+  assert cm.commits(records) == ["9876543", "abcdef1"]
   assert "| cross-entropy | 2 | 76.00 ± 1.41 |" in text and "| DSCL | 2 | 78.00 ± 2.83 |" in text
   assert "| DSCL | kNN (k 20, cosine) |" in text
   assert "overall: DSCL 78.00 ± 2.83, then cross-entropy 76.00 ± 1.41; gap 2.00 points = 0.7 x" in text
