@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ if str(REPO) not in sys.path:  # run as a script: `data` and `dscl_jax` from thi
   sys.path.insert(0, str(REPO))
 
 from data.long_tail import count_thirds, shot_classes  # noqa: E402
+from dscl_jax.config_base import load_config_file  # noqa: E402
 
 # The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
 METHODS = {
@@ -74,11 +74,7 @@ COMMAND = "python benchmarks/compare_methods.py"
 
 # ---------------------------------------------------------------------------------------------- configs
 def load_config(method: str):
-  path = REPO / METHODS[method]
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(REPO / METHODS[method])
 
 
 def _field(config, dotted: str):
@@ -318,8 +314,9 @@ def markdown(records: list[dict]) -> str:
 def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_path: Path = PER_CLASS_FIGURE):
   """Accuracy per group for every method (one panel per probe / kNN / logistic regression), and the linear
   probe's per-class accuracy against training images (mean over seeds, bars: min to max)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
+  from dscl_jax.figures import save_png
 
   table = aggregate(records)
   measures = ("overall", "head", "middle", "tail", "many", "medium")
@@ -343,7 +340,7 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
     axes.grid(axis="y", alpha=0.3)
   figure.axes[0].legend(fontsize=7, loc="lower left", ncol=2)
   figure.suptitle("Fashion-MNIST-LT (IF 100), ResNet-20: mean ± std over seeds")
-  _save(figure, groups_path, FigureCanvasAgg)
+  save_png(figure, groups_path, dpi=110)
 
   figure = Figure(figsize=(7.5, 5))
   axes = figure.add_subplot()
@@ -365,13 +362,7 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
   axes.set_title("Per-class accuracy against training-set size (mean over seeds, bars: min-max)")
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7, loc="lower right", ncol=2)
-  _save(figure, per_class_path, FigureCanvasAgg)
-
-
-def _save(figure, path: Path, canvas) -> None:
-  canvas(figure)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  figure.savefig(path, format="png", dpi=110, bbox_inches="tight")
+  save_png(figure, per_class_path, dpi=110)
 
 
 def update_readme(text: str, readme: Path = README) -> bool:

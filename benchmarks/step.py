@@ -32,11 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dscl_jax import optim, sharding, synthetic
-from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config, paco_recipe
+from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config, load_config_file
 from dscl_jax.methods import OnlineForward
 from dscl_jax.methods.queue_contrastive import batch_major
-from dscl_jax.step import make_pretrain_step
-from dscl_jax.train import build_models, init_pretrain_state
+from dscl_jax.train import build_models, init_pretrain_state, jit_pretrain_step
 
 
 def resnet50_config(pbsd: bool):
@@ -50,9 +49,10 @@ def resnet50_config(pbsd: bool):
 def fashion_config(pbsd: bool, method: str = "dscl"):
   c = fashion_mnist_lt_config(method)
   c.pbsd.enabled = pbsd
-  if method == "paco":  # configs/fashion_mnist_lt_paco.py
-    c = paco_recipe(c, "paco", alpha=0.05, temperature=0.2, lr=0.02, weight_decay=5e-4, queue_size=4096)
   return c
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 CASES = {
@@ -60,7 +60,7 @@ CASES = {
     "resnet50_dscl_pbsd": (lambda: resnet50_config(True), 3, 1000),
     "fashion_dscl": (lambda: fashion_config(False), 1, 10),
     "fashion_dscl_pbsd": (lambda: fashion_config(True), 1, 10),
-    "fashion_paco": (lambda: fashion_config(False, "paco"), 1, 10),
+    "fashion_paco": (lambda: load_config_file(os.path.join(CONFIGS, "fashion_mnist_lt_paco.py")), 1, 10),
     "fashion_ce": (lambda: fashion_config(False, "ce"), 1, 10),
 }
 
@@ -106,10 +106,12 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> d
   online, target = build_models(config, num_classes)
   counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior for the methods that use one
   state = init_pretrain_state(config, online, tx, num_classes, channels, mesh, counts)
-  rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  step_fn = make_bare_step(online, target, tx) if bare else make_pretrain_step(config, online, target, tx,
-                                                                               schedule, data)
-  step = jax.jit(step_fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+  if bare:
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    step = jax.jit(make_bare_step(online, target, tx), in_shardings=(rep, data), out_shardings=(rep, rep),
+                   donate_argnums=0)
+  else:
+    step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
   batch = sharding.to_global(synthetic.pretrain_batch(config, channels, num_classes, np.random.default_rng(0)), mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()

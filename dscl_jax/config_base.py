@@ -5,9 +5,21 @@ only what differs (STYLE.md). Every field can be overridden on the command line,
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from dscl_jax import augment
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file (e.g. configs/fashion_mnist_lt_paco.py), as `--config` would load it."""
+  path = os.fspath(path)
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def base_config(*, dataset: str, image_size: int, channels: int, depth: int, style: str,

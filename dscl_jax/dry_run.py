@@ -24,8 +24,7 @@ import numpy as np
 from data.registry import SHAPES
 from dscl_jax import config_validation, optim, sharding, synthetic
 from dscl_jax.state import param_count
-from dscl_jax.step import make_pretrain_step
-from dscl_jax.train import abstract_pretrain_state, build_models
+from dscl_jax.train import abstract_pretrain_state, build_models, jit_pretrain_step
 
 GIB = 2**30
 
@@ -41,10 +40,8 @@ def compile_step(config: ml_collections.ConfigDict, mesh, num_classes: int, chan
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
   batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
            for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, channels).items()}
-  step = jax.jit(make_pretrain_step(config, online, target, tx, schedule, batch_sharding),
-                 in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0)
   start = time.perf_counter()
-  lowered = step.lower(state, batch)
+  lowered = jit_pretrain_step(config, online, target, tx, schedule, mesh).lower(state, batch)
   traced = time.perf_counter()
   compiled = lowered.compile()
   print(f"[dry_run] global batch {config.train.batch_size}: traced in {traced - start:.1f} s, compiled in "

@@ -14,10 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _save(figure: Figure, path) -> None:
+def save_png(figure: Figure, path, dpi: int = 120) -> None:
+  """Renders `figure` to a PNG at `path` (any etils.epath path: local, gs://, ...)."""
   FigureCanvasAgg(figure)
   buffer = io.BytesIO()
-  figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+  figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
   epath.Path(path).write_bytes(buffer.getvalue())
 
 
@@ -41,7 +42,7 @@ def per_class_accuracy_plot(path, per_class_accuracy, train_counts, *, title: st
   axes.set_title(title)
   axes.grid(alpha=0.3)
   axes.legend(loc="lower right")
-  _save(figure, path)
+  save_png(figure, path)
 
 
 def confusion_matrix_plot(path, confusion, *, title: str, bin_labels=None) -> None:
@@ -61,4 +62,4 @@ def confusion_matrix_plot(path, confusion, *, title: str, bin_labels=None) -> No
     axes.set_xticks(ticks, labels=bin_labels, rotation=90, fontsize=7)
     axes.set_yticks(ticks, labels=bin_labels, fontsize=7)
   axes.set_title(title)
-  _save(figure, path)
+  save_png(figure, path)

@@ -87,6 +87,15 @@ def abstract_pretrain_state(config, model, tx, num_classes: int, channels: int,
   return jax.eval_shape(create, jax.random.PRNGKey(config.seed), None)
 
 
+def jit_pretrain_step(config, online, target, tx, schedule, mesh):
+  """`make_pretrain_step` jitted for `mesh`: the state replicated and donated, the batch split along "data"
+  (the step keeps the target's permuted batch split the same way, see `step.momentum_keys`)."""
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  return jax.jit(make_pretrain_step(config, online, target, tx, schedule, batch_sharding),
+                 in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir) -> PretrainState:
   mesh = sharding.make_mesh(config.mesh.num_devices)
   validate_config(config, mesh)
@@ -114,10 +123,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir) -> PretrainState:
     return state
 
   needs = methods.get_method(config).requirements
-  replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  train_step = jax.jit(make_pretrain_step(config, online, target, tx, schedule, batch_sharding),
-                       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-                       donate_argnums=0)
+  train_step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
   batches = input_pipeline.pretrain_iterator(
       dataset.train, config.augment, config.pbsd, views=needs.views, sampler=needs.sampler,
       class_aware_power=needs.class_aware_power, global_batch_size=config.train.batch_size,

@@ -27,8 +27,8 @@ from dscl_jax.files import is_local
 LOCK_NAME = ".lock"
 
 # Fields that never change what a job computes, by job. A prefix ending in "." covers a whole group.
-ALWAYS_FREE = ("mode", "pretrained", "allow_config_change", "dry_run", "dry_run_memory_gib", "data.root", "data.split_dir", "data.tfds_data_dir",
-               "train.num_workers", "mesh.", "eval.")
+ALWAYS_FREE = ("mode", "pretrained", "allow_config_change", "dry_run", "dry_run_memory_gib", "data.root",
+               "data.split_dir", "data.tfds_data_dir", "train.num_workers", "mesh.", "eval.")
 FREE = {
     "pretrain": ALWAYS_FREE + ("train.log_every", "train.checkpoint_every", "train.max_steps",
                                "train.max_skipped_steps", "probe."),

@@ -13,8 +13,7 @@ import numpy as np
 
 from dscl_jax import optim, sharding, synthetic
 from dscl_jax.config_base import base_config
-from dscl_jax.step import make_pretrain_step
-from dscl_jax.train import build_models, init_pretrain_state
+from dscl_jax.train import build_models, init_pretrain_state, jit_pretrain_step
 
 # Training images per class of the synthetic data set: long-tailed, so PaCo's prior is not uniform.
 CLASS_COUNTS = np.array([40, 30, 20, 15, 10, 8, 6, 4, 3, 2])
@@ -66,9 +65,7 @@ def setup(config, num_classes=10, mesh=None, base_lr=0.01):
   tx = optim.sgd(schedule, 0.9, 5e-4)
   online, target = build_models(config, num_classes)
   state = init_pretrain_state(config, online, tx, num_classes, 1, mesh, CLASS_COUNTS[:num_classes])
-  step = jax.jit(make_pretrain_step(config, online, target, tx, schedule, sharding.data_sharded(mesh)),
-                 in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
-                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)), donate_argnums=0)
+  step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
   return state, step, mesh
 
 

@@ -4,29 +4,20 @@ real shapes and batch (the others, see EXECUTED).
 """
 
 import glob
-import importlib.util
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from data.registry import SHAPES
 from dscl_jax import optim, sharding, synthetic
+from dscl_jax.config_base import load_config_file as load_config
 from dscl_jax.step import make_pretrain_step
 from dscl_jax.train import abstract_pretrain_state, build_models, init_pretrain_state, validate_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
-# (classes, channels) of each dataset, so no data has to be on disk.
-DATASETS = {"digits_lt": (10, 1), "fashion_mnist_lt": (10, 1), "cifar10_lt": (10, 3), "cifar100_lt": (100, 3),
-            "imagenet_lt": (1000, 3), "places_lt": (365, 3), "inat18": (8142, 3)}
-
-
-def load_config(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def test_there_are_configs():
@@ -52,7 +43,7 @@ def executed(path):
 
 
 def build(config):
-  num_classes, channels = DATASETS[config.data.name]
+  num_classes, channels = SHAPES[config.data.name]  # (classes, channels): no data on disk
   mesh = sharding.make_mesh(-1)
   validate_config(config, mesh)
   schedule = optim.warmup_cosine_schedule(config.train.base_lr, 100, 10)
@@ -62,7 +53,7 @@ def build(config):
   return num_classes, channels, mesh, tx, online, step
 
 
-COUNTS = {n: np.linspace(100, 1, n).round() for n, _ in DATASETS.values()}  # long-tailed: methods with a prior
+COUNTS = {n: np.linspace(100, 1, n).round() for n, _ in SHAPES.values()}  # long-tailed: methods with a prior
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -57,16 +56,13 @@ def test_abstract_compile_memory_matches_the_real_step():
 
   # The same step compiled on real arrays: an initialised state and a synthetic batch.
   from dscl_jax import optim
-  from dscl_jax.step import make_pretrain_step
-  from dscl_jax.train import build_models
+  from dscl_jax.train import build_models, jit_pretrain_step
   schedule = optim.warmup_cosine_schedule(0.1, 1000, 10)
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, target = build_models(config, 10)
   state = init_pretrain_state(config, online, tx, 10, 1, mesh, np.ones(10))
   batch = sharding.to_global(synthetic.pretrain_batch(config, 1, 10, np.random.default_rng(0)), mesh)
-  rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  real = jax.jit(make_pretrain_step(config, online, target, tx, schedule, data), in_shardings=(rep, data),
-                 out_shardings=(rep, rep), donate_argnums=0).lower(state, batch).compile()
+  real = jit_pretrain_step(config, online, target, tx, schedule, mesh).lower(state, batch).compile()
   measured = dry_run.memory_bytes(real)
   assert measured["total"] > 0
   assert abs(abstract["total"] - measured["total"]) <= 0.2 * measured["total"], (abstract, measured)
@@ -120,3 +116,4 @@ def test_the_step_is_split_over_eight_devices():
     # over the gathered embeddings, the queue, the update) is a few per cent.
     assert flops8 * 8 == pytest.approx(flops1, rel=0.05), (case, flops1, flops8)
     assert temp8 < temp1, (case, temp1, temp8)
+
