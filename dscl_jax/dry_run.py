@@ -8,8 +8,9 @@ from the compiled program's cost analysis, and the largest global batch that fit
 
 The largest batch comes from a second compile at half the batch (only with `dry_run_memory_gib` > 0):
 the step's memory is affine in the batch (activations and their gradients grow with it; parameters,
-optimizer state and queue do not), so the two points give the slope and the intercept. It is rounded down to a batch the config would accept
-(a multiple of the devices and of the key BatchNorm group).
+optimizer state and queue do not), so the two points give the slope and the intercept. It is rounded
+down to a batch the config validation accepts (a multiple of the devices and of the key BatchNorm group
+that divides the queue).
 """
 
 from __future__ import annotations
@@ -62,10 +63,7 @@ def memory_bytes(compiled) -> dict[str, int]:
 
 def step_flops(compiled) -> float:
   """FLOPs of one step of the compiled (per-device) program, from XLA's cost analysis."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
-    cost = cost[0]
-  return float(cost.get("flops", float("nan")))
+  return float(compiled.cost_analysis().get("flops", float("nan")))
 
 
 def batch_multiple(config, num_devices: int) -> int:
@@ -85,6 +83,20 @@ def largest_batch(batch: int, total: int, half_batch: int, half_total: int, budg
   return max(0, fits // multiple * multiple), per_sample
 
 
+def accepted_batch(config, upper: int, multiple: int, num_devices: int, num_processes: int) -> int:
+  """The largest global batch <= `upper`, a multiple of `multiple`, that `config_validation` accepts with
+  the rest of `config` unchanged (e.g. it must divide `moco.queue_size`); 0 if there is none."""
+  trial = ml_collections.ConfigDict(config.to_dict())
+  for batch in range(upper // multiple * multiple, 0, -multiple):
+    trial.train.batch_size = batch
+    try:
+      config_validation.validate(trial, num_devices, num_processes)
+      return batch
+    except config_validation.ConfigError:
+      continue
+  return 0
+
+
 def dry_run(config: ml_collections.ConfigDict) -> dict:
   """Compiles the configured pretrain step on abstract inputs and prints (and returns) its figures."""
   start = time.perf_counter()
@@ -97,20 +109,21 @@ def dry_run(config: ml_collections.ConfigDict) -> dict:
   compiled, state = compile_step(config, mesh, num_classes, channels)
   memory = memory_bytes(compiled)
   flops = step_flops(compiled)
-  batch, devices = config.train.batch_size, mesh.devices.size
+  batch, devices, processes = config.train.batch_size, mesh.devices.size, jax.process_count()
   multiple = batch_multiple(config, devices)
-  half = batch // 2 // multiple * multiple
   fit, per_sample = -1, float("nan")
-  if config.dry_run_memory_gib > 0 and half > 0 and half != batch:
-    # The queue is sized by itself: half a batch must still divide it, as the validation requires.
+  half = accepted_batch(config, batch // 2, multiple, devices, processes) if config.dry_run_memory_gib > 0 else 0
+  if half > 0:
     smaller = ml_collections.ConfigDict(config.to_dict())
     smaller.train.batch_size = half
     half_memory = memory_bytes(compile_step(smaller, mesh, num_classes, channels)[0])
     fit, per_sample = largest_batch(batch, memory["total"], half, half_memory["total"],
                                     config.dry_run_memory_gib * GIB, multiple)
+    if fit > 0:  # the affine estimate, down to a batch the config accepts
+      fit = accepted_batch(config, fit, multiple, devices, processes)
   result = {
       "method": config.method, "dataset": config.data.name, "model": f"ResNet-{config.model.depth}",
-      "dtype": config.model.dtype, "global_batch": batch, "devices": devices, "processes": jax.process_count(),
+      "dtype": config.model.dtype, "global_batch": batch, "devices": devices, "processes": processes,
       "platform": jax.devices()[0].platform, "params": param_count(state.params),
       "state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))),
       "memory_per_device": memory, "flops_per_step_per_device": flops,

@@ -14,7 +14,7 @@ import pytest
 
 from data.registry import BUILDERS, SHAPES, get_dataset
 from dscl_jax import dry_run, sharding, synthetic
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config_base import fashion_mnist_lt_config, load_config_file
 from dscl_jax.train import init_pretrain_state
 
 GIB = 2**30
@@ -117,3 +117,11 @@ def test_the_step_is_split_over_eight_devices():
     assert flops8 * 8 == pytest.approx(flops1, rel=0.05), (case, flops1, flops8)
     assert temp8 < temp1, (case, temp1, temp8)
 
+
+def test_the_largest_batch_is_one_the_config_accepts():
+  # 640 is a multiple of the 8 devices and of the 128-sample key BatchNorm groups, but the 65536-entry
+  # queue takes whole batches only: 512 is the largest batch the validation accepts below it.
+  config = load_config_file(os.path.join(REPO, "configs", "imagenet_lt_dscl_pbsd.py"))
+  assert dry_run.batch_multiple(config, 8) == 128
+  assert dry_run.accepted_batch(config, 640, 128, 8, 1) == 512
+  assert dry_run.accepted_batch(config, 127, 128, 8, 1) == 0
