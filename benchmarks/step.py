@@ -3,21 +3,29 @@
   python benchmarks/step.py                      # every case, table + benchmarks/results/step.json
   python benchmarks/step.py --cases fashion_dscl --repeats 10
   python benchmarks/step.py --cases resnet50_dscl_pbsd --bare   # the same convolutions, nothing else
+  python benchmarks/step.py --cases fashion_dscl_pbsd --profile /tmp/trace   # + where the time goes
 
 Cases: the ResNet-50 ImageNet-LT recipe scaled to a CPU (batch 32 instead of 256, 224x224, K = 65536,
 D = 128), with and without PBSD (5 crops of 64x64), and the Fashion-MNIST-LT configs (batch 128, 28x28,
 ResNet-20, K = 4096): DSCL with and without PBSD, PaCo, cross-entropy. Inputs are random arrays of the
-real shapes: this measures the step, not the input pipeline (benchmarks/input_pipeline.py does that).
+real shapes and dtypes (uint8 pixels, normalised in the step): this measures the step, not the input
+pipeline (benchmarks/input_pipeline.py does that).
 
 `--bare` times a step that does the same convolutions as the case's step and nothing else: the online
 encoder's forward and backward on the query (and the small crops), the target's forward on the key, a
 sum-of-squares loss, the SGD update; no queue, no EMA, no RoIAlign, no contrastive loss, no guard. The
 ratio of the two is what the method costs beyond its backbone.
+
+`--profile DIR` also runs 3 steps under `jax.profiler.trace(DIR)` (open it in Perfetto or TensorBoard's
+profile plugin) and prints the compiled ops that took the most time on the XLA threads, per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
 import resource
@@ -31,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax import optim, sharding, synthetic
+from dscl_jax import optim, pixels, sharding, synthetic
 from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config, load_config_file
 from dscl_jax.methods import OnlineForward
 from dscl_jax.methods.queue_contrastive import batch_major
@@ -65,10 +73,12 @@ CASES = {
 }
 
 
-def make_bare_step(online, target, tx):
-  """`(state, batch) -> (state, metrics)` with the case's convolutions only (see the module docstring)."""
+def make_bare_step(online, target, tx, cfg_augment):
+  """`(state, batch) -> (state, metrics)` with the case's convolutions only (see the module docstring),
+  after the same on-device normalisation of the uint8 pixels as the real step."""
 
   def step(state, batch):
+    batch = pixels.normalize_views(batch, cfg_augment)
     def output(out):  # the head the method trains: the projection, or the classifier (cross-entropy)
       return out["embedding"] if "embedding" in out else out["logits"]
 
@@ -95,7 +105,26 @@ def make_bare_step(online, target, tx):
   return step
 
 
-def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> dict:
+def op_times(trace_dir: str, steps: int) -> list[tuple[str, float]]:
+  """[(compiled op, ms per step)] from the newest trace under `trace_dir`, most expensive first: the
+  complete events of the XLA threads (not Python, not the executor waiting for them)."""
+  paths = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")))
+  if not paths:
+    raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}/plugins/profile")
+  with gzip.open(paths[-1]) as f:
+    events = json.load(f)["traceEvents"]
+  threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+  totals = collections.Counter()
+  for e in events:
+    thread = threads.get((e.get("pid"), e.get("tid")), "")
+    if e.get("ph") != "X" or not thread.startswith("tf_XLA") or e["name"].startswith(("end:", "ThunkExecutor")):
+      continue
+    totals[e["name"]] += e["dur"] / 1e3 / steps
+  return totals.most_common()
+
+
+def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, profile: str = "") -> dict:
   make_config, channels, num_classes = CASES[name]
   config = make_config()
   if batch_size:
@@ -108,11 +137,12 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> d
   state = init_pretrain_state(config, online, tx, num_classes, channels, mesh, counts)
   if bare:
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    step = jax.jit(make_bare_step(online, target, tx), in_shardings=(rep, data), out_shardings=(rep, rep),
-                   donate_argnums=0)
+    step = jax.jit(make_bare_step(online, target, tx, config.augment), in_shardings=(rep, data),
+                   out_shardings=(rep, rep), donate_argnums=0)
   else:
     step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
-  batch = sharding.to_global(synthetic.pretrain_batch(config, channels, num_classes, np.random.default_rng(0)), mesh)
+  batch = synthetic.pretrain_batch(config, channels, num_classes, np.random.default_rng(0), pixels=True)
+  batch = sharding.to_global(batch, mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
@@ -125,6 +155,16 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> d
     if i:  # the first call also allocates and warms caches
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
+  profiled = []
+  if profile:
+    with jax.profiler.trace(profile):
+      for _ in range(3):
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+    profiled = op_times(profile, 3)
+  by_kind = collections.Counter()
+  for op, ms in profiled:  # "transpose_copy_fusion.53" -> "transpose_copy_fusion"
+    by_kind[op.rsplit(".", 1)[0] if op.rsplit(".", 1)[-1].isdigit() else op] += ms
   result = {
       "case": name, "bare": bare, "batch": config.train.batch_size, "image_size": config.augment.image_size,
       "queue": config.moco.queue_size, "pbsd_crops": config.pbsd.num_crops if config.pbsd.enabled else 0,
@@ -135,6 +175,7 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False) -> d
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "loss": float(metrics["loss"]), "backend": jax.default_backend(),
       "load_average": os.getloadavg(),  # the machine may be shared: read medians with this in mind
+      "profile_ms_per_step": profiled[:40], "profile_ms_per_step_by_kind": by_kind.most_common(),
   }
   return result
 
@@ -145,6 +186,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--batch", type=int, default=0, help="global batch (0: the case's)")
   parser.add_argument("--bare", action="store_true", help="the backbone's convolutions only")
+  parser.add_argument("--profile", default="", metavar="DIR", help="trace 3 steps into DIR; print the top ops")
   parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
   args = parser.parse_args()
@@ -157,11 +199,12 @@ def main():
       with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "case.json")
         subprocess.run([sys.executable, __file__, "--cases", name, "--repeats", str(args.repeats), "--out", out,
-                        "--batch", str(args.batch), "--quiet"] + ["--bare"] * args.bare, check=True)
+                        "--batch", str(args.batch), "--quiet"] + ["--bare"] * args.bare
+                       + (["--profile", os.path.join(args.profile, name)] if args.profile else []), check=True)
         with open(out) as f:
           r = json.load(f)[0]
     else:
-      r = bench(name, args.repeats, args.batch, args.bare)
+      r = bench(name, args.repeats, args.batch, args.bare, args.profile)
     results.append(r)
     temp = r["temp_bytes"] / 2**20 if r["temp_bytes"] is not None else float("nan")
     emit(f"| {name} | {r['batch']} | {r['devices']} | {r['compile_s']:.1f} | {r['median_step_s']:.3f} | "
@@ -171,6 +214,14 @@ def main():
     if base in by_name and base + "_pbsd" in by_name:
       ratio = by_name[base + "_pbsd"]["median_step_s"] / by_name[base]["median_step_s"]
       emit(f"PBSD overhead, {base}: step time x{ratio:.2f}")
+  for r in results:
+    if r["profile_ms_per_step_by_kind"]:
+      total = sum(ms for _, ms in r["profile_ms_per_step_by_kind"])
+      emit(f"\n{r['case']}: time on the XLA threads per step by kind of compiled op ({total:.0f} ms in all for a "
+           f"{1e3 * r['median_step_s']:.0f} ms step: two threads may run ops at once)")
+      emit("| kind of op | ms per step | share |\n|---|---|---|")
+      for kind, ms in r["profile_ms_per_step_by_kind"][:12]:
+        emit(f"| {kind} | {ms:.1f} | {100 * ms / total:.0f}% |")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(results, f, indent=2)

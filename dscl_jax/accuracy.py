@@ -9,11 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from data.long_tail import shot_groups
-from dscl_jax import input_pipeline, sharding
+from dscl_jax import input_pipeline, pixels, sharding
 
 
-def make_count_step(trunk, num_classes: int, bins: np.ndarray | None = None):
-  """`(trunk_variables, classifier, batch) -> (correct [C], seen [C])`, summed over the global batch; with
+def make_count_step(trunk, cfg_augment, num_classes: int, bins: np.ndarray | None = None):
+  """`(trunk_variables, classifier, batch) -> (correct [C], seen [C])`, summed over the global batch
+  (batch "image" uint8 pixels, normalised with `cfg_augment`'s mean / std); with
   `bins` [C] (class -> bin, see `confusion_bins`) also the confusion matrix over bins [nb, nb] (rows:
   true bin, columns: predicted bin). Everything is a sum over the sharded batch, so the replicated
   outputs are complete on every host without gathering predictions."""
@@ -21,7 +22,7 @@ def make_count_step(trunk, num_classes: int, bins: np.ndarray | None = None):
   bins = None if bins is None else jnp.asarray(bins, jnp.int32)
 
   def count_step(trunk_variables, classifier, batch):
-    features = trunk.apply(trunk_variables, batch["image"], train=False)["pooled"]
+    features = trunk.apply(trunk_variables, pixels.to_float(batch["image"], cfg_augment), train=False)["pooled"]
     predictions = jnp.argmax(features @ classifier["kernel"] + classifier["bias"], axis=-1)
     valid = batch["mask"].astype(jnp.float32)
     correct = (predictions == batch["label"]).astype(jnp.float32) * valid
@@ -82,11 +83,11 @@ def format_report(reports: dict[str, dict]) -> str:
   return "\n".join([header, rule, *rows, note])
 
 
-def jit_count_step(trunk, num_classes: int, mesh, bins: np.ndarray | None = None):
+def jit_count_step(trunk, cfg_augment, num_classes: int, mesh, bins: np.ndarray | None = None):
   """`make_count_step` jitted for the mesh: variables replicated, the batch sharded along "data"."""
   replicated = sharding.replicated(mesh)
   outputs = 2 if bins is None else 3
-  return jax.jit(make_count_step(trunk, num_classes, bins),
+  return jax.jit(make_count_step(trunk, cfg_augment, num_classes, bins),
                  in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
                  out_shardings=(replicated,) * outputs)
 

@@ -227,6 +227,19 @@ def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
   return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
+def _check_channels(pixels: np.ndarray, mean, std):
+  channels = pixels.shape[-1]
+  if len(mean) != channels or len(std) != channels:
+    raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
+                     f"image; set config.augment.mean / std")
+
+
+def normalization_constants(mean, std) -> tuple[np.ndarray, np.ndarray]:
+  """(scale [C], offset [C]) float32 with `normalized = pixels * scale - offset` (also dscl_jax.pixels')."""
+  std64 = np.asarray(std, np.float64)
+  return (1.0 / (255.0 * std64)).astype(np.float32), (np.asarray(mean, np.float64) / std64).astype(np.float32)
+
+
 def normalize(image, mean, std) -> np.ndarray:
   """`(x / 255 - mean) / std` per channel, float32, for a PIL image or uint8 `[..., H, W, C]` pixels.
 
@@ -236,14 +249,11 @@ def normalize(image, mean, std) -> np.ndarray:
   pixels = to_array(image) if isinstance(image, Image.Image) else image
   if pixels.dtype != np.uint8:
     raise ValueError(f"normalize expects uint8 pixels or a PIL image, got {pixels.dtype}")
-  channels = pixels.shape[-1]
-  if len(mean) != channels or len(std) != channels:
-    raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
-                     f"image; set config.augment.mean / std")
-  std = np.asarray(std, np.float64)
+  _check_channels(pixels, mean, std)
+  scale, offset = normalization_constants(mean, std)
   out = pixels.astype(np.float32)
-  out *= (1.0 / (255.0 * std)).astype(np.float32)
-  out -= (np.asarray(mean, np.float64) / std).astype(np.float32)
+  out *= scale
+  out -= offset
   return out
 
 
@@ -283,14 +293,25 @@ def pbsd_views(cfg_pbsd: Any) -> tuple[str, ...]:
   return ("query", "key", "small_crops") if cfg_pbsd.enabled or cfg_pbsd.multicrop else ("query", "key")
 
 
+def _finish(image, mean, std, normalized: bool) -> np.ndarray:
+  """The last step of every recipe: float32 `normalize`, or the uint8 pixels the device normalises."""
+  if normalized:
+    return normalize(image, mean, std)
+  pixels = to_array(image) if isinstance(image, Image.Image) else image
+  _check_channels(pixels, mean, std)  # here, not first on the device
+  return pixels
+
+
 def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any, cfg_pbsd: Any,
-                   views: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+                   views: tuple[str, ...] | None = None, normalized: bool = True) -> dict[str, np.ndarray]:
   """The views of one image a method trains on (`dscl_jax.methods.base.VIEWS`).
 
   `image_uint8` is `[H, W, C]`; `views` defaults to `pbsd_views(cfg_pbsd)`. Returns float32 'query' and
   (if asked) 'key' `[S, S, C]` (S = image_size), and with 'small_crops': 'small_crops' `[n, s, s, C]`
   (s = pbsd.crop_size) and 'boxes' `[n, 4]`, the small crops' `[x1, y1, x2, y2]` in pixels of the
   query's `S x S` global crop (after its flip). A view not asked for draws no random numbers.
+  `normalized=False` returns the image views as uint8 pixels instead (`dscl_jax.pixels` normalises them
+  on the device; the input pipeline does this).
   """
   views_asked = pbsd_views(cfg_pbsd) if views is None else tuple(views)
   unknown = set(views_asked) - {"query", "key", "small_crops"}
@@ -314,23 +335,26 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
                                                       cfg_pbsd.flip_prob),
                                           rng, cfg_augment.query, cfg_pbsd.blur_sigma))
                    for box in boxes]
-    views["small_crops"] = normalize(np.stack(small_crops), mean, std)
+    views["small_crops"] = _finish(np.stack(small_crops), mean, std, normalized)
     views["boxes"] = np.stack(boxes).astype(np.float32)
-  views["query"] = normalize(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std)
+  views["query"] = _finish(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std, normalized)
   if key_crop is not None:
-    views["key"] = normalize(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std)
+    views["key"] = _finish(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std, normalized)
   return views
 
 
-def probe_view(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any) -> np.ndarray:
-  """Linear-probe training view `[S, S, C]`: RandomResizedCrop(probe_crop_scale) -> flip -> normalize."""
+def probe_view(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any,
+               normalized: bool = True) -> np.ndarray:
+  """Linear-probe training view `[S, S, C]`: RandomResizedCrop(probe_crop_scale) -> flip -> normalize
+  (uint8 pixels without the normalize if not `normalized`)."""
   crop, _ = random_resized_crop(to_pil(image_uint8), rng, cfg_augment.image_size,
                                 cfg_augment.probe_crop_scale, cfg_augment.crop_ratio)
-  return normalize(random_flip(crop, rng), cfg_augment.mean, cfg_augment.std)
+  return _finish(random_flip(crop, rng), cfg_augment.mean, cfg_augment.std, normalized)
 
 
-def eval_view(image_uint8: np.ndarray, cfg_augment: Any) -> np.ndarray:
-  """Evaluation view `[S, S, C]`: shorter side to round(S * eval_resize_ratio), centre crop S, normalize."""
+def eval_view(image_uint8: np.ndarray, cfg_augment: Any, normalized: bool = True) -> np.ndarray:
+  """Evaluation view `[S, S, C]`: shorter side to round(S * eval_resize_ratio), centre crop S, normalize
+  (uint8 pixels without the normalize if not `normalized`)."""
   ratio = cfg_augment.eval_resize_ratio
   if ratio < 1:
     raise ValueError(f"eval_resize_ratio must be >= 1 (resize, then crop image_size), got {ratio}")
@@ -345,7 +369,7 @@ def eval_view(image_uint8: np.ndarray, cfg_augment: Any) -> np.ndarray:
     new_shape = (int(short_target * height / width), short_target)
   if new_shape != (height, width):
     image = resize(image, new_shape)
-  return normalize(center_crop(image, size), cfg_augment.mean, cfg_augment.std)
+  return _finish(center_crop(image, size), cfg_augment.mean, cfg_augment.std, normalized)
 
 
 # ------------------------------------------------------------------------------------------ configs

@@ -16,20 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax import sharding
+from dscl_jax import pixels, sharding
 from dscl_jax.models.resnet import BatchNorm
 
 
-def batch_statistics_step(trunk, mesh):
-  """`(trunk_variables, images [B, H, W, C]) -> batch_stats` whose leaves are this batch's mean and
+def batch_statistics_step(trunk, mesh, cfg_augment):
+  """`(trunk_variables, images [B, H, W, C] uint8) -> batch_stats` whose leaves are this batch's mean and
   unbiased variance of every BatchNorm input (the whole global batch: synchronised over devices)."""
   momentum = BatchNorm.momentum
 
   def step(variables, images):
     # From zero running statistics one training-mode update leaves (1 - momentum) x the batch statistic.
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-    _, mutated = trunk.apply({"params": variables["params"], "batch_stats": zeros}, images, train=True,
-                             mutable=["batch_stats"])
+    _, mutated = trunk.apply({"params": variables["params"], "batch_stats": zeros},
+                             pixels.to_float(images, cfg_augment), train=True, mutable=["batch_stats"])
     return jax.tree.map(lambda x: x / (1.0 - momentum), mutated["batch_stats"])
 
   replicated = sharding.replicated(mesh)
@@ -37,11 +37,11 @@ def batch_statistics_step(trunk, mesh):
 
 
 def reestimate_batch_stats(trunk, trunk_variables, batches: Iterator[dict[str, np.ndarray]], num_batches: int,
-                           mesh):
+                           mesh, cfg_augment):
   """The trunk's batch_stats averaged over `num_batches` batches ("image" [B, H, W, C]) of `batches`."""
   if num_batches < 1:
     raise ValueError(f"num_batches {num_batches} must be >= 1")
-  step = batch_statistics_step(trunk, mesh)
+  step = batch_statistics_step(trunk, mesh, cfg_augment)
   total = None
   for _ in range(num_batches):
     images = sharding.to_global({"image": next(batches)["image"]}, mesh)["image"]

@@ -40,7 +40,7 @@ def compile_step(config: ml_collections.ConfigDict, mesh, num_classes: int, chan
   state = abstract_pretrain_state(config, online, tx, num_classes, channels, counts)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
   batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-           for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, channels).items()}
+           for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, channels, pixels=True).items()}
   start = time.perf_counter()
   lowered = jit_pretrain_step(config, online, target, tx, schedule, mesh).lower(state, batch)
   traced = time.perf_counter()

@@ -68,7 +68,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     variables["model"] = trunk_variables
 
   bins = confusion_bins(dataset.class_counts)
-  count_step = jit_count_step(trunk, dataset.num_classes, mesh, bins)
+  count_step = jit_count_step(trunk, config.augment, dataset.num_classes, mesh, bins)
   reports, confusions = {}, {}
   for name, classifier in classifiers.items():
     correct, seen, confusions[name] = count_correct(count_step, variables[name], classifier, split,

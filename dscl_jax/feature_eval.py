@@ -16,14 +16,16 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from dscl_jax import input_pipeline, sharding
+from dscl_jax import input_pipeline, pixels, sharding
 
 
 def extract_features(trunk, trunk_variables, split, cfg_augment, batch_size: int, mesh):
   """(features [N, F] float32, labels [N] int32) of every image of `split`, in order, on every host."""
   replicated = sharding.replicated(mesh)
-  step = jax.jit(lambda variables, images: trunk.apply(variables, images, train=False)["pooled"],
-                 in_shardings=(replicated, sharding.data_sharded(mesh)), out_shardings=sharding.data_sharded(mesh))
+  features_of = lambda variables, images: trunk.apply(variables, pixels.to_float(images, cfg_augment),
+                                                      train=False)["pooled"]
+  step = jax.jit(features_of, in_shardings=(replicated, sharding.data_sharded(mesh)),
+                 out_shardings=sharding.data_sharded(mesh))
   features, labels = [], []
   for batch in input_pipeline.eval_batches(split, cfg_augment, batch_size=batch_size,
                                            process_index=jax.process_index(), process_count=jax.process_count()):

@@ -1,5 +1,8 @@
 """Splits -> host-local numpy batches with grain: pretrain views, linear-probe views, evaluation.
 
+Image views leave the pipeline as uint8 pixels; the jitted steps normalise them on the device
+(`dscl_jax.pixels`), so a batch crosses to the device in a quarter of float32's bytes.
+
 Determinism contract. Training streams are indexed by the global position `p = step * global_batch + j`
 of a sample, and the sample at `p` is a pure function of `(seed, p)`:
   - epoch `p // N` shuffles the `N` images with its own fixed-seed permutation and position `p` reads
@@ -117,13 +120,13 @@ class _PretrainSample:
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     record = self.source[epoch_index(self.seed, position, self.num_examples)]
     views = augment.pretrain_views(record["image"], sample_rng(self.seed, position), self.cfg_augment,
-                                   self.cfg_pbsd, self.views)
+                                   self.cfg_pbsd, self.views, normalized=False)
     views["label"] = np.int32(record["label"])
     if self.class_aware_index is not None:
       rng = sample_rng(self.seed, position, _CLASS_AWARE_STREAM)
       other = self.source[self.class_aware_index(rng)]
       views["class_aware"] = augment.pretrain_views(other["image"], rng, self.cfg_augment, self.cfg_pbsd,
-                                                    ("query",))["query"]
+                                                    ("query",), normalized=False)["query"]
       views["class_aware_label"] = np.int32(other["label"])
     return views
 
@@ -143,7 +146,7 @@ class _ProbeSample:
     else:
       index = epoch_index(self.seed, position, self.num_examples)
     record = self.source[index]
-    return {"image": augment.probe_view(record["image"], rng, self.cfg_augment),
+    return {"image": augment.probe_view(record["image"], rng, self.cfg_augment, normalized=False),
             "label": np.int32(record["label"])}
 
 
@@ -225,7 +228,7 @@ def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, sampler: str 
   """Endless pretraining batches for this process, `b = global_batch_size // process_count`.
 
   Each batch: 'label' int32 `[b]` and the `views` the method requires (default
-  `augment.pbsd_views(cfg_pbsd)`): 'query', 'key' float32 `[b, S, S, C]`, 'small_crops'
+  `augment.pbsd_views(cfg_pbsd)`): 'query', 'key' uint8 `[b, S, S, C]`, 'small_crops' uint8
   `[b, n, s, s, C]` with 'boxes' float32 `[b, n, 4]` (`[x1, y1, x2, y2]` in pixels of the query's
   `S x S` crop), and with `sampler="instance_and_class_aware"` 'class_aware' `[b, S, S, C]` and
   'class_aware_label' int32 `[b]` (see `_PretrainSample`). Instance-uniform epochs; see the module
@@ -241,7 +244,7 @@ def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, sampler: str 
 def probe_iterator(split, cfg_augment, *, global_batch_size: int, seed: int, start_step: int = 0,
                    process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                    class_balanced: bool = True) -> Iterator[dict[str, np.ndarray]]:
-  """Endless linear-probe batches: 'image' float32 `[b, S, S, C]`, 'label' int32 `[b]`.
+  """Endless linear-probe batches: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]`.
 
   `class_balanced` draws every sample's class uniformly (over the classes present in `split`), then an
   image of that class; otherwise instance-uniform epochs as in pretraining.
@@ -256,20 +259,20 @@ class _EvalSample:
 
   def __init__(self, split, cfg_augment):
     self.source, self.num_examples, self.cfg_augment = split.source, len(split), _snapshot(cfg_augment)
-    first = augment.eval_view(self.source[0]["image"], self.cfg_augment)
+    first = augment.eval_view(self.source[0]["image"], self.cfg_augment, normalized=False)
     self.padding = {"image": np.zeros_like(first), "label": np.int32(0), "mask": np.bool_(False)}
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     if index >= self.num_examples:
       return self.padding
     record = self.source[index]
-    return {"image": augment.eval_view(record["image"], self.cfg_augment),
+    return {"image": augment.eval_view(record["image"], self.cfg_augment, normalized=False),
             "label": np.int32(record["label"]), "mask": np.bool_(True)}
 
 
 def eval_batches(split, cfg_augment, *, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """The whole split once, in order: 'image' `[b, S, S, C]`, 'label' int32 `[b]`, 'mask' bool `[b]`.
+  """The whole split once, in order: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]`, 'mask' bool `[b]`.
 
   `batch_size` is global; this process gets rows `[k * b, (k + 1) * b)` of each global batch. The last
   global batch is padded to full size with `mask` False, so every batch shards evenly over devices.

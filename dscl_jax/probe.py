@@ -104,7 +104,7 @@ class ValSelector:
     if not self.enabled:
       return
     self.config, self.dataset, self.trunk_variables, self.mesh = config, dataset, trunk_variables, mesh
-    self.count_step = jit_count_step(trunk, dataset.num_classes, mesh)
+    self.count_step = jit_count_step(trunk, config.augment, dataset.num_classes, mesh)
     self.record_path = epath.Path(job_dir) / "best.json"
     self.best = read_json(self.record_path) if self.record_path.exists() else {"val_accuracy": -1.0}
     self.manager = checkpoint.manager(epath.Path(job_dir) / "best", keep=1, job="probe best")
@@ -148,7 +148,8 @@ def linear_probe(config: ml_collections.ConfigDict, workdir) -> ProbeState:
         dataset.train, config.augment, global_batch_size=config.probe.batch_size, seed=config.seed + 2,
         process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.train.num_workers,
         class_balanced=True)
-    stats = reestimate_batch_stats(trunk, trunk_variables, stream, config.probe.reestimate_bn_batches, mesh)
+    stats = reestimate_batch_stats(trunk, trunk_variables, stream, config.probe.reestimate_bn_batches, mesh,
+                                   config.augment)
     trunk_variables = {"params": trunk_variables["params"], "batch_stats": stats}
     print(f"[probe] BatchNorm statistics re-estimated on {config.probe.reestimate_bn_batches} batches of "
           f"{config.probe.batch_size} probe training images", flush=True)
@@ -161,7 +162,7 @@ def linear_probe(config: ml_collections.ConfigDict, workdir) -> ProbeState:
     print(f"[probe] already finished ({start_step} steps)", flush=True)
     return state
 
-  probe_step = jax.jit(make_probe_step(trunk, tx, schedule),
+  probe_step = jax.jit(make_probe_step(trunk, config.augment, tx, schedule),
                        in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
                        out_shardings=(replicated, replicated), donate_argnums=0)
   batches = input_pipeline.probe_iterator(

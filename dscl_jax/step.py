@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dscl_jax import losses
+from dscl_jax import losses, pixels
 from dscl_jax.methods import OnlineForward, StepInputs, get_method
 from dscl_jax.methods.base import l2_normalize
 from dscl_jax.state import PretrainState, ProbeState
@@ -87,7 +87,8 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
                        tx: optax.GradientTransformation, lr_schedule: Callable, batch_sharding=None) -> Callable:
   """Build `train_step(state, batch) -> (state, metrics)` for `config.method`.
 
-  batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] float32,
+  batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] (uint8 pixels,
+  normalised here with `config.augment`'s mean / std, or floats already normalised),
   "small_crops" [B, n, h, w, C] with "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels),
   "class_aware" [B, H, W, C] with "class_aware_label" [B].
   `target_model` is None for methods without a momentum target. `batch_sharding`: the batch's sharding
@@ -102,6 +103,7 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
   embed_dim = config.model.embed_dim
 
   def train_step(state: PretrainState, batch: dict[str, jax.Array]):
+    batch = pixels.normalize_views(batch, config.augment)
     labels = batch["label"]
     step_rng = jax.random.fold_in(state.rng, state.step)
     target_params, target_batch_stats, keys = state.target_params, state.target_batch_stats, None
@@ -140,15 +142,15 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
   return train_step
 
 
-def make_probe_step(trunk_model, tx: optax.GradientTransformation, lr_schedule: Callable) -> Callable:
+def make_probe_step(trunk_model, cfg_augment, tx: optax.GradientTransformation, lr_schedule: Callable) -> Callable:
   """`probe_step(state, trunk_variables, batch) -> (state, metrics)`: a linear classifier on frozen features.
 
   The trunk runs in inference mode (running BatchNorm statistics) and gets no gradient.
-  batch: "image" [B, H, W, C], "label" [B].
+  batch: "image" [B, H, W, C] (uint8 pixels, normalised with `cfg_augment`'s mean / std), "label" [B].
   """
 
   def probe_step(state: ProbeState, trunk_variables, batch):
-    features = trunk_model.apply(trunk_variables, batch["image"], train=False)["pooled"]
+    features = trunk_model.apply(trunk_variables, pixels.to_float(batch["image"], cfg_augment), train=False)["pooled"]
     features = jax.lax.stop_gradient(features)
 
     def loss_fn(params):

@@ -7,11 +7,12 @@ import numpy as np
 from dscl_jax import methods
 
 
-def pretrain_batch_shapes(config, channels: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def pretrain_batch_shapes(config, channels: int, pixels: bool = False) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{name: (shape, dtype)} of the global pretrain batch `config.method` requires (see `pretrain_batch`)."""
   views = methods.get_method(config).requirements.views
   b, s = config.train.batch_size, config.augment.image_size
-  image = ((b, s, s, channels), np.dtype(np.float32))
+  pixel_dtype = np.dtype(np.uint8 if pixels else np.float32)
+  image = ((b, s, s, channels), pixel_dtype)
   shapes = {"query": image, "key": image, "label": ((b,), np.dtype(np.int32))}
   if "key" not in views:
     del shapes["key"]
@@ -19,29 +20,39 @@ def pretrain_batch_shapes(config, channels: int) -> dict[str, tuple[tuple[int, .
     shapes["class_aware"], shapes["class_aware_label"] = image, ((b,), np.dtype(np.int32))
   if "small_crops" in views:
     n, cs = config.pbsd.num_crops, config.pbsd.crop_size
-    shapes["small_crops"] = ((b, n, cs, cs, channels), np.dtype(np.float32))
+    shapes["small_crops"] = ((b, n, cs, cs, channels), pixel_dtype)
     shapes["boxes"] = ((b, n, 4), np.dtype(np.float32))
   return shapes
 
 
-def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator,
+                   pixels: bool = False) -> dict[str, np.ndarray]:
   """A global pretrain batch with the views `config.method` requires: "query", "key" [B, S, S, C],
   "label" [B], "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
   (inside the S x S view, area fraction in `pbsd.crop_scale`), "class_aware" [B, S, S, C] with
-  "class_aware_label" [B]. The query, key and labels are the same numbers whatever the method asks for."""
-  shapes = pretrain_batch_shapes(config, channels)
+  "class_aware_label" [B]. The query, key and labels are the same numbers whatever the method asks for.
+
+  The image views are standard-normal floats (as if normalised), or with `pixels` uniform uint8 pixels,
+  what the input pipeline sends (the step then normalises them, as in training)."""
+  shapes = pretrain_batch_shapes(config, channels, pixels)
   b, s = config.train.batch_size, config.augment.image_size
-  batch = {"query": rng.normal(size=shapes["query"][0]).astype(np.float32),
-           "key": rng.normal(size=shapes["query"][0]).astype(np.float32),
+
+  def images(shape):
+    if pixels:
+      return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    return rng.normal(size=shape).astype(np.float32)
+
+  batch = {"query": images(shapes["query"][0]),
+           "key": images(shapes["query"][0]),
            "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
   if "key" not in shapes:
     del batch["key"]
   if "class_aware" in shapes:
-    batch["class_aware"] = rng.normal(size=shapes["class_aware"][0]).astype(np.float32)
+    batch["class_aware"] = images(shapes["class_aware"][0])
     batch["class_aware_label"] = rng.integers(0, num_classes, size=b).astype(np.int32)
   if "small_crops" in shapes:
     n = config.pbsd.num_crops
-    batch["small_crops"] = rng.normal(size=shapes["small_crops"][0]).astype(np.float32)
+    batch["small_crops"] = images(shapes["small_crops"][0])
     side = np.sqrt(rng.uniform(*config.pbsd.crop_scale, size=(b, n, 1))) * s
     xy = rng.uniform(0, 1, size=(b, n, 2)) * (s - side)
     batch["boxes"] = np.concatenate([xy, xy + side], axis=-1).astype(np.float32)

@@ -1,12 +1,13 @@
 """Re-estimated BatchNorm statistics equal the batch statistics of the probe images, layer by layer:
 the mean and unbiased variance of every BatchNorm's input, computed with NumPy from the captured
-training-mode activations, averaged over the batches."""
+training-mode activations, averaged over the batches. The probe stream's uint8 pixels are normalised on
+the device; the expectation uses the host's `augment.normalize`."""
 
 import jax
 import numpy as np
 from flax import traverse_util
 
-from dscl_jax import sharding
+from dscl_jax import augment, sharding
 from dscl_jax.bn_reestimation import reestimate_batch_stats
 from dscl_jax.models.resnet import ResNet
 
@@ -41,9 +42,11 @@ def test_running_statistics_become_the_probe_batch_statistics():
   trunk, variables = trunk_and_variables()
   mesh = sharding.make_mesh(1)
   rng = np.random.default_rng(1)
-  batches = [{"image": rng.normal(0.5, 2.0, size=(8, 16, 16, 1)).astype(np.float32)} for _ in range(2)]
-  stats = reestimate_batch_stats(trunk, variables, iter(batches), 2, mesh)
-  per_batch = [batch_statistics(trunk, variables, b["image"]) for b in batches]
+  cfg_augment = augment.default_augment_config(16, 1)
+  cfg_augment.mean, cfg_augment.std = (0.3,), (0.2,)
+  batches = [{"image": rng.integers(0, 256, size=(8, 16, 16, 1), dtype=np.uint8)} for _ in range(2)]
+  stats = reestimate_batch_stats(trunk, variables, iter(batches), 2, mesh, cfg_augment)
+  per_batch = [batch_statistics(trunk, variables, augment.normalize(b["image"], (0.3,), (0.2,))) for b in batches]
   flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, stats))
   assert len(per_batch[0]) == len([p for p in flat if p[-1] == "mean"]) > 5
   for bn, _ in per_batch[0].items():
@@ -56,7 +59,9 @@ def test_running_statistics_become_the_probe_batch_statistics():
 def test_one_batch_gives_its_own_statistics():
   trunk, variables = trunk_and_variables()
   images = np.random.default_rng(2).normal(size=(8, 16, 16, 1)).astype(np.float32)
-  stats = reestimate_batch_stats(trunk, variables, iter([{"image": images}]), 1, sharding.make_mesh(-1))
+  # Float images are taken as normalised already (the mean / std are then unused).
+  stats = reestimate_batch_stats(trunk, variables, iter([{"image": images}]), 1, sharding.make_mesh(-1),
+                                 augment.default_augment_config(16, 1))
   expected = batch_statistics(trunk, variables, images)
   flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, stats))
   for bn, (mean, var) in expected.items():

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dscl_jax import figures
+from dscl_jax import augment, figures
 from dscl_jax.accuracy import confusion_bins, make_count_step
 from dscl_jax.models.resnet import ResNet
 
@@ -32,7 +32,7 @@ def test_confusion_matches_numpy():
   mask = np.ones(12, bool)
   mask[-3:] = False  # padding rows of the last batch
   bins = np.array([0, 0, 1, 1, 2], np.int32)  # 5 classes in 3 bins
-  correct, seen, confusion = jax.jit(make_count_step(trunk, 5, bins))(
+  correct, seen, confusion = jax.jit(make_count_step(trunk, augment.default_augment_config(8, 1), 5, bins))(
       variables, classifier, {"image": images, "label": labels, "mask": mask})
 
   features = np.asarray(trunk.apply(variables, images, train=False)["pooled"], np.float64)

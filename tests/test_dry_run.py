@@ -61,7 +61,7 @@ def test_abstract_compile_memory_matches_the_real_step():
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, target = build_models(config, 10)
   state = init_pretrain_state(config, online, tx, 10, 1, mesh, np.ones(10))
-  batch = sharding.to_global(synthetic.pretrain_batch(config, 1, 10, np.random.default_rng(0)), mesh)
+  batch = sharding.to_global(synthetic.pretrain_batch(config, 1, 10, np.random.default_rng(0), pixels=True), mesh)
   real = jit_pretrain_step(config, online, target, tx, schedule, mesh).lower(state, batch).compile()
   measured = dry_run.memory_bytes(real)
   assert measured["total"] > 0

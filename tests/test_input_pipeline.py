@@ -52,9 +52,9 @@ def _pretrain(steps, pbsd=True, **kwargs):
 def test_pretrain_batch_shapes_and_dtypes():
   batch = _pretrain(1)[0]
   assert batch["query"].shape == batch["key"].shape == (16, SIZE, SIZE, 1)
-  assert batch["query"].dtype == batch["key"].dtype == np.float32
+  assert batch["query"].dtype == batch["key"].dtype == np.uint8  # normalised on the device (dscl_jax.pixels)
   assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
-  assert batch["small_crops"].shape == (16, 3, 6, 6, 1) and batch["small_crops"].dtype == np.float32
+  assert batch["small_crops"].shape == (16, 3, 6, 6, 1) and batch["small_crops"].dtype == np.uint8
   assert batch["boxes"].shape == (16, 3, 4) and batch["boxes"].dtype == np.float32
   assert set(_pretrain(1, pbsd=False)[0]) == {"query", "key", "label"}
 
@@ -70,7 +70,10 @@ def test_sample_is_a_function_of_seed_and_global_position():
     views = augment.pretrain_views(split.source.images[index], input_pipeline.sample_rng(3, p),
                                    cfg_augment, cfg_pbsd)
     for name, value in views.items():
-      np.testing.assert_array_equal(batches[step][name][row], value, err_msg=f"{name} at {p}")
+      got = batches[step][name][row]
+      if got.dtype == np.uint8:  # image views: the host-normalised recipe is their normalisation
+        got = augment.normalize(got, cfg_augment.mean, cfg_augment.std)
+      np.testing.assert_array_equal(got, value, err_msg=f"{name} at {p}")
     assert batches[step]["label"][row] == split.labels[index]
 
 
@@ -179,7 +182,8 @@ def test_eval_batches_cover_the_split_in_order_with_padding():
   np.testing.assert_array_equal(mask, np.arange(48) < NUM_EXAMPLES)
   images = np.concatenate([b["image"] for b in batches])[:NUM_EXAMPLES]
   expected = np.stack([augment.eval_view(im, cfg_augment) for im in split.source.images])
-  np.testing.assert_array_equal(images, expected)
+  assert images.dtype == np.uint8
+  np.testing.assert_array_equal(augment.normalize(images, cfg_augment.mean, cfg_augment.std), expected)
   np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:NUM_EXAMPLES], split.labels)
   assert not batches[-1]["image"][8:].any() and not batches[-1]["label"][8:].any()
   shards = [list(input_pipeline.eval_batches(split, cfg_augment, batch_size=16, process_index=k,
