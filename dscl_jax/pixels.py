@@ -1,12 +1,13 @@
 """Pixel normalisation on the device: batches travel host -> device as uint8, a quarter of float32's bytes.
 
 The input pipeline stops at uint8 views; every jitted consumer (the pretrain step, the probe step, the
-feature extraction of eval, the BatchNorm re-estimation) calls `normalize_views` first.
+feature extraction of eval, the BatchNorm re-estimation) calls `normalize_views` (or `to_float` on its
+one image view) first.
 
 A uint8 pixel has 256 values, so the device looks each one up in a [256, C] table computed on the host
 with `augment.normalize`'s arithmetic. Computing `x * scale - offset` on the device instead is not the
-same function: XLA fuses the two into one fused multiply-add (one rounding instead of two) and 1 pixel
-in 10 moves by an ulp. With the table the device and the host agree bitwise (tests/test_pixels.py), so
+same function: XLA fuses the two into one fused multiply-add (one rounding instead of two), which moves
+about half of the 256 values by an ulp. With the table the device and the host agree bitwise (tests/test_pixels.py), so
 moving the work changes no result.
 """
 
