@@ -338,7 +338,10 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
     axes.set_ylim(max(0.0, low - 10.0), 100.0)
     axes.set_title(CLASSIFIERS[classifier])
     axes.grid(axis="y", alpha=0.3)
-  figure.axes[0].legend(fontsize=7, loc="lower left", ncol=2)
+  # One legend below the panels: inside an axes it hides bars once there are eight methods.
+  handles, labels = figure.axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, frameon=False)
+  figure.subplots_adjust(bottom=0.2)
   figure.suptitle("Fashion-MNIST-LT (IF 100), ResNet-20: mean ± std over seeds")
   save_png(figure, groups_path, dpi=110)
 
