@@ -227,7 +227,8 @@ def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
   return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
-def _check_channels(pixels: np.ndarray, mean, std):
+def check_channels(pixels, mean, std) -> None:
+  """Raises unless `mean` and `std` have one entry per channel of `pixels` [..., C] (numpy or jax)."""
   channels = pixels.shape[-1]
   if len(mean) != channels or len(std) != channels:
     raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
@@ -249,7 +250,7 @@ def normalize(image, mean, std) -> np.ndarray:
   pixels = to_array(image) if isinstance(image, Image.Image) else image
   if pixels.dtype != np.uint8:
     raise ValueError(f"normalize expects uint8 pixels or a PIL image, got {pixels.dtype}")
-  _check_channels(pixels, mean, std)
+  check_channels(pixels, mean, std)
   scale, offset = normalization_constants(mean, std)
   out = pixels.astype(np.float32)
   out *= scale
@@ -298,7 +299,7 @@ def _finish(image, mean, std, normalized: bool) -> np.ndarray:
   if normalized:
     return normalize(image, mean, std)
   pixels = to_array(image) if isinstance(image, Image.Image) else image
-  _check_channels(pixels, mean, std)  # here, not first on the device
+  check_channels(pixels, mean, std)  # here, not first on the device
   return pixels
 
 

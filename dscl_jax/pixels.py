@@ -4,11 +4,11 @@ The input pipeline stops at uint8 views; every jitted consumer (the pretrain ste
 feature extraction of eval, the BatchNorm re-estimation) calls `normalize_views` (or `to_float` on its
 one image view) first.
 
-A uint8 pixel has 256 values, so the device looks each one up in a [256, C] table computed on the host
-with `augment.normalize`'s arithmetic. Computing `x * scale - offset` on the device instead is not the
-same function: XLA fuses the two into one fused multiply-add (one rounding instead of two), which moves
-about half of the 256 values by an ulp. With the table the device and the host agree bitwise (tests/test_pixels.py), so
-moving the work changes no result.
+A uint8 pixel has 256 values, so the device looks each one up in a [256, C] table that the host's
+`augment.normalize` computes. Computing `x * scale - offset` on the device instead is not the same
+function: XLA fuses the two into one fused multiply-add (one rounding instead of two), which moves about
+half of the 256 values by an ulp. With the table the device and the host agree bitwise
+(tests/test_pixels.py), so moving the work changes no result.
 """
 
 from __future__ import annotations
@@ -20,28 +20,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from dscl_jax import augment
+from dscl_jax.methods.base import VIEWS
 
-# Batch entries that hold images ([..., H, W, C]); every other entry (labels, boxes, masks) is left alone.
-IMAGE_VIEWS = ("query", "key", "small_crops", "class_aware", "image")
+# Batch entries that hold images ([..., H, W, C]): the pretrain views, and the probe / eval batches'
+# "image". Every other entry (labels, boxes, masks) is left alone.
+IMAGE_VIEWS = VIEWS + ("image",)
 
 
 def normalize(pixels: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
   """uint8 `[..., H, W, C]` -> float32 `(x / 255 - mean) / std` per channel (C entries in mean and std)."""
   if pixels.dtype != jnp.uint8:
     raise ValueError(f"normalize expects uint8 pixels, got {pixels.dtype}")
-  channels = pixels.shape[-1]
-  if len(mean) != channels or len(std) != channels:
-    raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for {channels}-channel "
-                     f"images; set config.augment.mean / std")
-  return jnp.asarray(lookup_table(mean, std))[pixels.astype(jnp.int32), jnp.arange(channels)]
+  augment.check_channels(pixels, mean, std)
+  return jnp.asarray(lookup_table(mean, std))[pixels.astype(jnp.int32), jnp.arange(pixels.shape[-1])]
 
 
 def lookup_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """[256, C] float32: row v is the normalised value of pixel value v in each channel."""
-  scale, offset = augment.normalization_constants(mean, std)
-  values = np.arange(256, dtype=np.float32)[:, None]
-  # Two roundings, as augment.normalize's in-place numpy multiply and subtract.
-  return (values * scale).astype(np.float32) - offset
+  """[256, C] float32: row v is the normalised value of pixel value v in each channel, computed by the
+  host's `augment.normalize` itself."""
+  every_value = np.repeat(np.arange(256, dtype=np.uint8)[:, None], len(mean), axis=-1)  # [256, C]
+  return augment.normalize(every_value, mean, std)
 
 
 def to_float(images: jax.Array, cfg_augment, name: str = "image") -> jax.Array:

@@ -59,7 +59,7 @@ def test_normalize_views_converts_image_views_only():
     assert out[name] is batch[name]
   with pytest.raises(ValueError, match=r"batch\['query'\] must be uint8 pixels or normalised floats, got int32"):
     pixels.normalize_views({"query": batch["query"].astype(np.int32)}, cfg)
-  with pytest.raises(ValueError, match="need 1 entries for 1-channel images"):
+  with pytest.raises(ValueError, match="need 1 entries for a 1-channel image"):
     pixels.normalize(batch["query"], *IMAGENET)
 
 
