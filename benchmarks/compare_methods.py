@@ -368,15 +368,15 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
   save_png(figure, per_class_path, dpi=110)
 
 
-def update_readme(text: str, readme: Path = README) -> bool:
-  """Replaces what lies between the BEGIN and END markers of the README by `text`; False if the markers
-  are missing."""
+def update_readme(text: str, readme: Path = README, begin: str = BEGIN, end: str = END) -> bool:
+  """Replaces what lies between the `begin` and `end` markers of the README by `text`; False if the
+  markers are missing."""
   content = readme.read_text()
-  if BEGIN not in content or END not in content:
+  if begin not in content or end not in content:
     return False
-  head, rest = content.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
-  readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+  head, rest = content.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
   return True
 
 

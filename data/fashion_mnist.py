@@ -3,6 +3,8 @@
 Reads the four gzipped IDX files of the original release (the Debian package `dataset-fashion-mnist`
 installs them in /usr/share/datasets/fashion-mnist). The train split (6,000 per class) is cut to the
 exponential profile with `n_max = 6000`; the test split is the full balanced t10k set (1,000 per class).
+An optional validation split (`val_per_class` > 0) takes images the profile left out of the train split;
+class 0 keeps all 6,000 of its images for training, so the validation split has none of class 0.
 """
 
 from __future__ import annotations
@@ -63,12 +65,17 @@ def _read_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images[..., None], labels.astype(np.int32)
 
 
-def load_fashion_mnist_lt(imbalance_factor: float = 100, seed: int = 0,
-                          root: str = DEFAULT_ROOT) -> base.LongTailedDataset:
-  """Fashion-MNIST-LT: train `6000 * IF ** (-c / 9)` images of class c, test 1,000 per class."""
+def load_fashion_mnist_lt(imbalance_factor: float = 100, seed: int = 0, root: str = DEFAULT_ROOT,
+                          val_per_class: int = 0) -> base.LongTailedDataset:
+  """Fashion-MNIST-LT: train `6000 * IF ** (-c / 9)` images of class c, test 1,000 per class, and with
+  `val_per_class` > 0 a validation split of up to that many left-out training images per class."""
   train_images, train_labels = _read_split(root, "train")
   test_images, test_labels = _read_split(root, "test")
   keep = long_tail.long_tail_subset(train_labels, imbalance_factor, seed)
+  val = None
+  if val_per_class:
+    held_out = long_tail.held_out_subset(train_labels, keep, val_per_class, seed)
+    val = (train_images[held_out], train_labels[held_out])
 
   def split(name, images, labels):
     source = base.ArraySource(np.ascontiguousarray(images), labels)
@@ -78,4 +85,5 @@ def load_fashion_mnist_lt(imbalance_factor: float = 100, seed: int = 0,
       name="fashion_mnist_lt", num_classes=10, channels=1,
       train=split("train", train_images[keep], train_labels[keep]),
       test=split("test", test_images, test_labels),
+      val=None if val is None else split("val", *val),
       class_names=list(CLASS_NAMES))

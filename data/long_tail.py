@@ -74,6 +74,25 @@ def long_tail_subset(labels: np.ndarray, imbalance_factor: float, seed: int,
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def held_out_subset(labels: np.ndarray, used: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+  """Indices into `labels` `[N]` of up to `per_class` images of each class that are not in `used`, sorted,
+  int64: a validation split from the images a long-tailed subset left out. A class with fewer unused
+  images gives all it has (none when the subset took every image of it, as the head class often does).
+  Drawn with its own generator, so the subset `used` and this choice never share random numbers.
+  """
+  labels = np.asarray(labels)
+  if per_class < 0:
+    raise ValueError(f"per_class must be >= 0, got {per_class}")
+  unused = np.ones(labels.size, bool)
+  unused[np.asarray(used, np.int64)] = False
+  rng = np.random.default_rng([seed, 1])
+  chosen = []
+  for c in range(int(labels.max()) + 1):
+    candidates = np.flatnonzero(unused & (labels == c))
+    chosen.append(rng.choice(candidates, size=min(per_class, candidates.size), replace=False))
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def shot_groups(class_counts: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
   """Split classes into evaluation groups by their training image counts `[C]`.
 

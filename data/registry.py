@@ -25,7 +25,8 @@ def _build_digits_lt(data_config: Any) -> base.LongTailedDataset:
 def _build_fashion_mnist_lt(data_config: Any) -> base.LongTailedDataset:
   root = data_config.root or fashion_mnist.DEFAULT_ROOT
   return fashion_mnist.load_fashion_mnist_lt(imbalance_factor=data_config.imbalance_factor,
-                                             seed=data_config.seed, root=root)
+                                             seed=data_config.seed, root=root,
+                                             val_per_class=data_config.get("val_per_class", 0))
 
 
 BUILDERS: dict[str, Callable[[Any], base.LongTailedDataset]] = {
@@ -39,6 +40,10 @@ BUILDERS: dict[str, Callable[[Any], base.LongTailedDataset]] = {
     "imagenet_lt_tfds": tfds_lt.build_imagenet_lt_tfds,
     "inat18_tfds": tfds_lt.build_inat18_tfds,
 }
+
+# Datasets that can take a validation split (`data.val_per_class`) from the training images their
+# long-tailed profile leaves out.
+HELD_OUT_VAL = ("fashion_mnist_lt",)
 
 # (classes, image channels) of every dataset, known without reading it: `--config.dry_run` sizes a job from
 # these (tests check them against the built datasets).
@@ -73,8 +78,15 @@ def get_dataset(data_config: Any) -> base.LongTailedDataset:
   name = data_config.name
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(BUILDERS))}")
+  val_per_class = data_config.get("val_per_class", 0)
+  if val_per_class < 0:
+    raise ValueError(f"data.val_per_class must be >= 0, got {val_per_class}")
+  if val_per_class and name not in HELD_OUT_VAL:
+    raise ValueError(f"data.val_per_class {val_per_class}: only {', '.join(HELD_OUT_VAL)} can hold out a "
+                     f"validation split; {name} has its own or none (set data.val_per_class=0)")
   dataset = BUILDERS[name](data_config)
-  key = (name, data_config.get("imbalance_factor"), data_config.get("seed"), data_config.get("root"))
+  key = (name, data_config.get("imbalance_factor"), data_config.get("seed"), data_config.get("root"),
+         val_per_class)
   if key not in _summarised:
     _summarised.add(key)
     print(summary(dataset), flush=True)

@@ -45,6 +45,10 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.data.name = dataset
   c.data.imbalance_factor = 100.0
   c.data.seed = 0
+  # > 0: a validation split of up to this many per class from the training images the long-tailed profile
+  # leaves out (Fashion-MNIST-LT only; data/registry.py HELD_OUT_VAL). It is for studies that must not look
+  # at the test split; the probe then keeps its best epoch on it.
+  c.data.val_per_class = 0
   c.data.root = ""  # empty: the dataset's default location
   c.data.split_dir = ""  # split-list datasets: directory of the .txt lists; empty: data.root
   c.data.tfds_data_dir = ""  # tfds-backed datasets (CIFAR-LT, imagenet_lt_tfds, inat18_tfds): the tfds data_dir; empty: data.root

@@ -36,6 +36,10 @@ FREE = {
                             "probe.checkpoint_every", "probe.max_steps"),
 }
 
+# Fields added after runs may have saved their config, each with the value that computes what those runs
+# computed: a saved config without the field is read as holding that value, so such runs still resume.
+ADDED_FIELDS = {"data.val_per_class": 0}
+
 
 class ConfigChanged(ValueError):
   """A rerun's config differs from the saved one in fields that alter training."""
@@ -67,7 +71,7 @@ def is_free(field: str, job: str) -> bool:
 
 def changed_fields(saved: dict, current: dict, job: str) -> list[tuple[str, object, object]]:
   """[(field, saved value, current value)] for fields that alter `job` and differ (or exist in one only)."""
-  a, b = flatten(saved), flatten(current)
+  a, b = {**ADDED_FIELDS, **flatten(saved)}, flatten(current)
   missing = object()
   changes = []
   for field in sorted(set(a) | set(b)):

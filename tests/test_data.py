@@ -158,6 +158,36 @@ def test_fashion_mnist_lt_counts():
   assert dataset.class_names[9] == "Ankle boot"
 
 
+@pytest.mark.skipif(not _HAS_FASHION, reason="dataset-fashion-mnist is not installed")
+def test_fashion_mnist_lt_validation_split_is_held_out_training_images():
+  plain = fashion_mnist.load_fashion_mnist_lt(imbalance_factor=100, seed=0)
+  dataset = fashion_mnist.load_fashion_mnist_lt(imbalance_factor=100, seed=0, val_per_class=500)
+  assert plain.val is None
+  # The train split does not move: runs without the split and runs with it train on the same images.
+  np.testing.assert_array_equal(dataset.train.source.images, plain.train.source.images)
+  np.testing.assert_array_equal(dataset.train.labels, plain.train.labels)
+  # Class 0 keeps all 6000 of its images for training: none is left for validation.
+  np.testing.assert_array_equal(np.bincount(dataset.val.labels, minlength=10), [0] + [500] * 9)
+  # Held out: no validation image appears among the training images, compared by their pixels.
+  train_rows = {row.tobytes() for row in dataset.train.source.images}
+  assert not any(row.tobytes() in train_rows for row in dataset.val.source.images)
+  again = fashion_mnist.load_fashion_mnist_lt(imbalance_factor=100, seed=0, val_per_class=500)
+  np.testing.assert_array_equal(again.val.source.images, dataset.val.source.images)
+
+
+def test_held_out_subset_takes_unused_images_only():
+  labels = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+  used = np.array([0, 1, 2, 3, 7])  # all of class 0, one of class 1, one of class 2
+  held_out = long_tail.held_out_subset(labels, used, per_class=2, seed=3)
+  assert np.intersect1d(held_out, used).size == 0
+  np.testing.assert_array_equal(np.bincount(labels[held_out], minlength=3), [0, 2, 2])
+  assert held_out.dtype == np.int64 and np.all(np.diff(held_out) > 0)
+  everything = long_tail.held_out_subset(labels, used, per_class=10, seed=3)
+  np.testing.assert_array_equal(everything, [4, 5, 6, 8, 9])
+  with pytest.raises(ValueError, match="per_class must be >= 0, got -1"):
+    long_tail.held_out_subset(labels, used, per_class=-1, seed=3)
+
+
 def test_fashion_mnist_missing_files_say_how_to_install(tmp_path):
   with pytest.raises(FileNotFoundError) as error:
     fashion_mnist.load_fashion_mnist_lt(root=str(tmp_path))
@@ -215,6 +245,13 @@ def test_registry_builds_and_summarises_once(capsys):
 def test_registry_unknown_name_lists_the_known_ones():
   with pytest.raises(ValueError, match="unknown dataset 'cifar7'.*digits_lt, fashion_mnist_lt"):
     registry.get_dataset(_data_config("cifar7"))
+
+
+def test_registry_refuses_a_validation_split_where_it_cannot_make_one():
+  with pytest.raises(ValueError, match="data.val_per_class 20: only fashion_mnist_lt can hold out"):
+    registry.get_dataset(_data_config("digits_lt", val_per_class=20))
+  with pytest.raises(ValueError, match="data.val_per_class must be >= 0, got -5"):
+    registry.get_dataset(_data_config("fashion_mnist_lt", val_per_class=-5))
 
 
 def test_registry_passes_root_to_fashion(tmp_path):

@@ -51,6 +51,22 @@ def test_changed_training_fields_are_refused_then_allowed(tmp_path, capsys):
   assert log[0]["changes"][1] == {"field": "train.base_lr", "old": 0.1, "new": 0.05}
 
 
+def test_a_field_added_later_reads_as_its_old_behaviour_in_older_saved_configs(tmp_path):
+  job_dir = tmp_path / "pretrain"
+  workdir.check_config(config(), job_dir, "pretrain")
+  fake_checkpoint(job_dir)
+  saved = json.loads((job_dir / "config.json").read_text())
+  del saved["data"]["val_per_class"]  # a run saved before the field existed
+  (job_dir / "config.json").write_text(json.dumps(saved))
+  workdir.check_config(config(), job_dir, "pretrain")  # 0 is what that run computed: it resumes
+
+  (job_dir / "config.json").write_text(json.dumps(saved))
+  changed = config()
+  changed.data.val_per_class = 50
+  with pytest.raises(workdir.ConfigChanged, match=r"data.val_per_class: 0 -> 50"):
+    workdir.check_config(changed, job_dir, "pretrain")
+
+
 def test_without_checkpoints_the_config_is_simply_replaced(tmp_path):
   job_dir = tmp_path / "pretrain"
   workdir.check_config(config(), job_dir, "pretrain")

@@ -1,0 +1,201 @@
+"""Why DSCL trails cross-entropy on Fashion-MNIST-LT: temperature, epochs and probe, measured on a
+validation split held out from the training images. The test split is never looked at.
+
+  python benchmarks/investigate_dscl.py                      # run what is not recorded yet, then render
+  python benchmarks/investigate_dscl.py --render-only        # table and README from the records
+  python benchmarks/investigate_dscl.py --variants dscl,ce --max-runs 1
+
+Each variant is one method's comparison config (benchmarks/compare_methods.py) at seed 0 with a few
+overrides. Every variant adds `data.val_per_class=500` (500 training images per class that the long-tailed
+profile left out; class 0 has none, it keeps all 6,000 for training) and evaluates on that split; the
+probe keeps its best epoch on it. Variants that change only the probe reuse the comparison's seed-0
+pretrain checkpoint (`--compare-workdir-root`), running that pretrain first if it is missing, exactly as
+the comparison would. Records go to `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`, one per
+variant; a recorded variant is skipped. Nothing here feeds back into the comparison's configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import compare_methods as cm  # noqa: E402
+
+RECORDS = cm.RESULTS / "investigate_dscl_fashion_mnist_lt.json"
+TABLE = cm.RESULTS / "investigate_dscl_fashion_mnist_lt.md"
+BEGIN, END = "<!-- investigate_dscl: begin -->", "<!-- investigate_dscl: end -->"
+COMMAND = "python benchmarks/investigate_dscl.py"
+SEED = 0
+VAL_PER_CLASS = 500
+# Every variant: the held-out validation split, and eval on it.
+VALIDATION = {"data.val_per_class": VAL_PER_CLASS, "eval.split": "val"}
+
+# name: (method, overrides, reuse the comparison's seed-0 pretrain, what it asks). The baselines are the
+# comparison's own trunks; the others change one thing each.
+VARIANTS = {
+    "ce": ("ce", {}, True, "the comparison's trunk"),
+    "supcon": ("supcon", {}, True, "the comparison's trunk"),
+    "dscl": ("dscl", {}, True, "the comparison's trunk"),
+    "ce_probe30": ("ce", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
+    "supcon_probe30": ("supcon", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
+    "dscl_probe30": ("dscl", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
+    "dscl_t0.1": ("dscl", {"loss.temperature": 0.1}, False, "temperature 0.1 instead of 0.07"),
+    "dscl_t0.2": ("dscl", {"loss.temperature": 0.2}, False, "temperature 0.2 instead of 0.07"),
+    "ce_45ep": ("ce", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
+    "dscl_45ep": ("dscl", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
+}
+
+
+def check_variants(variants=VARIANTS) -> None:
+  """Raises ValueError naming a variant whose method is not compared or whose override is not a field of
+  its method's config (a typo would otherwise run the baseline under another name)."""
+  for name, (method, overrides, _, _) in variants.items():
+    if method not in cm.METHODS:
+      raise ValueError(f"variant {name}: method {method!r} is not one of {list(cm.METHODS)}")
+    config = cm.load_config(method)
+    for field in {**VALIDATION, **overrides}:
+      try:
+        cm._field(config, field)
+      except KeyError:
+        raise ValueError(f"variant {name}: {field} is not a field of {cm.METHODS[method]}") from None
+
+
+def variant_jobs(name: str, workdir_root: Path, compare_root: Path) -> list[tuple[str, Path, dict]]:
+  """[(job, workdir, overrides)] of one variant, in order. A variant that reuses the comparison's trunk
+  runs the comparison's pretrain job (a no-op when it is done) and probes it from its own workdir."""
+  method, overrides, reuse, _ = VARIANTS[name]
+  workdir = workdir_root / name
+  overrides = {**VALIDATION, **overrides}
+  if reuse:
+    pretrained = compare_root / f"{method}_seed{SEED}"
+    return [("pretrain", pretrained, {}),
+            ("linear_probe", workdir, {**overrides, "pretrained": str(pretrained)}),
+            ("eval", workdir, {**overrides, "pretrained": str(pretrained)})]
+  return [(job, workdir, overrides) for job in cm.JOBS]
+
+
+def run_variant(name: str, workdir_root: Path, compare_root: Path, commit: str, dirty: bool,
+                run_job=cm.run_job) -> dict:
+  method, overrides, reuse, question = VARIANTS[name]
+  seconds, job_commits = {}, {}
+  for job, workdir, job_overrides in variant_jobs(name, workdir_root, compare_root):
+    result = run_job(method, SEED, job, workdir, job_overrides, commit)
+    seconds[job], job_commits[job] = result["seconds"], result["commits"]
+  report = json.loads((workdir_root / name / "eval_val.json").read_text())
+  return {"variant": name, "method": method, "seed": SEED, "config": cm.METHODS[method],
+          "overrides": {"seed": SEED, **VALIDATION, **overrides}, "question": question,
+          "pretrained_from": f"{compare_root.name}/{method}_seed{SEED}" if reuse else None,
+          "commit": commit, "uncommitted_changes": dirty,
+          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "train_class_counts": report["train_class_counts"], "val_images": report["num_images"],
+          "classifiers": cm.summarise_report(report), "wall_seconds": seconds, "job_commits": job_commits,
+          "machine": cm.machine()}
+
+
+def read_records(path: Path = RECORDS) -> list[dict]:
+  return json.loads(path.read_text())["records"] if path.exists() else []
+
+
+def append_record(record: dict, path: Path = RECORDS) -> None:
+  records = read_records(path) + [record]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps({"description": "benchmarks/investigate_dscl.py: one record per variant, "
+                                   "measured on the held-out validation split", "records": records},
+                                  indent=1) + "\n")
+  temporary.replace(path)
+
+
+def _cell(report: dict, measure: str) -> str:
+  value = report["overall"] if measure == "overall" else report["groups"].get(measure, float("nan"))
+  return "-" if value != value else f"{value:.2f}"
+
+
+def markdown(records: list[dict]) -> str:
+  by_name = {r["variant"]: r for r in records}
+  lines = [f"{len(by_name)} of {len(VARIANTS)} variants recorded, seed {SEED}; top-1 % on the validation "
+           f"split ({VAL_PER_CLASS} held-out training images of each of classes 1-9; class 0 has none), "
+           "never the test split. Linear probe / kNN / logistic regression, overall, tail third and "
+           f"medium-shot classes. Commits: {', '.join(cm.commits(records)) or '-'}.",
+           "",
+           "| variant | changes | probe overall | probe tail | probe medium | kNN overall | kNN tail | LR overall "
+           "| LR tail | LR medium | pretrain (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for name in [n for n in VARIANTS if n in by_name]:
+    record = by_name[name]
+    reports = record["classifiers"]
+    cells = []
+    for classifier, measures in (("linear_probe", ("overall", "tail", "medium")), ("knn", ("overall", "tail")),
+                                 ("logistic_regression", ("overall", "tail", "medium"))):
+      cells += [_cell(reports[classifier], m) if classifier in reports else "-" for m in measures]
+    pretrain = "reused" if record["pretrained_from"] else f"{record['wall_seconds']['pretrain']:.0f}"
+    lines.append(f"| {name} | {record['question']} | " + " | ".join(cells) + f" | {pretrain} |")
+  return "\n".join(lines) + "\n"
+
+
+def render(records: list[dict]) -> None:
+  if not records:
+    print("[investigate] no records yet: nothing to render", flush=True)
+    return
+  text = markdown(records)
+  TABLE.write_text(text)
+  updated = cm.update_readme(f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{text}",
+                             begin=BEGIN, end=END)
+  print(text, flush=True)
+  print(f"[investigate] wrote {TABLE.relative_to(REPO)}" + (" and the README table" if updated else
+                                                           f" (README has no {BEGIN} marker)"), flush=True)
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+  parser.add_argument("--workdir-root", type=Path, default=REPO / "workdirs" / "investigate_dscl")
+  parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt",
+                      help="where benchmarks/compare_methods.py keeps its runs; probe-only variants reuse "
+                           "its seed-0 pretrain checkpoints")
+  parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
+  parser.add_argument("--render-only", action="store_true")
+  parser.add_argument("--allow-uncommitted", action="store_true")
+  args = parser.parse_args(argv)
+  args.variants = [v for v in args.variants.split(",") if v]
+  unknown = [v for v in args.variants if v not in VARIANTS]
+  if unknown:
+    parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+  return args
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  if not args.render_only:
+    check_variants()
+    commit, dirty = cm.git_commit()
+    recorded = {r["variant"] for r in read_records()}
+    todo = [v for v in args.variants if v not in recorded]
+    if todo and dirty and not args.allow_uncommitted:
+      sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
+               "say what made it; commit them or pass --allow-uncommitted")
+    if args.max_runs >= 0:
+      todo = todo[:args.max_runs]
+    print(f"[investigate] {len(todo)} variant(s) to do: {', '.join(todo)}", flush=True)
+    for i, name in enumerate(todo):
+      start = time.perf_counter()
+      record = run_variant(name, args.workdir_root, args.compare_workdir_root, commit, dirty)
+      append_record(record)
+      probe = record["classifiers"]["linear_probe"]
+      print(f"[investigate] recorded {i + 1}/{len(todo)}: {name}, val linear probe {probe['overall']:.2f}% "
+            f"(tail {probe['groups']['tail']:.2f}%), {time.perf_counter() - start:.0f} s", flush=True)
+  render(read_records())
+
+
+if __name__ == "__main__":
+  main()

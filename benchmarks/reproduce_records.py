@@ -1,0 +1,152 @@
+"""Checks that the current code still computes what the comparison's records hold, bitwise, for a few
+minutes of work per record instead of a whole rerun.
+
+  python benchmarks/reproduce_records.py                       # every record made at another commit
+  python benchmarks/reproduce_records.py --methods dscl --seeds 0
+
+For one recorded (method, seed) of benchmarks/compare_methods.py it:
+1. copies the run's second-newest pretrain checkpoint (and its config) into a scratch workdir;
+2. resumes the pretrain there with the current code up to the last step;
+3. compares the crc32 of every leaf of the state (parameters, BatchNorm statistics, optimiser state,
+   queue, step) with the recorded run's last checkpoint;
+4. runs the probe and eval in the scratch workdir on that trunk, and compares every accuracy of every
+   classifier (overall, groups, per class) with the record.
+
+Step 2 runs the whole pretrain path (input pipeline, augmentation, the jitted step, checkpointing) for the
+last ~140 steps; steps 3-4 then say whether the record's commit and this one give the same bits. Each
+check appends to `benchmarks/results/compare_fashion_mnist_lt_reproduced.json`; a (method, seed) already
+checked at this commit is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import compare_methods as cm  # noqa: E402
+
+RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
+
+
+def checkpoint_steps(job_dir: Path) -> list[int]:
+  directory = job_dir / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists()
+                ) if directory.exists() else []
+
+
+def leaf_checksums(job_dir: Path, step: int) -> dict:
+  """{leaf path: {shape, dtype, crc32}} that `dscl_jax.checkpoint` stores beside every checkpoint."""
+  return json.loads((job_dir / "checkpoints" / str(step) / "checksums" / "metadata").read_text())
+
+
+def seed_scratch(run_dir: Path, scratch: Path) -> tuple[int, int]:
+  """Copies the recorded run's pretrain config and second-newest checkpoint into `scratch`; returns
+  (that step, the newest step). A scratch workdir left by an earlier attempt is started afresh."""
+  steps = checkpoint_steps(run_dir / "pretrain")
+  if len(steps) < 2:
+    raise FileNotFoundError(f"{run_dir / 'pretrain' / 'checkpoints'} holds {len(steps)} finished checkpoint(s); "
+                            "reproducing needs two (the run's keep-two default)")
+  start, end = steps[-2], steps[-1]
+  if scratch.exists():
+    shutil.rmtree(scratch)
+  (scratch / "pretrain" / "checkpoints").mkdir(parents=True)
+  shutil.copy2(run_dir / "pretrain" / "config.json", scratch / "pretrain" / "config.json")
+  shutil.copytree(run_dir / "pretrain" / "checkpoints" / str(start), scratch / "pretrain" / "checkpoints" / str(start))
+  return start, end
+
+
+def differences(recorded, reproduced, path: str = "") -> list[str]:
+  """Paths where two JSON trees differ (numbers compared exactly)."""
+  if isinstance(recorded, dict) and isinstance(reproduced, dict):
+    out = [f"{path}/{k}: only in {'record' if k in recorded else 'rerun'}"
+           for k in sorted(set(recorded) ^ set(reproduced))]
+    for key in sorted(set(recorded) & set(reproduced)):
+      out += differences(recorded[key], reproduced[key], f"{path}/{key}")
+    return out
+  if isinstance(recorded, list) and isinstance(reproduced, list) and len(recorded) == len(reproduced):
+    return [d for i, (a, b) in enumerate(zip(recorded, reproduced)) for d in differences(a, b, f"{path}[{i}]")]
+  return [] if recorded == reproduced else [f"{path}: {recorded!r} -> {reproduced!r}"]
+
+
+def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str, run_job=cm.run_job) -> dict:
+  method, seed = record["method"], record["seed"]
+  run_dir, scratch = compare_root / f"{method}_seed{seed}", scratch_root / f"{method}_seed{seed}"
+  start, end = seed_scratch(run_dir, scratch)
+  began = time.perf_counter()
+  for job in cm.JOBS:
+    run_job(method, seed, job, scratch, {}, commit)
+  leaves = differences(leaf_checksums(run_dir / "pretrain", end), leaf_checksums(scratch / "pretrain", end))
+  report = json.loads((scratch / "eval_test.json").read_text())
+  accuracies = differences(record["classifiers"], cm.summarise_report(report))
+  return {"method": method, "seed": seed, "record_commits": cm.commits([record]), "commit": commit,
+          "resumed_from_step": start, "to_step": end,
+          "state_leaves": len(leaf_checksums(run_dir / "pretrain", end)), "state_differences": leaves,
+          "accuracy_differences": accuracies, "identical": not leaves and not accuracies,
+          "seconds": time.perf_counter() - began,
+          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def read_results(path: Path = RESULTS) -> list[dict]:
+  return json.loads(path.read_text())["checks"] if path.exists() else []
+
+
+def append_result(result: dict, path: Path = RESULTS) -> None:
+  checks = read_results(path) + [result]
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps({"description": "benchmarks/reproduce_records.py: the last pretrain steps, "
+                                   "probe and eval of recorded comparison runs redone at a later commit",
+                                   "checks": checks}, indent=1) + "\n")
+  temporary.replace(path)
+
+
+def summary(checks: list[dict]) -> str:
+  lines = ["| method | seed | record made at | checked at | steps redone | state leaves equal | accuracies "
+           "equal |", "|---|---|---|---|---|---|---|"]
+  for c in checks:
+    lines.append(f"| {cm.LABELS[c['method']]} | {c['seed']} | {', '.join(c['record_commits'])} | {c['commit'][:7]} "
+                 f"| {c['resumed_from_step']}-{c['to_step']} | {c['state_leaves'] - len(c['state_differences'])}"
+                 f"/{c['state_leaves']} | {'yes' if not c['accuracy_differences'] else 'no'} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--methods", default=",".join(cm.METHODS))
+  parser.add_argument("--seeds", default=",".join(map(str, cm.SEEDS)))
+  parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt")
+  parser.add_argument("--scratch-root", type=Path, default=REPO / "workdirs" / "reproduce_records")
+  parser.add_argument("--all", action="store_true", help="also records made at this very commit")
+  args = parser.parse_args(argv)
+  methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
+  commit, dirty = cm.git_commit()
+  if dirty:
+    sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes: a check must name the commit it ran")
+  done = {(c["method"], c["seed"]) for c in read_results() if c["commit"] == commit}
+  todo = [r for r in cm.read_records() if r["method"] in methods and r["seed"] in seeds
+          and (r["method"], r["seed"]) not in done and (args.all or cm.commits([r]) != [commit[:7]])]
+  print(f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
+        + ", ".join(f"{r['method']}/{r['seed']}" for r in todo), flush=True)
+  for record in todo:
+    result = reproduce(record, args.compare_workdir_root, args.scratch_root, commit)
+    append_result(result)
+    print(f"[reproduce] {record['method']}/{record['seed']}: "
+          + ("identical" if result["identical"] else
+             f"{len(result['state_differences'])} state leaves and {len(result['accuracy_differences'])} "
+             f"accuracies differ, first: {(result['state_differences'] + result['accuracy_differences'])[0]}"),
+          flush=True)
+  print(summary(read_results()), flush=True)
+
+
+if __name__ == "__main__":
+  main()
