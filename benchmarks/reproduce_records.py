@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import compare_methods as cm  # noqa: E402
 
 RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
+BEGIN, END = "<!-- reproduce_records: begin -->", "<!-- reproduce_records: end -->"
 
 
 def checkpoint_steps(job_dir: Path) -> list[int]:
@@ -119,6 +120,14 @@ def summary(checks: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def render(checks: list[dict]) -> None:
+  text = summary(checks)
+  updated = cm.update_readme(f"Made by `python benchmarks/reproduce_records.py` from "
+                             f"`{RESULTS.relative_to(REPO)}`.\n\n{text}", begin=BEGIN, end=END)
+  print(text + ("[reproduce] wrote the README table" if updated else f"[reproduce] README has no {BEGIN} marker"),
+        flush=True)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +136,10 @@ def main(argv=None) -> None:
   parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt")
   parser.add_argument("--scratch-root", type=Path, default=REPO / "workdirs" / "reproduce_records")
   parser.add_argument("--all", action="store_true", help="also records made at this very commit")
+  parser.add_argument("--render-only", action="store_true", help="check nothing; put the table in the README")
   args = parser.parse_args(argv)
+  if args.render_only:
+    return render(read_results())
   methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
   commit, dirty = cm.git_commit()
   if dirty:
@@ -145,7 +157,7 @@ def main(argv=None) -> None:
              f"{len(result['state_differences'])} state leaves and {len(result['accuracy_differences'])} "
              f"accuracies differ, first: {(result['state_differences'] + result['accuracy_differences'])[0]}"),
           flush=True)
-  print(summary(read_results()), flush=True)
+  render(read_results())
 
 
 if __name__ == "__main__":
