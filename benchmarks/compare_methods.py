@@ -95,21 +95,27 @@ def check_fair(configs: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- records
+def read_entries(path: Path, key: str = "records") -> list[dict]:
+  """The list under `key` of a results file; [] when the file does not exist yet."""
+  return json.loads(path.read_text())[key] if path.exists() else []
+
+
+def append_entry(entry: dict, path: Path, description: str, key: str = "records") -> None:
+  """Adds `entry` to the list under `key` of the results file `path`, written whole to a temporary file
+  and renamed over the old one, so an interruption leaves either the old or the new file."""
+  entries = read_entries(path, key) + [entry]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps({"description": description, key: entries}, indent=1) + "\n")
+  os.replace(temporary, path)
+
+
 def read_records(path: Path = RECORDS) -> list[dict]:
-  if not path.exists():
-    return []
-  return json.loads(path.read_text())["records"]
+  return read_entries(path)
 
 
 def append_record(record: dict, path: Path = RECORDS) -> None:
-  """Adds `record` to the results file, written whole to a temporary file and renamed over the old one,
-  so an interruption leaves either the old or the new file."""
-  records = read_records(path) + [record]
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps({"description": "benchmarks/compare_methods.py: one record per finished "
-                                   "(method, seed) run", "records": records}, indent=1) + "\n")
-  os.replace(temporary, path)
+  append_entry(record, path, "benchmarks/compare_methods.py: one record per finished (method, seed) run")
 
 
 def is_recorded(records: list[dict], method: str, seed: int) -> bool:

@@ -102,17 +102,12 @@ def run_variant(name: str, workdir_root: Path, compare_root: Path, commit: str, 
 
 
 def read_records(path: Path = RECORDS) -> list[dict]:
-  return json.loads(path.read_text())["records"] if path.exists() else []
+  return cm.read_entries(path)
 
 
 def append_record(record: dict, path: Path = RECORDS) -> None:
-  records = read_records(path) + [record]
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps({"description": "benchmarks/investigate_dscl.py: one record per variant, "
-                                   "measured on the held-out validation split", "records": records},
-                                  indent=1) + "\n")
-  temporary.replace(path)
+  cm.append_entry(record, path, "benchmarks/investigate_dscl.py: one record per variant, measured on the "
+                  "held-out validation split")
 
 
 def _cell(report: dict, measure: str) -> str:

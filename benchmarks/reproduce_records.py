@@ -97,17 +97,13 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
           "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def read_results(path: Path = RESULTS) -> list[dict]:
-  return json.loads(path.read_text())["checks"] if path.exists() else []
+def read_results() -> list[dict]:
+  return cm.read_entries(RESULTS, "checks")
 
 
-def append_result(result: dict, path: Path = RESULTS) -> None:
-  checks = read_results(path) + [result]
-  temporary = path.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps({"description": "benchmarks/reproduce_records.py: the last pretrain steps, "
-                                   "probe and eval of recorded comparison runs redone at a later commit",
-                                   "checks": checks}, indent=1) + "\n")
-  temporary.replace(path)
+def append_result(result: dict) -> None:
+  cm.append_entry(result, RESULTS, "benchmarks/reproduce_records.py: the last pretrain steps, probe and eval "
+                  "of recorded comparison runs redone at a later commit", "checks")
 
 
 def summary(checks: list[dict]) -> str:

@@ -2,21 +2,17 @@
 accuracies against hand-worked values, records appended and skipped, the table's mean and sample std, the
 figures and the README block; and one real (tiny) run through `dscl_jax.main` into a record."""
 
-import importlib.util
 import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dscl_jax import methods
+from tests import benchmark_modules
 
-REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("compare_methods", REPO / "benchmarks" / "compare_methods.py")
-cm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cm)
+cm = benchmark_modules.load("compare_methods")
 
 # Fashion-MNIST-LT's training counts at IF 100, as data/fashion_mnist.py builds them.
 FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]

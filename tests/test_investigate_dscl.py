@@ -2,18 +2,13 @@
 comparison's trunk and everything is evaluated on the held-out validation split, records are skipped once
 made, and the table reads the numbers of the records."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("investigate_dscl", REPO / "benchmarks" / "investigate_dscl.py")
-inv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(inv)
+from tests import benchmark_modules
+
+inv = benchmark_modules.load("investigate_dscl")
 
 FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
 

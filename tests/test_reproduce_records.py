@@ -2,18 +2,13 @@
 run's config and second-newest finished checkpoint, and a check that finds the same bits says so while
 one flipped bit is named."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("reproduce_records", REPO / "benchmarks" / "reproduce_records.py")
-rr = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rr)
+from tests import benchmark_modules
+
+rr = benchmark_modules.load("reproduce_records")
 
 FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
 
