@@ -34,20 +34,21 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import compare_methods as cm  # noqa: E402
+from dscl_jax import checkpoint  # noqa: E402
 
 RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
 BEGIN, END = "<!-- reproduce_records: begin -->", "<!-- reproduce_records: end -->"
 
 
 def checkpoint_steps(job_dir: Path) -> list[int]:
+  """The finished checkpoint steps of a job, oldest first ([] without a checkpoints directory)."""
   directory = job_dir / "checkpoints"
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists()
-                ) if directory.exists() else []
+  return checkpoint.Checkpoints(directory).steps() if directory.exists() else []
 
 
 def leaf_checksums(job_dir: Path, step: int) -> dict:
-  """{leaf path: {shape, dtype, crc32}} that `dscl_jax.checkpoint` stores beside every checkpoint."""
-  return json.loads((job_dir / "checkpoints" / str(step) / "checksums" / "metadata").read_text())
+  """{leaf path: {shape, dtype, crc32}} that `dscl_jax.checkpoint` saved with `step`."""
+  return checkpoint.Checkpoints(job_dir / "checkpoints").stored_checksums(step)
 
 
 def seed_scratch(run_dir: Path, scratch: Path) -> tuple[int, int]:

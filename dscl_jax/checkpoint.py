@@ -195,7 +195,8 @@ class Checkpoints:
     for step in steps[:-self.keep]:
       self._mgr.delete(step)
 
-  def _stored_checksums(self, step: int) -> dict:
+  def stored_checksums(self, step: int) -> dict:
+    """{leaf path: {shape, dtype, crc32}} saved with `step`; DamagedCheckpoint when unreadable."""
     try:
       restored = self._mgr.restore(step, args=ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()}))
     except Exception as error:  # orbax / tensorstore raise many types; all mean "unreadable"
@@ -210,7 +211,7 @@ class Checkpoints:
     host copies). `partial`: `template` may be a sub-tree of the saved state (e.g. the trunk only).
     Raises DamagedCheckpoint (unreadable / checksum mismatch) or ShapeMismatch (a config change)."""
     self._check_files(step)
-    sums = self._stored_checksums(step)
+    sums = self.stored_checksums(step)
     expected = {leaf_name(path): x for path, x in jax.tree_util.tree_leaves_with_path(template)}
     missing = [name for name in expected if name not in sums]
     if missing:

@@ -3,9 +3,12 @@ run's config and second-newest finished checkpoint, and a check that finds the s
 one flipped bit is named."""
 
 import json
+import zlib
 
+import numpy as np
 import pytest
 
+from dscl_jax import checkpoint
 from tests import benchmark_modules
 
 rr = benchmark_modules.load("reproduce_records")
@@ -21,22 +24,25 @@ def test_differences_are_exact_and_name_their_path():
                                   "/probe/overall: 80.0 -> 80.00000000000001", "/probe/per_class[1]: 2.0 -> 2.5"]
 
 
-def _checkpoint(job_dir, step, checksums, finished=True):
-  directory = job_dir / "checkpoints" / str(step)
-  (directory / "checksums").mkdir(parents=True)
-  (directory / "checksums" / "metadata").write_text(json.dumps(checksums))
-  (directory / "state").mkdir()
-  if finished:
-    (directory / "commit_success.txt").write_text("ok")
+def _checkpoint(job_dir, step, w):
+  """A real dscl_jax checkpoint of a two-leaf state at `step`."""
+  manager = checkpoint.Checkpoints(job_dir / "checkpoints")
+  manager.save(step, {"params": {"w": np.asarray(w, np.float32)}, "step": np.int32(step)})
+  manager.wait_until_finished()
 
 
-def _fake_run(tmp_path, final_checksums, per_class):
-  """A recorded run (checkpoints 1600 and 1740, one unfinished 1800) and a `run_job` that 'resumes' by
-  writing the given checksums at 1740 and an eval report with the given per-class accuracies."""
+def _crc(w) -> int:
+  return zlib.crc32(np.asarray(w, np.float32).tobytes())
+
+
+def _fake_run(tmp_path, final_w, per_class):
+  """A recorded run (finished checkpoints 1600 and 1740, and an orbax temporary directory of an unfinished
+  1800) and a `run_job` that 'resumes' by saving `final_w` at 1740 and an eval report with the given
+  per-class accuracies."""
   run_dir = tmp_path / "cmp" / "dscl_seed0"
-  _checkpoint(run_dir / "pretrain", 1600, {"params/w": {"crc32": 1}})
-  _checkpoint(run_dir / "pretrain", 1740, {"params/w": {"crc32": 2}, "step": {"crc32": 3}})
-  _checkpoint(run_dir / "pretrain", 1800, {}, finished=False)
+  _checkpoint(run_dir / "pretrain", 1600, [1.0, 2.0])
+  _checkpoint(run_dir / "pretrain", 1740, [1.5, 2.5])
+  (run_dir / "pretrain" / "checkpoints" / "1800.orbax-checkpoint-tmp-1").mkdir()
   (run_dir / "pretrain" / "config.json").write_text('{"seed": 0}')
   jobs = []
 
@@ -45,7 +51,7 @@ def _fake_run(tmp_path, final_checksums, per_class):
     if job == "pretrain":
       assert rr.checkpoint_steps(workdir / "pretrain") == [1600]  # it resumes from the second-newest
       assert (workdir / "pretrain" / "config.json").read_text() == '{"seed": 0}'
-      _checkpoint(workdir / "pretrain", 1740, final_checksums)
+      _checkpoint(workdir / "pretrain", 1740, final_w)
     if job == "eval":
       report = {"train_class_counts": FASHION_COUNTS, "num_images": 10000, "classifiers": {"linear_probe": {
           "overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}}}
@@ -59,21 +65,21 @@ def test_a_faithful_rerun_is_identical_and_a_flipped_bit_is_named(tmp_path):
   report = {"train_class_counts": FASHION_COUNTS, "classifiers": {"linear_probe": {
       "overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}}}
   record = {"method": "dscl", "seed": 0, "commit": "a" * 40, "classifiers": rr.cm.summarise_report(report)}
-  run_job, jobs = _fake_run(tmp_path, {"params/w": {"crc32": 2}, "step": {"crc32": 3}}, per_class)
+  run_job, jobs = _fake_run(tmp_path, [1.5, 2.5], per_class)
   result = rr.reproduce(record, tmp_path / "cmp", tmp_path / "scratch", "b" * 40, run_job)
   assert jobs == ["pretrain", "linear_probe", "eval"]
   assert result["identical"] and (result["resumed_from_step"], result["to_step"], result["state_leaves"]) == (1600, 1740, 2)
 
-  run_job, _ = _fake_run(tmp_path / "again", {"params/w": {"crc32": 9}, "step": {"crc32": 3}}, [70.0] * 9 + [70.1])
+  run_job, _ = _fake_run(tmp_path / "again", [1.5, 2.5000002], [70.0] * 9 + [70.1])
   result = rr.reproduce(record, tmp_path / "again" / "cmp", tmp_path / "scratch", "b" * 40, run_job)
   assert not result["identical"]
-  assert result["state_differences"] == ["/params/w/crc32: 2 -> 9"]
+  assert result["state_differences"] == [f"/params/w/crc32: {_crc([1.5, 2.5])} -> {_crc([1.5, 2.5000002])}"]
   assert "/linear_probe/per_class_accuracy[9]: 70.0 -> 70.1" in result["accuracy_differences"]
   assert "| DSCL | 0 | aaaaaaa | bbbbbbb | 1600-1740 | 1/2 | no |" in rr.summary([result])
 
 
 def test_a_run_without_two_finished_checkpoints_is_refused(tmp_path):
   run_dir = tmp_path / "cmp" / "ce_seed0"
-  _checkpoint(run_dir / "pretrain", 1740, {})
+  _checkpoint(run_dir / "pretrain", 1740, [0.0])
   with pytest.raises(FileNotFoundError, match="holds 1 finished checkpoint"):
     rr.seed_scratch(run_dir, tmp_path / "scratch")
