@@ -388,7 +388,13 @@ def update_readme(text: str, readme: Path = README, begin: str = BEGIN, end: str
 
 def render(records: list[dict]) -> None:
   if not records:
-    print("[compare] no records yet: nothing to render", flush=True)
+    # Say so where the table was rather than leave a table of records that are gone.
+    text = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`: no runs recorded yet.\n"
+    TABLE.write_text(text)
+    update_readme(text)
+    for figure in (GROUPS_FIGURE, PER_CLASS_FIGURE):
+      figure.unlink(missing_ok=True)
+    print("[compare] no records yet: the table says so; no figures", flush=True)
     return
   text = markdown(records)
   TABLE.write_text(text)

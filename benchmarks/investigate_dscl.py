@@ -39,15 +39,16 @@ VAL_PER_CLASS = 500
 # Every variant: the held-out validation split, and eval on it.
 VALIDATION = {"data.val_per_class": VAL_PER_CLASS, "eval.split": "val"}
 
-# name: (method, overrides, reuse the comparison's seed-0 pretrain, what it asks). The baselines are the
-# comparison's own trunks; the others change one thing each.
+# name: (method, overrides, reuse the comparison's seed-0 pretrain, what it asks). The first six are the
+# comparison's own trunks probed for 10 epochs (its probe until the 30 epochs this study led to) and 30;
+# the others change one thing each against the comparison's config (probe 30 epochs).
 VARIANTS = {
-    "ce": ("ce", {}, True, "the comparison's trunk"),
-    "supcon": ("supcon", {}, True, "the comparison's trunk"),
-    "dscl": ("dscl", {}, True, "the comparison's trunk"),
-    "ce_probe30": ("ce", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
-    "supcon_probe30": ("supcon", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
-    "dscl_probe30": ("dscl", {"probe.epochs": 30}, True, "probe: 30 epochs instead of 10"),
+    "ce": ("ce", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+    "supcon": ("supcon", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+    "dscl": ("dscl", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+    "ce_probe30": ("ce", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
+    "supcon_probe30": ("supcon", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
+    "dscl_probe30": ("dscl", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
     "dscl_t0.1": ("dscl", {"loss.temperature": 0.1}, False, "temperature 0.1 instead of 0.07"),
     "dscl_t0.2": ("dscl", {"loss.temperature": 0.2}, False, "temperature 0.2 instead of 0.07"),
     "ce_45ep": ("ce", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),

@@ -30,6 +30,9 @@ def test_probe_only_variants_probe_the_comparisons_trunk_on_the_validation_split
   for _, _, overrides in jobs[1:]:
     assert overrides == {"data.val_per_class": 500, "eval.split": "val", "probe.epochs": 30,
                          "pretrained": str(tmp_path / "cmp" / "dscl_seed0")}
+  # The baselines keep the 10-epoch probe they were measured with; the comparison's own probe is 30.
+  assert inv.variant_jobs("dscl", tmp_path / "inv", tmp_path / "cmp")[1][2]["probe.epochs"] == 10
+  assert inv.cm.load_config("dscl").probe.epochs == 30
   own = inv.variant_jobs("dscl_t0.2", tmp_path / "inv", tmp_path / "cmp")
   assert [job for job, _, _ in own] == ["pretrain", "linear_probe", "eval"]
   assert all(w == tmp_path / "inv" / "dscl_t0.2" and o["loss.temperature"] == 0.2 and o["eval.split"] == "val"
@@ -68,6 +71,6 @@ def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
   table = inv.markdown(inv.read_records(path))
   row = next(line for line in table.splitlines() if line.startswith("| ce_probe30 |"))
   # probe overall, tail, medium (classes 8, 9: 100 and 60 training images), kNN overall, tail, no LR.
-  assert row == ("| ce_probe30 | probe: 30 epochs instead of 10 | 55.00 | 58.00 | 58.50 | 54.00 | 58.00 | - | - "
-                 "| - | reused |")
+  assert row == ("| ce_probe30 | the comparison's trunk, probe 30 epochs | 55.00 | 58.00 | 58.50 | 54.00 "
+                 "| 58.00 | - | - | - | reused |")
   assert "1 of 10 variants recorded" in table and "abc1234"[:7] in table
