@@ -273,6 +273,34 @@ def leaders(table: dict, classifier: str, measure: str) -> str:
           f"{ratio}")
 
 
+def paired_difference(records: list[dict], a: str, b: str, classifier: str, measure: str):
+  """Method `a` minus method `b` on one measure, seed by seed over the seeds both have (same seed: same
+  data order and initialisation draw). Returns (mean, sample std, seeds where `a` is ahead, seeds), or None
+  without a shared seed."""
+  def values(method):
+    out = {}
+    for r in records:
+      report = r["classifiers"].get(classifier) if r["method"] == method else None
+      if report is not None:
+        out[r["seed"]] = report["overall"] if measure == "overall" else report["groups"].get(measure)
+    return out
+  first, second = values(a), values(b)
+  seeds = sorted(s for s in first.keys() & second.keys() if first[s] is not None and second[s] is not None)
+  if not seeds:
+    return None
+  diffs = np.array([first[s] - second[s] for s in seeds], np.float64)
+  std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+  return float(diffs.mean()), std, int((diffs > 0).sum()), len(seeds)
+
+
+def _difference_cell(diff) -> str:
+  if diff is None:
+    return "-"
+  mean, std, ahead, n = diff
+  spread = "" if std != std else f" ± {std:.2f}"
+  return f"{mean:+.2f}{spread} ({ahead}/{n})"
+
+
 def commits(records: list[dict]) -> list[str]:
   """Short hashes of every commit that ran a job of these records."""
   found = {c for r in records for c in [r["commit"]] + sum(r.get("job_commits", {}).values(), []) if c}
@@ -313,6 +341,18 @@ def markdown(records: list[dict]) -> str:
              if leaders(table, "linear_probe", m)]
   if leading:
     lines += ["", "Leaders (linear probe):", "", *leading]
+  # The paper's claim is that DSCL beats SupCon and cross-entropy: the per-seed difference says whether the
+  # gap is larger than what the seed changes between two runs of the same pair.
+  versus = [(other, classifier) for other in ("supcon", "ce") for classifier in CLASSIFIERS
+            if classifier != "model" and paired_difference(records, "dscl", other, classifier, "overall")]
+  if versus:
+    lines += ["", "DSCL minus SupCon and cross-entropy, seed by seed: mean ± sample std of the per-seed "
+              "difference (seeds where DSCL is ahead / seeds):", "",
+              "| DSCL minus | classifier | overall | tail | medium |", "|---|---|---|---|---|"]
+    for other, classifier in versus:
+      lines.append(f"| {LABELS[other]} | {CLASSIFIERS[classifier]} | " + " | ".join(
+          _difference_cell(paired_difference(records, "dscl", other, classifier, m))
+          for m in ("overall", "tail", "medium")) + " |")
   return "\n".join(lines) + "\n"
 
 

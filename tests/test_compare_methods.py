@@ -111,6 +111,17 @@ def test_table_figures_and_readme(tmp_path):
   assert "| cross-entropy | 2 | 76.00 ± 1.41 |" in text and "| DSCL | 2 | 78.00 ± 2.83 |" in text
   assert "| DSCL | kNN (k 20, cosine) |" in text
   assert "overall: DSCL 78.00 ± 2.83, then cross-entropy 76.00 ± 1.41; gap 2.00 points = 0.7 x" in text
+  # DSCL minus CE per seed: +1 (seed 0), +3 (seed 1): mean 2, std sqrt(2), ahead on both; no SupCon, and
+  # the kNN row is absent because CE has no kNN.
+  assert cm.paired_difference(records, "dscl", "ce", "linear_probe", "tail") == (
+      pytest.approx(2.0), pytest.approx(math.sqrt(2.0)), 2, 2)
+  assert cm.paired_difference(records, "dscl", "supcon", "linear_probe", "overall") is None
+  assert "| cross-entropy | linear probe | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) |" in text
+  assert "| cross-entropy | kNN" not in text and "| SupCon |" not in text
+  behind = [record("ce", 0, ramp + 2.0), record("dscl", 0, ramp), record("dscl", 1, ramp + 9.0)]
+  mean, std, ahead, n = cm.paired_difference(behind, "dscl", "ce", "linear_probe", "overall")
+  assert (mean, ahead, n) == (pytest.approx(-2.0), 0, 1) and math.isnan(std)  # seed 1 has no CE to pair
+  assert "| cross-entropy | linear probe | -2.00 (0/1) |" in cm.markdown(behind)
 
   groups, per_class = tmp_path / "groups.png", tmp_path / "per_class.png"
   cm.figures(records, groups, per_class)
