@@ -274,8 +274,8 @@ def leaders(table: dict, classifier: str, measure: str) -> str:
 
 
 def paired_difference(records: list[dict], a: str, b: str, classifier: str, measure: str):
-  """Method `a` minus method `b` on one measure, seed by seed over the seeds both have (same seed: same
-  data order and initialisation draw). Returns (mean, sample std, seeds where `a` is ahead, seeds), or None
+  """Method `a` minus method `b` on one measure, seed by seed over the seeds both have (a seed fixes the
+  image order of every method's pretrain, so the pairs share it). Returns (mean, sample std, seeds where `a` is ahead, seeds), or None
   without a shared seed."""
   def values(method):
     out = {}
