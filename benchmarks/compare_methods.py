@@ -28,6 +28,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,8 +106,14 @@ def append_entry(entry: dict, path: Path, description: str, key: str = "records"
   and renamed over the old one, so an interruption leaves either the old or the new file."""
   entries = read_entries(path, key) + [entry]
   path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps({"description": description, key: entries}, indent=1) + "\n")
+  write_json(path, {"description": description, key: entries})
+
+
+def write_json(path: Path, value) -> None:
+  """Writes `value` (indent 1, final newline) through a temporary file renamed over `path`, so a kill
+  mid-write leaves the old file, never half of one."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_text(json.dumps(value, indent=1) + "\n")
   os.replace(temporary, path)
 
 
@@ -157,6 +164,11 @@ def git_commit() -> tuple[str, bool]:
 
 
 # ------------------------------------------------------------------------------------------------- runs
+# How often a running job's time is added to its timing file: a parent killed without warning (the end of
+# a sitting) loses at most this much of the attempt's wall time.
+TIMING_EVERY_SECONDS = 30.0
+
+
 def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, commit: str = "") -> dict:
   """Runs one job of one (method, seed) in its own process, its output shown and kept in
   `<workdir>/compare_<job>.log`; returns {"seconds": wall time, "commits": the commit of each attempt}.
@@ -173,30 +185,58 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, co
              *(f"--config.{key}={value}" for key, value in overrides.items())]
   print(f"[compare] {LABELS[method]}, seed {seed}: {job}", flush=True)
   workdir.mkdir(parents=True, exist_ok=True)
-  start = time.perf_counter()
-  with open(workdir / f"compare_{job}.log", "a") as log:
+  code = run_timed(command, workdir / f"compare_{job}.log", timing_path, timing, job, commit)
+  if code != 0:
+    raise RuntimeError(f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
+                       f"is in {workdir / f'compare_{job}.log'}")
+  entry["done"] = True
+  write_json(timing_path, timing)
+  return {"seconds": entry["seconds"], "commits": entry["commits"]}
+
+
+def run_timed(command: list[str], log_path: Path, timing_path: Path, timing: dict, job: str, commit: str,
+              every: float = TIMING_EVERY_SECONDS) -> int:
+  """Runs `command` from the repository root, its output shown and appended to `log_path`; returns its exit
+  code. The attempt is counted in `timing[job]` when it starts, and its wall time is added to
+  `timing[job]["seconds"]` and written to `timing_path` every `every` seconds and at the end, so neither
+  an interruption nor a kill of this process loses more than `every` seconds of it."""
+  entry = timing[job]
+  entry["attempts"] += 1
+  entry["commits"].append(commit)
+  write_json(timing_path, timing)
+  lock, stop = threading.Lock(), threading.Event()
+  counted = time.perf_counter()
+
+  def account():
+    nonlocal counted
+    with lock:
+      now = time.perf_counter()
+      entry["seconds"] += now - counted
+      counted = now
+      write_json(timing_path, timing)
+
+  def heartbeat():
+    while not stop.wait(every):
+      account()
+
+  clock = threading.Thread(target=heartbeat, daemon=True)
+  clock.start()
+  with open(log_path, "a", buffering=1) as log:  # line-buffered: a kill loses no finished line
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1)
     try:
       for line in process.stdout:
         sys.stdout.write(line)
         log.write(line)
-      code = process.wait()
+      return process.wait()
     finally:
       # Interrupted or not, the time spent counts: the job resumes from its checkpoints next time.
       if process.poll() is None:
         process.terminate()
         process.wait()
-      entry["seconds"] += time.perf_counter() - start
-      entry["attempts"] += 1
-      entry["commits"].append(commit)
-      timing_path.write_text(json.dumps(timing, indent=1))
-  if code != 0:
-    raise RuntimeError(f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
-                       f"is in {workdir / f'compare_{job}.log'}")
-  entry["done"] = True
-  timing_path.write_text(json.dumps(timing, indent=1))
-  return {"seconds": entry["seconds"], "commits": entry["commits"]}
+      stop.set()
+      clock.join()
+      account()
 
 
 def machine() -> dict:

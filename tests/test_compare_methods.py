@@ -5,6 +5,11 @@ figures and the README block; and one real (tiny) run through `dscl_jax.main` in
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +99,44 @@ def test_run_one_records_what_the_jobs_left(tmp_path):
   assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
   assert r["job_commits"]["eval"] == ["old", "0123abc"]
   assert r["classifiers"]["linear_probe"]["groups"]["tail"] == pytest.approx(40.0)
+
+
+PARENT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {benchmarks!r})
+import compare_methods as cm
+timing = {{"pretrain": {{"seconds": 5.0, "attempts": 1, "done": False, "commits": ["old"]}}}}
+cm.run_timed([sys.executable, "-c", "import time; time.sleep(60)"], Path({log!r}), Path({timing!r}), timing,
+             "pretrain", "new", every=0.2)
+"""
+
+
+def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path):
+  """The end of a sitting kills the comparison without warning. Its job's attempt and running time (all but
+  the last heartbeat) must already be in the timing file, added to the 5 s of an earlier attempt."""
+  timing_path = tmp_path / "compare_timing.json"
+  script = tmp_path / "parent.py"
+  script.write_text(PARENT.format(benchmarks=str(Path(cm.__file__).parent), log=str(tmp_path / "job.log"),
+                                  timing=str(timing_path)))
+  parent = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not (timing_path.exists() and json.loads(timing_path.read_text())["pretrain"]["attempts"] == 2):
+      assert parent.poll() is None and time.monotonic() < deadline, "the attempt was never written"
+      time.sleep(0.05)
+    started = time.monotonic()
+    time.sleep(1.5)
+    os.killpg(parent.pid, signal.SIGKILL)  # the parent and its job, as when a session is stopped
+    ran = time.monotonic() - started
+  finally:
+    if parent.poll() is None:
+      os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+  entry = json.loads(timing_path.read_text())["pretrain"]
+  assert entry["attempts"] == 2 and entry["commits"] == ["old", "new"] and not entry["done"]
+  assert 5.0 + ran - 0.5 <= entry["seconds"] <= 5.0 + ran + 0.5
+  assert not (tmp_path / "compare_timing.json.tmp").exists()
 
 
 def test_table_figures_and_readme(tmp_path):
