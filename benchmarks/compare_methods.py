@@ -315,8 +315,8 @@ def leaders(table: dict, classifier: str, measure: str) -> str:
 
 def paired_difference(records: list[dict], a: str, b: str, classifier: str, measure: str):
   """Method `a` minus method `b` on one measure, seed by seed over the seeds both have (a seed fixes the
-  image order of every method's pretrain, so the pairs share it). Returns (mean, sample std, seeds where `a` is ahead, seeds), or None
-  without a shared seed."""
+  image order of every method's pretrain, so the pairs share it). Returns (mean, sample std, seeds where
+  `a` is ahead, seeds), or None without a shared seed."""
   def values(method):
     out = {}
     for r in records:
@@ -328,16 +328,16 @@ def paired_difference(records: list[dict], a: str, b: str, classifier: str, meas
   seeds = sorted(s for s in first.keys() & second.keys() if first[s] is not None and second[s] is not None)
   if not seeds:
     return None
-  diffs = np.array([first[s] - second[s] for s in seeds], np.float64)
-  std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-  return float(diffs.mean()), std, int((diffs > 0).sum()), len(seeds)
+  diffs = [first[s] - second[s] for s in seeds]
+  mean, std, n = _stats(diffs)
+  return mean, std, sum(d > 0 for d in diffs), n
 
 
 def _difference_cell(diff) -> str:
   if diff is None:
     return "-"
   mean, std, ahead, n = diff
-  spread = "" if std != std else f" ± {std:.2f}"
+  spread = "" if np.isnan(std) else f" ± {std:.2f}"
   return f"{mean:+.2f}{spread} ({ahead}/{n})"
 
 
@@ -383,16 +383,17 @@ def markdown(records: list[dict]) -> str:
     lines += ["", "Leaders (linear probe):", "", *leading]
   # The paper's claim is that DSCL beats SupCon and cross-entropy: the per-seed difference says whether the
   # gap is larger than what the seed changes between two runs of the same pair.
-  versus = [(other, classifier) for other in ("supcon", "ce") for classifier in CLASSIFIERS
-            if classifier != "model" and paired_difference(records, "dscl", other, classifier, "overall")]
+  versus = []
+  for other in ("supcon", "ce"):
+    for classifier in [c for c in CLASSIFIERS if c != "model"]:
+      diffs = [paired_difference(records, "dscl", other, classifier, m) for m in ("overall", "tail", "medium")]
+      if diffs[0] is not None:
+        versus.append(f"| {LABELS[other]} | {CLASSIFIERS[classifier]} | "
+                      + " | ".join(map(_difference_cell, diffs)) + " |")
   if versus:
     lines += ["", "DSCL minus SupCon and cross-entropy, seed by seed: mean ± sample std of the per-seed "
               "difference (seeds where DSCL is ahead / seeds):", "",
-              "| DSCL minus | classifier | overall | tail | medium |", "|---|---|---|---|---|"]
-    for other, classifier in versus:
-      lines.append(f"| {LABELS[other]} | {CLASSIFIERS[classifier]} | " + " | ".join(
-          _difference_cell(paired_difference(records, "dscl", other, classifier, m))
-          for m in ("overall", "tail", "medium")) + " |")
+              "| DSCL minus | classifier | overall | tail | medium |", "|---|---|---|---|---|", *versus]
   return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,7 +116,7 @@ def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path
   the last heartbeat) must already be in the timing file, added to the 5 s of an earlier attempt."""
   timing_path = tmp_path / "compare_timing.json"
   script = tmp_path / "parent.py"
-  script.write_text(PARENT.format(benchmarks=str(Path(cm.__file__).parent), log=str(tmp_path / "job.log"),
+  script.write_text(PARENT.format(benchmarks=str(benchmark_modules.BENCHMARKS), log=str(tmp_path / "job.log"),
                                   timing=str(timing_path)))
   parent = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
   try:
