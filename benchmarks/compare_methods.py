@@ -155,12 +155,25 @@ def summarise_report(report: dict) -> dict:
   return summary
 
 
+# The code that trains and evaluates: two commits that agree on these paths compute the same records.
+TRAINING_CODE = ("dscl_jax", "data", "configs", "pyproject.toml")
+
+
 def git_commit() -> tuple[str, bool]:
   """(HEAD's hash, whether the code that trains - package, data, configs - has uncommitted changes)."""
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-  status = subprocess.run(["git", "status", "--porcelain", "--", "dscl_jax", "data", "configs", "pyproject.toml"],
+  status = subprocess.run(["git", "status", "--porcelain", "--", *TRAINING_CODE],
                           cwd=REPO, capture_output=True, text=True, check=True)
   return head.stdout.strip(), bool(status.stdout.strip())
+
+
+def same_training_code(a: str, b: str, repo: Path = REPO) -> bool:
+  """Whether commits `a` and `b` (full or short hashes) hold identical files under TRAINING_CODE."""
+  diff = subprocess.run(["git", "diff", "--quiet", a, b, "--", *TRAINING_CODE], cwd=repo, capture_output=True,
+                        text=True)
+  if diff.returncode not in (0, 1):
+    raise RuntimeError(f"git diff {a} {b} failed: {diff.stderr.strip()}")
+  return diff.returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------- runs

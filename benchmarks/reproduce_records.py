@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -117,8 +119,39 @@ def summary(checks: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def coverage(records: list[dict], checks: list[dict], same_as_now) -> tuple[list, list, list]:
+  """Splits the records' (method, seed) into (made with the current training code, made earlier and
+  reproduced bit for bit with it, neither). `same_as_now(commit)` says whether a commit holds the current
+  training code (`compare_methods.same_training_code`)."""
+  reproduced = {(c["method"], c["seed"]) for c in checks if c["identical"] and same_as_now(c["commit"])}
+  made, checked, unchecked = [], [], []
+  for r in records:
+    key = (r["method"], r["seed"])
+    (made if all(map(same_as_now, cm.commits([r]))) else checked if key in reproduced else unchecked).append(key)
+  return made, checked, unchecked
+
+
+def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
+  total = len(made) + len(checked) + len(unchecked)
+  line = (f"Against the training code of {code_commit} (the newest commit that changed "
+          f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}): {len(made)} of {total} records were made with it and "
+          f"{len(checked)} were made earlier and reproduced bit for bit with it")
+  if unchecked:
+    return line + "; not checked yet: " + ", ".join(f"{cm.LABELS[m]} seed {s}" for m, s in unchecked) + "."
+  return line + "."
+
+
+def training_code_commit() -> str:
+  """The short hash of the newest commit that changed the training code."""
+  return subprocess.run(["git", "log", "-1", "--format=%h", "--", *cm.TRAINING_CODE], cwd=REPO,
+                        capture_output=True, text=True, check=True).stdout.strip()
+
+
 def render(checks: list[dict]) -> None:
-  text = summary(checks)
+  commit, _ = cm.git_commit()
+  current = functools.lru_cache(maxsize=None)(lambda c: cm.same_training_code(c, commit))
+  made, checked, unchecked = coverage(cm.read_records(), checks, current)
+  text = coverage_line(made, checked, unchecked, training_code_commit()) + "\n\n" + summary(checks)
   updated = cm.update_readme(f"Made by `python benchmarks/reproduce_records.py` from "
                              f"`{RESULTS.relative_to(REPO)}`.\n\n{text}", begin=BEGIN, end=END)
   print(text + ("[reproduce] wrote the README table" if updated else f"[reproduce] README has no {BEGIN} marker"),
@@ -141,9 +174,10 @@ def main(argv=None) -> None:
   commit, dirty = cm.git_commit()
   if dirty:
     sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes: a check must name the commit it ran")
-  done = {(c["method"], c["seed"]) for c in read_results() if c["commit"] == commit}
+  current = functools.lru_cache(maxsize=None)(lambda c: cm.same_training_code(c, commit))
+  done = {(c["method"], c["seed"]) for c in read_results() if current(c["commit"])}
   todo = [r for r in cm.read_records() if r["method"] in methods and r["seed"] in seeds
-          and (r["method"], r["seed"]) not in done and (args.all or cm.commits([r]) != [commit[:7]])]
+          and (r["method"], r["seed"]) not in done and (args.all or not all(map(current, cm.commits([r]))))]
   print(f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
         + ", ".join(f"{r['method']}/{r['seed']}" for r in todo), flush=True)
   for record in todo:

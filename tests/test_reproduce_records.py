@@ -3,6 +3,7 @@ run's config and second-newest finished checkpoint, and a check that finds the s
 one flipped bit is named."""
 
 import json
+import subprocess
 import zlib
 
 import numpy as np
@@ -83,3 +84,46 @@ def test_a_run_without_two_finished_checkpoints_is_refused(tmp_path):
   _checkpoint(run_dir / "pretrain", 1740, [0.0])
   with pytest.raises(FileNotFoundError, match="holds 1 finished checkpoint"):
     rr.seed_scratch(run_dir, tmp_path / "scratch")
+
+
+def _git(repo, *args) -> str:
+  return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_commits_are_compared_on_the_training_code_only(tmp_path):
+  _git(tmp_path, "init", "-q")
+  for name in ("user.name", "user.email"):
+    _git(tmp_path, "config", name, "test")
+
+  def commit(path, text):
+    (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / path).write_text(text)
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", path)
+    return _git(tmp_path, "rev-parse", "HEAD")
+
+  a = commit("dscl_jax/loss.py", "x = 1\n")
+  b = commit("benchmarks/compare_methods.py", "# a table\n")  # outside the training code
+  c = commit("configs/small.py", "epochs = 30\n")
+  d = commit("README.md", "words\n")
+  assert rr.cm.same_training_code(a, b, tmp_path) and rr.cm.same_training_code(c[:7], d, tmp_path)
+  assert not rr.cm.same_training_code(b, c, tmp_path) and not rr.cm.same_training_code(a, d, tmp_path)
+  with pytest.raises(RuntimeError, match="git diff"):
+    rr.cm.same_training_code(a, "0" * 40, tmp_path)
+
+
+def test_coverage_sorts_records_into_made_reproduced_and_unchecked():
+  now = {"c" * 40, "d" * 40}  # two commits with today's training code
+  records = [{"method": "ce", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["d" * 40]}},
+             {"method": "dscl", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}},
+             {"method": "dscl", "seed": 1, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40, "c" * 40]}},
+             {"method": "paco", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}}]
+  checks = [{"method": "dscl", "seed": 0, "commit": "d" * 40, "identical": True},
+            {"method": "dscl", "seed": 1, "commit": "d" * 40, "identical": False},  # differs: not reproduced
+            {"method": "paco", "seed": 0, "commit": "a" * 40, "identical": True}]   # checked at old code
+  # commits() shortens hashes to 7 characters; the predicate sees those
+  made, checked, unchecked = rr.coverage(records, checks, lambda c: c[:7] in {h[:7] for h in now})
+  assert (made, checked, unchecked) == ([("ce", 0)], [("dscl", 0)], [("dscl", 1), ("paco", 0)])
+  line = rr.coverage_line(made, checked, unchecked, "ccccccc")
+  assert "1 of 4 records were made with it and 1 were made earlier and reproduced" in line
+  assert line.endswith("not checked yet: DSCL seed 1, PaCo seed 0.")
