@@ -9,7 +9,9 @@ Each run is `python -m dscl_jax.main` on the method's config with `--config.seed
 job (pretrain, linear_probe, eval) so each job's wall time is its own. A finished run appends one record
 (method, seed, overrides, commit, accuracy of every classifier overall / per group / per class, wall
 times) to `benchmarks/results/compare_fashion_mnist_lt.json`; a (method, seed) already recorded is skipped.
-An interrupted run resumes from its checkpoints in `--workdir-root` the next time.
+An interrupted run resumes from its checkpoints in `--workdir-root` the next time. Several copies of the
+command may run at once on one machine (say one per free core): each run is claimed by the first copy that
+reaches it (`<run workdir>/compare.claim`, an flock the kernel drops when its holder dies), the others skip it.
 
 All eight configs share the backbone, the data, the epochs, the batch and the probe / eval settings; the
 script refuses to start if they do not (`check_fair`). The long-tailed subset is the same for every seed
@@ -22,7 +24,9 @@ figures beside it, and the same table into the README between the `compare_fashi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -103,16 +107,37 @@ def read_entries(path: Path, key: str = "records") -> list[dict]:
 
 def append_entry(entry: dict, path: Path, description: str, key: str = "records") -> None:
   """Adds `entry` to the list under `key` of the results file `path`, written whole to a temporary file
-  and renamed over the old one, so an interruption leaves either the old or the new file."""
-  entries = read_entries(path, key) + [entry]
+  and renamed over the old one, so an interruption leaves either the old or the new file. The read and
+  the write hold `<path>.lock`, so processes appending at once keep every entry."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  write_json(path, {"description": description, key: entries})
+  with exclusive(path.with_name(path.name + ".lock"), wait=True):
+    write_json(path, {"description": description, key: read_entries(path, key) + [entry]})
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, wait: bool):
+  """Holds an exclusive advisory lock (flock) on `path` for the `with` block and yields True; with
+  `wait=False` it yields False at once when another process holds it. The kernel drops the lock when its
+  holder exits, however it exits, so a killed queue leaves nothing stale. flock is per machine: several
+  queues on one machine share a workdir root safely, queues on different hosts sharing a network file
+  system may not."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(path: Path, value) -> None:
   """Writes `value` (indent 1, final newline) through a temporary file renamed over `path`, so a kill
   mid-write leaves the old file, never half of one."""
-  temporary = path.with_name(path.name + ".tmp")
+  temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
   temporary.write_text(json.dumps(value, indent=1) + "\n")
   os.replace(temporary, path)
 
@@ -539,8 +564,14 @@ def main(argv=None) -> None:
     print(f"[compare] {len(todo)} run(s) to do: " + ", ".join(f"{m}/{s}" for m, s in todo), flush=True)
     for i, (method, seed) in enumerate(todo):
       start = time.perf_counter()
-      record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
-      append_record(record)
+      # Several queues may run at once (one per free core): each run goes to the first that claims it.
+      with exclusive(args.workdir_root / f"{method}_seed{seed}" / "compare.claim", wait=False) as mine:
+        if not mine or is_recorded(read_records(), method, seed):
+          print(f"[compare] {LABELS[method]} seed {seed}: " + ("recorded meanwhile" if mine else
+                "another compare_methods process is running it") + "; skipped", flush=True)
+          continue
+        record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
+        append_record(record)
       probe = record["classifiers"]["linear_probe"]
       print(f"[compare] recorded {i + 1}/{len(todo)}: {LABELS[method]} seed {seed}, linear probe "
             f"{probe['overall']:.2f}% (tail {probe['groups']['tail']:.2f}%), "

@@ -185,8 +185,14 @@ def main(argv=None) -> None:
     print(f"[investigate] {len(todo)} variant(s) to do: {', '.join(todo)}", flush=True)
     for i, name in enumerate(todo):
       start = time.perf_counter()
-      record = run_variant(name, args.workdir_root, args.compare_workdir_root, commit, dirty)
-      append_record(record)
+      # As in compare_methods: with several queues at once, a variant goes to the first that claims it.
+      with cm.exclusive(args.workdir_root / name / "compare.claim", wait=False) as mine:
+        if not mine or name in {r["variant"] for r in read_records()}:
+          print(f"[investigate] {name}: " + ("recorded meanwhile" if mine else
+                "another investigate_dscl process is running it") + "; skipped", flush=True)
+          continue
+        record = run_variant(name, args.workdir_root, args.compare_workdir_root, commit, dirty)
+        append_record(record)
       probe = record["classifiers"]["linear_probe"]
       print(f"[investigate] recorded {i + 1}/{len(todo)}: {name}, val linear probe {probe['overall']:.2f}% "
             f"(tail {probe['groups']['tail']:.2f}%), {time.perf_counter() - start:.0f} s", flush=True)

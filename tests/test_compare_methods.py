@@ -79,7 +79,71 @@ def test_records_are_appended(tmp_path):
   cm.append_record(record("ce", 0, [1.0] * 10), path)
   cm.append_record(record("ce", 1, [2.0] * 10), path)
   assert [(r["method"], r["seed"]) for r in cm.read_records(path)] == [("ce", 0), ("ce", 1)]
-  assert not (tmp_path / "results.json.tmp").exists()
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+_APPENDER = """
+import sys
+from tests import benchmark_modules
+cm = benchmark_modules.load("compare_methods")
+for i in range(int(sys.argv[3])):
+  cm.append_entry({"writer": int(sys.argv[2]), "i": i}, cm.Path(sys.argv[1]), "test")
+"""
+
+
+def test_processes_appending_at_once_keep_every_entry(tmp_path):
+  # Read, append and write are one step under <path>.lock; without it the writers overwrite each other.
+  path, writers, each = tmp_path / "results.json", 4, 30
+  procs = [subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(w), str(each)], cwd=cm.REPO)
+           for w in range(writers)]
+  assert [p.wait(timeout=120) for p in procs] == [0] * writers
+  entries = cm.read_entries(path)
+  assert sorted((e["writer"], e["i"]) for e in entries) == [(w, i) for w in range(writers) for i in range(each)]
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_claim_is_refused_while_held_and_freed_when_its_holder_is_killed(tmp_path):
+  claim = tmp_path / "dscl_seed0" / "compare.claim"
+  holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from tests import benchmark_modules
+cm = benchmark_modules.load("compare_methods")
+with cm.exclusive(cm.Path({str(claim)!r}), wait=False) as mine:
+  assert mine
+  print("held", flush=True)
+  time.sleep(600)
+"""], cwd=cm.REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with cm.exclusive(claim, wait=False) as mine:
+      assert not mine
+  finally:
+    holder.kill()  # SIGKILL: no cleanup code runs, the kernel drops the lock
+    holder.wait()
+  with cm.exclusive(claim, wait=False) as mine:
+    assert mine
+
+
+def test_queues_running_at_once_split_the_runs(tmp_path, monkeypatch, capsys):
+  store, ran = [], []
+  monkeypatch.setattr(cm, "read_records", lambda path=None: list(store))
+  monkeypatch.setattr(cm, "append_record", lambda r, path=None: store.append(r))
+  monkeypatch.setattr(cm, "render", lambda records: None)
+
+  def fake_run_one(method, seed, workdir_root, overrides, commit, dirty):
+    ran.append((method, seed))
+    store.append(record("supcon", 0, [60.0] * 10))  # meanwhile, another queue records SupCon seed 0
+    return record(method, seed, [50.0] * 10)
+
+  monkeypatch.setattr(cm, "run_one", fake_run_one)
+  # Another queue is running DSCL seed 0 (it holds the claim).
+  with cm.exclusive(tmp_path / "dscl_seed0" / "compare.claim", wait=False) as held:
+    assert held
+    cm.main(["--methods=dscl,ce,supcon", "--seeds=0", f"--workdir-root={tmp_path}", "--allow-uncommitted"])
+  out = capsys.readouterr().out
+  assert ran == [("ce", 0)] and [(r["method"], r["seed"]) for r in store] == [("supcon", 0), ("ce", 0)]
+  assert "DSCL seed 0: another compare_methods process is running it; skipped" in out
+  assert "SupCon seed 0: recorded meanwhile; skipped" in out
 
 
 def test_run_one_records_what_the_jobs_left(tmp_path):
@@ -135,7 +199,7 @@ def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path
   entry = json.loads(timing_path.read_text())["pretrain"]
   assert entry["attempts"] == 2 and entry["commits"] == ["old", "new"] and not entry["done"]
   assert 5.0 + ran - 0.5 <= entry["seconds"] <= 5.0 + ran + 0.5
-  assert not (tmp_path / "compare_timing.json.tmp").exists()
+  assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_table_figures_and_readme(tmp_path):
