@@ -133,12 +133,18 @@ def coverage(records: list[dict], checks: list[dict], same_as_now) -> tuple[list
 
 def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
   total = len(made) + len(checked) + len(unchecked)
-  line = (f"Against the training code of {code_commit} (the newest commit that changed "
-          f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}): {len(made)} of {total} records were made with it and "
-          f"{len(checked)} were made earlier and reproduced bit for bit with it")
+  paths = f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}"
+  line = (f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
+          f"{len(made)} of {total} records were made with it and {len(checked)} were made earlier and "
+          "reproduced bit for bit with it")
   if unchecked:
     return line + "; not checked yet: " + ", ".join(f"{cm.LABELS[m]} seed {s}" for m, s in unchecked) + "."
   return line + "."
+
+
+def same_code_as(commit: str):
+  """A cached predicate: whether another commit holds the training code of `commit`."""
+  return functools.lru_cache(maxsize=None)(lambda other: cm.same_training_code(other, commit))
 
 
 def training_code_commit() -> str:
@@ -149,7 +155,7 @@ def training_code_commit() -> str:
 
 def render(checks: list[dict]) -> None:
   commit, _ = cm.git_commit()
-  current = functools.lru_cache(maxsize=None)(lambda c: cm.same_training_code(c, commit))
+  current = same_code_as(commit)
   made, checked, unchecked = coverage(cm.read_records(), checks, current)
   text = coverage_line(made, checked, unchecked, training_code_commit()) + "\n\n" + summary(checks)
   updated = cm.update_readme(f"Made by `python benchmarks/reproduce_records.py` from "
@@ -174,7 +180,7 @@ def main(argv=None) -> None:
   commit, dirty = cm.git_commit()
   if dirty:
     sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes: a check must name the commit it ran")
-  current = functools.lru_cache(maxsize=None)(lambda c: cm.same_training_code(c, commit))
+  current = same_code_as(commit)
   done = {(c["method"], c["seed"]) for c in read_results() if current(c["commit"])}
   todo = [r for r in cm.read_records() if r["method"] in methods and r["seed"] in seeds
           and (r["method"], r["seed"]) not in done and (args.all or not all(map(current, cm.commits([r]))))]
