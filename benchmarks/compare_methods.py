@@ -221,7 +221,7 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, co
   command = [sys.executable, "-m", "dscl_jax.main", f"--config={REPO / METHODS[method]}", f"--workdir={workdir}",
              f"--config.seed={seed}", f"--config.mode={job}",
              *(f"--config.{key}={value}" for key, value in overrides.items())]
-  print(f"[compare] {LABELS[method]}, seed {seed}: {job}", flush=True)
+  print(f"[compare] {LABELS[method]}, seed {seed}: {job} in {workdir}", flush=True)  # tells variants of one method apart
   workdir.mkdir(parents=True, exist_ok=True)
   code = run_timed(command, workdir / f"compare_{job}.log", timing_path, timing, job, commit)
   if code != 0:
