@@ -10,7 +10,7 @@ job (pretrain, linear_probe, eval) so each job's wall time is its own. A finishe
 (method, seed, overrides, commit, accuracy of every classifier overall / per group / per class, wall
 times) to `benchmarks/results/compare_fashion_mnist_lt.json`; a (method, seed) already recorded is skipped.
 An interrupted run resumes from its checkpoints in `--workdir-root` the next time. Several copies of the
-command may run at once on one machine (say one per free core): each run is claimed by the first copy that
+command may run at once on one machine: each run is claimed by the first copy that
 reaches it (`<run workdir>/compare.claim`, an flock the kernel drops when its holder dies), the others skip it.
 
 All eight configs share the backbone, the data, the epochs, the batch and the probe / eval settings; the
@@ -564,7 +564,7 @@ def main(argv=None) -> None:
     print(f"[compare] {len(todo)} run(s) to do: " + ", ".join(f"{m}/{s}" for m, s in todo), flush=True)
     for i, (method, seed) in enumerate(todo):
       start = time.perf_counter()
-      # Several queues may run at once (one per free core): each run goes to the first that claims it.
+      # Several queues may run at once: each run goes to the first that claims it.
       with exclusive(args.workdir_root / f"{method}_seed{seed}" / "compare.claim", wait=False) as mine:
         if not mine or is_recorded(read_records(), method, seed):
           print(f"[compare] {LABELS[method]} seed {seed}: " + ("recorded meanwhile" if mine else
