@@ -134,6 +134,20 @@ def exclusive(path: Path, wait: bool):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def claimed(workdir: Path, recorded, what: str, script: str):
+  """Claims one run of a queue for this process, for the `with` block: yields True, or yields False after
+  printing "`what`: ... skipped" when another copy of `script` holds `<workdir>/compare.claim` or
+  `recorded()` finds the run recorded meanwhile. Several queues may so run at once on one machine."""
+  with exclusive(workdir / "compare.claim", wait=False) as mine:
+    if mine and not recorded():
+      yield True
+      return
+    print(f"{what}: " + ("recorded meanwhile" if mine else
+          f"another {script} process is running it") + "; skipped", flush=True)
+    yield False
+
+
 def write_json(path: Path, value) -> None:
   """Writes `value` (indent 1, final newline) through a temporary file renamed over `path`, so a kill
   mid-write leaves the old file, never half of one."""
@@ -221,7 +235,8 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, co
   command = [sys.executable, "-m", "dscl_jax.main", f"--config={REPO / METHODS[method]}", f"--workdir={workdir}",
              f"--config.seed={seed}", f"--config.mode={job}",
              *(f"--config.{key}={value}" for key, value in overrides.items())]
-  print(f"[compare] {LABELS[method]}, seed {seed}: {job} in {workdir}", flush=True)  # tells variants of one method apart
+  # The workdir tells the investigation's variants of one method apart.
+  print(f"[compare] {LABELS[method]}, seed {seed}: {job} in {workdir}", flush=True)
   workdir.mkdir(parents=True, exist_ok=True)
   code = run_timed(command, workdir / f"compare_{job}.log", timing_path, timing, job, commit)
   if code != 0:
@@ -564,11 +579,9 @@ def main(argv=None) -> None:
     print(f"[compare] {len(todo)} run(s) to do: " + ", ".join(f"{m}/{s}" for m, s in todo), flush=True)
     for i, (method, seed) in enumerate(todo):
       start = time.perf_counter()
-      # Several queues may run at once: each run goes to the first that claims it.
-      with exclusive(args.workdir_root / f"{method}_seed{seed}" / "compare.claim", wait=False) as mine:
-        if not mine or is_recorded(read_records(), method, seed):
-          print(f"[compare] {LABELS[method]} seed {seed}: " + ("recorded meanwhile" if mine else
-                "another compare_methods process is running it") + "; skipped", flush=True)
+      with claimed(args.workdir_root / f"{method}_seed{seed}", lambda: is_recorded(read_records(), method, seed),
+                   f"[compare] {LABELS[method]} seed {seed}", "compare_methods") as mine:
+        if not mine:
           continue
         record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
         append_record(record)

@@ -185,11 +185,9 @@ def main(argv=None) -> None:
     print(f"[investigate] {len(todo)} variant(s) to do: {', '.join(todo)}", flush=True)
     for i, name in enumerate(todo):
       start = time.perf_counter()
-      # As in compare_methods: with several queues at once, a variant goes to the first that claims it.
-      with cm.exclusive(args.workdir_root / name / "compare.claim", wait=False) as mine:
-        if not mine or name in {r["variant"] for r in read_records()}:
-          print(f"[investigate] {name}: " + ("recorded meanwhile" if mine else
-                "another investigate_dscl process is running it") + "; skipped", flush=True)
+      with cm.claimed(args.workdir_root / name, lambda: name in {r["variant"] for r in read_records()},
+                      f"[investigate] {name}", "investigate_dscl") as mine:
+        if not mine:
           continue
         record = run_variant(name, args.workdir_root, args.compare_workdir_root, commit, dirty)
         append_record(record)

@@ -127,8 +127,13 @@ def coverage(records: list[dict], checks: list[dict], same_as_now) -> tuple[list
   made, checked, unchecked = [], [], []
   for r in records:
     key = (r["method"], r["seed"])
-    (made if all(map(same_as_now, cm.commits([r]))) else checked if key in reproduced else unchecked).append(key)
+    (made if made_with(r, same_as_now) else checked if key in reproduced else unchecked).append(key)
   return made, checked, unchecked
+
+
+def made_with(record: dict, same_as_now) -> bool:
+  """Whether every job of `record` ran at a commit with the current training code."""
+  return all(map(same_as_now, cm.commits([record])))
 
 
 def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
@@ -183,7 +188,7 @@ def main(argv=None) -> None:
   current = same_code_as(commit)
   done = {(c["method"], c["seed"]) for c in read_results() if current(c["commit"])}
   todo = [r for r in cm.read_records() if r["method"] in methods and r["seed"] in seeds
-          and (r["method"], r["seed"]) not in done and (args.all or not all(map(current, cm.commits([r]))))]
+          and (r["method"], r["seed"]) not in done and (args.all or not made_with(r, current))]
   print(f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
         + ", ".join(f"{r['method']}/{r['seed']}" for r in todo), flush=True)
   for record in todo:
