@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:  # run as a script: `data` and `dscl_jax` from thi
   sys.path.insert(0, str(REPO))
 
 from data.long_tail import count_thirds, shot_classes  # noqa: E402
-from dscl_jax.config_base import load_config_file  # noqa: E402
+from dscl_jax.config.schema import load_config_file  # noqa: E402
 
 # The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
 METHODS = {
@@ -456,7 +456,7 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
   probe's per-class accuracy against training images (mean over seeds, bars: min to max)."""
   from matplotlib.figure import Figure
 
-  from dscl_jax.figures import save_png
+  from dscl_jax.evaluation.figures import save_png
 
   table = aggregate(records)
   measures = ("overall", "head", "middle", "tail", "many", "medium")

@@ -1,16 +1,16 @@
 """Input pipeline throughput: DSCL + PBSD views from JPEG files, ours (grain + PIL) beside torchvision.
 
-    python benchmarks/input_pipeline.py            # about 2 minutes on 2 CPU cores
+    python benchmarks/pipeline.py            # about 2 minutes on 2 CPU cores
 
 Writes ~512 ImageNet-sized JPEGs (500x375 .. 640x480, quality 90) in a temporary split-list layout,
-then times `dscl_jax.input_pipeline.pretrain_iterator` (224 global crops, 5 small 64x64 crops with boxes,
+then times `dscl_jax.input.pipeline.pretrain_iterator` (224 global crops, 5 small 64x64 crops with boxes,
 query / key colour recipes, RGB) with 1 and 2 grain workers, and the same recipe on the same files in a
 torchvision DataLoader (benchmarks/torch_input_pipeline.py, run by /usr/bin/python3) with 1 and 2
 workers. Throughput is the images of the timed batches over the time they took, after a few warm-up
 batches. (Not the median interval: with several workers, batches arrive in bursts, one per worker,
 and the median of bursty intervals says little.) "Per worker" divides it by the worker count, the
 figure to compare per core. Prints the table with the load average (the machine may be shared) and
-writes benchmarks/results/input_pipeline.json.
+writes benchmarks/results/pipeline.json.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from PIL import ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import split_list  # noqa: E402
-from dscl_jax import augment  # noqa: E402
-from dscl_jax import input_pipeline  # noqa: E402
+from dscl_jax.input import augment  # noqa: E402
+from dscl_jax.input import pipeline  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PYTHON = "/usr/bin/python3"
@@ -47,7 +47,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "images per batch")
 _WARMUP = flags.DEFINE_integer("warmup", 4, "batches skipped before timing")
 _BATCHES = flags.DEFINE_integer("batches", 16, "timed batches (a multiple of the worker counts evens out bursts)")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "worker counts to time")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(HERE, "results", "input_pipeline.json"), "JSON output")
+_OUTPUT = flags.DEFINE_string("output", os.path.join(HERE, "results", "pipeline.json"), "JSON output")
 
 
 def synthetic_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -93,7 +93,7 @@ def write_images(root: str, num_images: int, seed: int = 0) -> str:
 def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int) -> dict:
   cfg_augment = augment.default_augment_config(224, 3)
   cfg_pbsd = augment.default_pbsd_config()
-  iterator = input_pipeline.pretrain_iterator(split, cfg_augment, cfg_pbsd, global_batch_size=batch_size,
+  iterator = pipeline.pretrain_iterator(split, cfg_augment, cfg_pbsd, global_batch_size=batch_size,
                                               seed=0, num_workers=num_workers)
   for _ in range(warmup):
     next(iterator)

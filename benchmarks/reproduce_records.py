@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import compare_methods as cm  # noqa: E402
-from dscl_jax import checkpoint  # noqa: E402
+from dscl_jax.runtime import checkpoint  # noqa: E402
 
 RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
 BEGIN, END = "<!-- reproduce_records: begin -->", "<!-- reproduce_records: end -->"
@@ -49,7 +49,7 @@ def checkpoint_steps(job_dir: Path) -> list[int]:
 
 
 def leaf_checksums(job_dir: Path, step: int) -> dict:
-  """{leaf path: {shape, dtype, crc32}} that `dscl_jax.checkpoint` saved with `step`."""
+  """{leaf path: {shape, dtype, crc32}} that `dscl_jax.runtime.checkpoint` saved with `step`."""
   return checkpoint.Checkpoints(job_dir / "checkpoints").stored_checksums(step)
 
 

@@ -40,11 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax import optim, pixels, sharding, synthetic
-from dscl_jax.config_base import fashion_mnist_lt_config, imagenet_recipe_config, load_config_file
+from dscl_jax.core import optim
+
+from dscl_jax.input import pixels
+
+from dscl_jax.core import sharding
+
+from dscl_jax.input import synthetic
+from dscl_jax.config.schema import fashion_mnist_lt_config, imagenet_recipe_config, load_config_file
 from dscl_jax.methods import OnlineForward
 from dscl_jax.methods.queue_contrastive import batch_major
-from dscl_jax.train import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.jobs.pretrain import build_models, init_pretrain_state, jit_pretrain_step
 
 
 def resnet50_config(pbsd: bool):

@@ -4,12 +4,12 @@ Run only by `/usr/bin/python3` (torch 1.13 / torchvision 0.14), never imported b
 
     /usr/bin/python3 benchmarks/torch_input_pipeline.py --root <dir> --split_list <file> --num_workers 2
 
-Same recipe as dscl_jax.augment.pretrain_views, done the torchvision way on PIL images: two
+Same recipe as dscl_jax.input.augment.pretrain_views, done the torchvision way on PIL images: two
 RandomResizedCrop(224, (0.08, 1)) + flip global crops; five RandomResizedCrop((0.05, 0.6)) boxes drawn in
 the (flipped) query crop and resized to 64; query colours (jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale p 0.2,
 blur sigma 0.1-2 p 0.5) on the query and every small crop, key colours (jitter 0.4/0.4/0.4/0 always) on
 the key; ToTensor + ImageNet normalisation. The blur is the reference's (MoCo v2's): PIL's
-`ImageFilter.GaussianBlur(radius=sigma)`, as in dscl_jax.augment. Prints one JSON line: images/s over
+`ImageFilter.GaussianBlur(radius=sigma)`, as in dscl_jax.input.augment. Prints one JSON line: images/s over
 the timed batches (and from the median batch interval).
 """
 

@@ -4,11 +4,11 @@
       --out /tmp/torch_fashion_dscl_pbsd.json
 
 Written from the equations of ../shared/docs/METHODS.md (sections 1 MoCo state, 2 DSCL, 3 PBSD, 5 PaCo)
-and from what dscl_jax computes (dscl_jax/step.py, methods/, losses/, models/), not from the reference
+and from what dscl_jax computes (dscl_jax/core/step.py, methods/, losses/, models/), not from the reference
 code. It runs under the system Python (Debian's torch / torchvision, numpy): standard library, numpy,
 torch and torchvision only, no jax or dscl_jax.
 
-One step, as in dscl_jax/step.py and the MoCo-style reference:
+One step, as in dscl_jax/core/step.py and the MoCo-style reference:
   1. EMA of the key encoder towards the online encoder (theta_k <- m theta_k + (1 - m) theta_q), done
      before the keys as the reference does; then the keys: the key encoder in train mode, no gradient, on
      a randomly permuted batch cut into groups of `key_bn_group` images, one forward call per group (each
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-# Each case mirrors our config: dscl_jax/config_base.py fashion_mnist_lt_config (batch 128, K 4096,
+# Each case mirrors our config: dscl_jax/config/schema.py fashion_mnist_lt_config (batch 128, K 4096,
 # m 0.99, key BatchNorm groups of 64), paco_recipe (alpha 0.05, T 0.2, beta = gamma = 1), and
 # benchmarks/step.py's resnet50 case (imagenet recipe at batch 32, key BatchNorm groups of 16).
 _FASHION = dict(style="cifar", depth=20, channels=1, image_size=28, batch=128, queue=4096, classes=10,
@@ -264,7 +264,7 @@ class Trainer:
 def make_batch(case, seed=0):
   """Random inputs of the case's shapes: "query", "key" [B, C, S, S], "label" [B]; with crops, "crops"
   [n, B, C, s, s] and "rois" [n*B, 5] (batch index, x1, y1, x2, y2 in query pixels, crop-major), the
-  boxes drawn as dscl_jax/synthetic.py does (square, area fraction in PBSD's crop scale)."""
+  boxes drawn as dscl_jax/input/synthetic.py does (square, area fraction in PBSD's crop scale)."""
   rng = np.random.default_rng(seed)
   b, s, c = case["batch"], case["image_size"], case["channels"]
   normal = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(np.float32))

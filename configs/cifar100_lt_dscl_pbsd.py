@@ -8,8 +8,8 @@ The DSCL paper reports no CIFAR recipe; these settings are ours, chosen from the
 feature map is 8x8 at stride 4). `--config.data.imbalance_factor=50` or `10` gives the other standard splits.
 """
 
-from dscl_jax import augment
-from dscl_jax.config_base import cifar100_lt_config
+from dscl_jax.input import augment
+from dscl_jax.config.schema import cifar100_lt_config
 
 
 def get_config():

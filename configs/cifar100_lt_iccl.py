@@ -5,11 +5,11 @@
 
 Every value is ours (the ICCL paper's text and code were not available to us; never quote a paper
 number for this config): 200 epochs (10 warm-up, cosine), batch 128, lr 0.1 x batch / 256, weight decay
-5e-4, m 0.999, key BatchNorm groups of 64; ICCL as in dscl_jax/config_base.py (Beta(1, 1), per-step EMA
+5e-4, m 0.999, key BatchNorm groups of 64; ICCL as in dscl_jax/config/schema.py (Beta(1, 1), per-step EMA
 centroids with momentum 0.9, temperature 0.1, weights 1 / 1 / 1, class-uniform class-aware sampler).
 """
 
-from dscl_jax.config_base import cifar100_lt_config
+from dscl_jax.config.schema import cifar100_lt_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ Pretrains a CIFAR-style ResNet-8 on 16x16 upsampled crops, trains the class-bala
 prints overall / head / middle / tail accuracy; a few minutes on a 2-core laptop CPU.
 """
 
-from dscl_jax.config_base import base_config
+from dscl_jax.config.schema import base_config
 
 
 def get_config():

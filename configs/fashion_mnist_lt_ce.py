@@ -6,7 +6,7 @@ Stage 1 trains trunk + linear classifier with cross-entropy on instance-uniform 
 same class-balanced linear probe on the frozen trunk as every other method (classifier re-training).
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

@@ -5,7 +5,7 @@
 Needs the Debian package dataset-fashion-mnist (or --config.data.root=<dir with the IDX files>).
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

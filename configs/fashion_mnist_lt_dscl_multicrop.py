@@ -4,7 +4,7 @@ DSCL queries (L = L_DSCL + 1.5 * mean over crops of L_DSCL(crop)) instead of dis
   python -m dscl_jax.main --config configs/fashion_mnist_lt_dscl_multicrop.py --workdir /tmp/fmnist_multicrop
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

@@ -6,7 +6,7 @@
 teacher pools their boxes from the 7x7 last feature map of the first global crop with roi_align.
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

@@ -11,7 +11,7 @@ cross-entropy terms, class-uniform class-aware sampler. Shared with fashion_mnis
 15 epochs, batch 128, lr 0.1 x batch / 256, m 0.99, key BatchNorm groups of 64.
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

@@ -3,7 +3,7 @@
   python -m dscl_jax.main --config configs/fashion_mnist_lt_supcon.py --workdir /tmp/fmnist_supcon
 """
 
-from dscl_jax.config_base import fashion_mnist_lt_config
+from dscl_jax.config.schema import fashion_mnist_lt_config
 
 
 def get_config():

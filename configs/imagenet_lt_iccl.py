@@ -6,11 +6,11 @@
 Every ICCL value is ours (the paper's text and code were not available to us; never quote a paper number
 for this config): the DSCL recipe's stage 1 schedule and stage 2 probe (METHODS.md section 4: batch 256,
 200 epochs, lr 0.1 x batch / 256, m 0.999, key BatchNorm groups of 128; class-balanced linear probe as the
-classifier rebalancing), ICCL as in dscl_jax/config_base.py (Beta(1, 1), per-step EMA centroids with
+classifier rebalancing), ICCL as in dscl_jax/config/schema.py (Beta(1, 1), per-step EMA centroids with
 momentum 0.9, temperature 0.1, weights 1 / 1 / 1, class-uniform class-aware sampler).
 """
 
-from dscl_jax.config_base import imagenet_recipe_config
+from dscl_jax.config.schema import imagenet_recipe_config
 
 
 def get_config():

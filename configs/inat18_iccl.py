@@ -5,11 +5,11 @@
 
 Every ICCL value is ours (the paper's text and code were not available to us; never quote a paper number
 for this config): the schedule and probe of inat18_dscl_pbsd.py without PBSD, ICCL as in
-dscl_jax/config_base.py (Beta(1, 1), per-step EMA centroids with momentum 0.9, temperature 0.1, weights
+dscl_jax/config/schema.py (Beta(1, 1), per-step EMA centroids with momentum 0.9, temperature 0.1, weights
 1 / 1 / 1, class-uniform class-aware sampler). iNaturalist 2018's validation list is the reported split.
 """
 
-from dscl_jax.config_base import imagenet_recipe_config
+from dscl_jax.config.schema import imagenet_recipe_config
 
 
 def get_config():

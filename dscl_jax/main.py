@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dscl_jax import sharding
+from dscl_jax.core import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file from configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -25,15 +25,15 @@ def run(config, workdir) -> None:
   # Imported here so `--help` and flag errors come back without loading JAX models and data code.
   import jax
 
-  from dscl_jax import config_validation
-  from dscl_jax.evaluate import evaluate
-  from dscl_jax.probe import linear_probe
-  from dscl_jax.train import pretrain
-  from dscl_jax.workdir import WorkdirLock
+  from dscl_jax.config import validation
+  from dscl_jax.jobs.evaluate import evaluate
+  from dscl_jax.jobs.linear_probe import linear_probe
+  from dscl_jax.jobs.pretrain import pretrain
+  from dscl_jax.runtime.workdir import WorkdirLock
 
-  config_validation.validate(config, len(jax.devices()), jax.process_count())
+  validation.validate(config, len(jax.devices()), jax.process_count())
   if config.dry_run:
-    from dscl_jax.dry_run import dry_run
+    from dscl_jax.jobs.dry_run import dry_run
     dry_run(config)  # touches neither the data nor the workdir
     return
   with WorkdirLock(workdir):
@@ -65,7 +65,7 @@ def main(argv) -> None:
     # orbax logs every save at INFO; our own progress lines are printed, so keep absl at WARNING.
     logging.set_verbosity(logging.WARNING)
   sharding.maybe_initialize_distributed()
-  from dscl_jax.errors import USER_ERRORS
+  from dscl_jax.runtime.errors import USER_ERRORS
   try:
     run(_CONFIG.value, _WORKDIR.value)
   except USER_ERRORS as error:

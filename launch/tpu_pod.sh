@@ -5,7 +5,7 @@
 #       --config.data.root=/mnt/imagenet
 #
 # Every host runs the same command; `jax.distributed.initialize()` discovers the slice itself (see
-# dscl_jax/sharding.py), each host reads its own rows of every global batch, and orbax writes the
+# dscl_jax/core/sharding.py), each host reads its own rows of every global batch, and orbax writes the
 # checkpoint to the shared --workdir (use a GCS bucket or a filesystem every host mounts).
 set -euo pipefail
 if [ $# -lt 4 ]; then

@@ -11,9 +11,13 @@ import os
 import jax
 import numpy as np
 
-from dscl_jax import optim, sharding, synthetic
-from dscl_jax.config_base import base_config
-from dscl_jax.train import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.core import optim
+
+from dscl_jax.core import sharding
+
+from dscl_jax.input import synthetic
+from dscl_jax.config.schema import base_config
+from dscl_jax.jobs.pretrain import build_models, init_pretrain_state, jit_pretrain_step
 
 # Training images per class of the synthetic data set: long-tailed, so PaCo's prior is not uniform.
 CLASS_COUNTS = np.array([40, 30, 20, 15, 10, 8, 6, 4, 3, 2])

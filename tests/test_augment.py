@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dscl_jax import augment
+from dscl_jax.input import augment
 
 
 def _rng(seed=0):

@@ -7,8 +7,10 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dscl_jax import augment, sharding
-from dscl_jax.bn_reestimation import reestimate_batch_stats
+from dscl_jax.input import augment
+
+from dscl_jax.core import sharding
+from dscl_jax.evaluation.bn_reestimation import reestimate_batch_stats
 from dscl_jax.models.resnet import ResNet
 
 

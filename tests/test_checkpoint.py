@@ -4,8 +4,14 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax import checkpoint, methods, optim, sharding
-from dscl_jax.train import build_models, init_pretrain_state
+from dscl_jax import methods
+
+from dscl_jax.runtime import checkpoint
+
+from dscl_jax.core import optim
+
+from dscl_jax.core import sharding
+from dscl_jax.jobs.pretrain import build_models, init_pretrain_state
 from tests.step_runner import CASES, CLASS_COUNTS, case_config
 
 

@@ -6,8 +6,10 @@ import os
 
 import pytest
 
-from dscl_jax import config_validation, main
-from dscl_jax.config_base import base_config
+from dscl_jax import main
+
+from dscl_jax.config import validation
+from dscl_jax.config.schema import base_config
 from tests.test_configs import CONFIGS, load_config
 
 
@@ -73,8 +75,8 @@ def set_field(config, field, value):
 def test_each_bad_value_is_named(field, value, message):
   config = digits_config()
   set_field(config, field, value)
-  with pytest.raises(config_validation.ConfigError) as error:
-    config_validation.validate(config, num_devices=1)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.validate(config, num_devices=1)
   assert message in str(error.value)
 
 
@@ -82,25 +84,25 @@ def test_pbsd_crop_larger_than_the_image_is_refused():
   config = digits_config()
   config.pbsd.enabled = True
   config.pbsd.crop_size = 16
-  with pytest.raises(config_validation.ConfigError, match="pbsd.crop_size 16 must be smaller than "
+  with pytest.raises(validation.ConfigError, match="pbsd.crop_size 16 must be smaller than "
                                                           "augment.image_size 16"):
-    config_validation.validate(config, num_devices=1)
+    validation.validate(config, num_devices=1)
   config.pbsd.crop_size = 8
-  config_validation.validate(config, num_devices=1)
+  validation.validate(config, num_devices=1)
 
 
 def test_batch_against_devices():
   config = digits_config()
   config.train.batch_size = 60
   config.moco.queue_size = 600
-  with pytest.raises(config_validation.ConfigError, match=r"train.batch_size 60 \(global\) must be a multiple "
+  with pytest.raises(validation.ConfigError, match=r"train.batch_size 60 \(global\) must be a multiple "
                                                           r"of the 8 devices; e.g. 56"):
-    config_validation.validate(config, num_devices=8)
+    validation.validate(config, num_devices=8)
   config.train.batch_size = 64
   config.moco.queue_size = 512
   config.mesh.num_devices = 4
-  with pytest.raises(config_validation.ConfigError, match=r"mesh.num_devices 4 must be -1 in a multi-process job"):
-    config_validation.validate(config, num_devices=8, num_processes=2)
+  with pytest.raises(validation.ConfigError, match=r"mesh.num_devices 4 must be -1 in a multi-process job"):
+    validation.validate(config, num_devices=8, num_processes=2)
 
 
 def test_method_specific_fields():
@@ -108,15 +110,15 @@ def test_method_specific_fields():
   config.method = "iccl"
   config.iccl.temperature = 0.0
   with pytest.raises(ValueError, match="iccl.temperature 0.0 must be > 0"):
-    config_validation.validate(config, num_devices=1)
+    validation.validate(config, num_devices=1)
 
 
 def test_unknown_fields_get_the_closest_names():
   config = digits_config()
   config.train.base_lrr = 0.2
   config.lossy = {"beta": 1.0}
-  with pytest.raises(config_validation.ConfigError) as error:
-    config_validation.validate(config, num_devices=1)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.validate(config, num_devices=1)
   message = str(error.value)
   assert "train.base_lrr (did you mean train.base_lr" in message
   assert "lossy (did you mean loss?)" in message and "lossy.beta" not in message
@@ -125,7 +127,7 @@ def test_unknown_fields_get_the_closest_names():
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p)[:-3] for p in CONFIGS])
 def test_every_shipped_config_validates(path):
   config = load_config(path)
-  config_validation.validate(config, num_devices=1)
+  validation.validate(config, num_devices=1)
 
 
 def test_validation_runs_before_any_data_or_compilation(tmp_path, monkeypatch):
@@ -141,6 +143,6 @@ def test_validation_runs_before_any_data_or_compilation(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, "jit", forbidden)
   config = digits_config()
   config.loss.temperature = 0.0
-  with pytest.raises(config_validation.ConfigError, match="loss.temperature 0.0 must be > 0"):
+  with pytest.raises(validation.ConfigError, match="loss.temperature 0.0 must be > 0"):
     main.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # not even the workdir's lock was written

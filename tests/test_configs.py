@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from data.registry import SHAPES
-from dscl_jax import optim, sharding, synthetic
-from dscl_jax.config_base import load_config_file as load_config
-from dscl_jax.step import make_pretrain_step
-from dscl_jax.train import abstract_pretrain_state, build_models, init_pretrain_state, validate_config
+from dscl_jax.core import optim
+from dscl_jax.core import sharding
+from dscl_jax.input import synthetic
+from dscl_jax.config.schema import load_config_file as load_config
+from dscl_jax.core.step import make_pretrain_step
+from dscl_jax.jobs.pretrain import abstract_pretrain_state, build_models, init_pretrain_state, validate_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))

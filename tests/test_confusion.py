@@ -5,8 +5,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dscl_jax import augment, figures
-from dscl_jax.accuracy import confusion_bins, make_count_step
+from dscl_jax.input import augment
+
+from dscl_jax.evaluation import figures
+from dscl_jax.evaluation.accuracy import confusion_bins, make_count_step
 from dscl_jax.models.resnet import ResNet
 
 

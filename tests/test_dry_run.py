@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from data.registry import BUILDERS, SHAPES, get_dataset
-from dscl_jax import dry_run, sharding, synthetic
-from dscl_jax.config_base import fashion_mnist_lt_config, load_config_file
-from dscl_jax.train import init_pretrain_state
+from dscl_jax.jobs import dry_run
+from dscl_jax.core import sharding
+from dscl_jax.input import synthetic
+from dscl_jax.config.schema import fashion_mnist_lt_config, load_config_file
+from dscl_jax.jobs.pretrain import init_pretrain_state
 
 GIB = 2**30
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,8 +57,8 @@ def test_abstract_compile_memory_matches_the_real_step():
   abstract = dry_run.memory_bytes(compiled)
 
   # The same step compiled on real arrays: an initialised state and a synthetic batch.
-  from dscl_jax import optim
-  from dscl_jax.train import build_models, jit_pretrain_step
+  from dscl_jax.core import optim
+  from dscl_jax.jobs.pretrain import build_models, jit_pretrain_step
   schedule = optim.warmup_cosine_schedule(0.1, 1000, 10)
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, target = build_models(config, 10)
@@ -87,8 +89,8 @@ def test_the_command_reads_no_data(tmp_path):
 SPLIT_CHECK = """
 import json, sys
 import numpy as np
-from dscl_jax import sharding
-from dscl_jax.dry_run import compile_step, memory_bytes, step_flops
+from dscl_jax.core import sharding
+from dscl_jax.jobs.dry_run import compile_step, memory_bytes, step_flops
 sys.path.insert(0, sys.argv[1])
 from tests.test_dry_run import small_config
 out = {}

@@ -15,10 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax import checkpoint, optim, sharding
+from dscl_jax.runtime import checkpoint
+
+from dscl_jax.core import optim
+
+from dscl_jax.core import sharding
 from dscl_jax.models import build_encoder
-from dscl_jax.models.dscl_weights import dscl_arrays_to_variables, save_dscl_checkpoint
-from dscl_jax.train import abstract_pretrain_state, build_models
+from dscl_jax.convert.dscl_checkpoint import dscl_arrays_to_variables, save_dscl_checkpoint
+from dscl_jax.jobs.pretrain import abstract_pretrain_state, build_models
 from tests.test_configs import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data.registry import get_dataset
-from dscl_jax import augment
+from dscl_jax.input import augment
 from dscl_jax.models import build_trunk
 from tests.test_configs import load_config
 

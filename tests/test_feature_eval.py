@@ -1,4 +1,4 @@
-"""kNN and logistic regression on frozen features (dscl_jax/feature_eval.py): the kNN against a
+"""kNN and logistic regression on frozen features (dscl_jax/evaluation/feature_eval.py): the kNN against a
 brute-force reference written with loops, class-balanced voting on a hand-worked case, the logistic
 regression's convergence, and the features against the trunk applied directly to the eval views."""
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from data.registry import get_dataset
-from dscl_jax import augment, sharding
-from dscl_jax.config_base import base_config
-from dscl_jax.feature_eval import extract_features, knn_predict, logistic_regression_predict
+from dscl_jax.input import augment
+from dscl_jax.core import sharding
+from dscl_jax.config.schema import base_config
+from dscl_jax.evaluation.feature_eval import extract_features, knn_predict, logistic_regression_predict
 from dscl_jax.models.resnet import ResNet
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from data import base
-from dscl_jax import augment, input_pipeline, methods
+from dscl_jax import methods
+from dscl_jax.input import augment
+from dscl_jax.input import pipeline
 from dscl_jax.methods.iccl import class_means, ema_centroids
 from tests.step_runner import case_config
 
@@ -28,7 +30,7 @@ def _iccl_batches(steps, power=0.0, **kwargs):
   cfg_pbsd.enabled = False
   kwargs.setdefault("global_batch_size", 32)
   kwargs.setdefault("seed", 5)
-  iterator = input_pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd,
+  iterator = pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd,
                                               views=("query", "key", "class_aware"),
                                               sampler="instance_and_class_aware", class_aware_power=power, **kwargs)
   batches = list(itertools.islice(iterator, steps))
@@ -61,8 +63,8 @@ def test_class_aware_sampler_is_uniform_over_classes():
 
 
 def test_class_aware_sampler_with_a_power_follows_n_to_the_q():
-  index_of = input_pipeline.ClassWeightedIndex(_long_tailed_split().labels, power=0.5)
-  draws = [index_of(input_pipeline.sample_rng(0, p, 2)) for p in range(8000)]
+  index_of = pipeline.ClassWeightedIndex(_long_tailed_split().labels, power=0.5)
+  draws = [index_of(pipeline.sample_rng(0, p, 2)) for p in range(8000)]
   observed = np.bincount(_long_tailed_split().labels[draws], minlength=8)
   weights = np.sqrt(COUNTS) / np.sqrt(COUNTS).sum()
   assert _chi_square(observed, weights) < CHI2_7_DOF
@@ -93,10 +95,10 @@ def test_restart_processes_and_workers_replay_the_same_batches():
 def test_sampler_and_views_must_agree():
   cfg_augment, cfg_pbsd = augment.default_augment_config(8, 1), augment.default_pbsd_config()
   with pytest.raises(ValueError, match="'class_aware' view comes with the 'instance_and_class_aware' sampler"):
-    input_pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query", "class_aware"),
+    pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query", "class_aware"),
                                      global_batch_size=8, seed=0)
   with pytest.raises(ValueError, match="sampler 'tail' must be one of"):
-    input_pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query",),
+    pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query",),
                                      sampler="tail", global_batch_size=8, seed=0)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data import base
-from dscl_jax import augment
-from dscl_jax import input_pipeline
+from dscl_jax.input import augment
+from dscl_jax.input import pipeline
 
 NUM_EXAMPLES = 40
 SIZE = 12
@@ -46,13 +46,13 @@ def _pretrain(steps, pbsd=True, **kwargs):
   cfg_augment, cfg_pbsd = _configs(pbsd)
   kwargs.setdefault("global_batch_size", 16)
   kwargs.setdefault("seed", 3)
-  return _take(input_pipeline.pretrain_iterator(_split(), cfg_augment, cfg_pbsd, **kwargs), steps)
+  return _take(pipeline.pretrain_iterator(_split(), cfg_augment, cfg_pbsd, **kwargs), steps)
 
 
 def test_pretrain_batch_shapes_and_dtypes():
   batch = _pretrain(1)[0]
   assert batch["query"].shape == batch["key"].shape == (16, SIZE, SIZE, 1)
-  assert batch["query"].dtype == batch["key"].dtype == np.uint8  # normalised on the device (dscl_jax.pixels)
+  assert batch["query"].dtype == batch["key"].dtype == np.uint8  # normalised on the device (dscl_jax.input.pixels)
   assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
   assert batch["small_crops"].shape == (16, 3, 6, 6, 1) and batch["small_crops"].dtype == np.uint8
   assert batch["boxes"].shape == (16, 3, 4) and batch["boxes"].dtype == np.float32
@@ -66,8 +66,8 @@ def test_sample_is_a_function_of_seed_and_global_position():
   batches = _pretrain(6)  # 96 positions: 2.4 epochs of 40
   for p in (0, 17, 39, 40, 77, 95):
     step, row = divmod(p, 16)
-    index = input_pipeline.epoch_permutation(3, p // NUM_EXAMPLES, NUM_EXAMPLES)[p % NUM_EXAMPLES]
-    views = augment.pretrain_views(split.source.images[index], input_pipeline.sample_rng(3, p),
+    index = pipeline.epoch_permutation(3, p // NUM_EXAMPLES, NUM_EXAMPLES)[p % NUM_EXAMPLES]
+    views = augment.pretrain_views(split.source.images[index], pipeline.sample_rng(3, p),
                                    cfg_augment, cfg_pbsd)
     for name, value in views.items():
       got = batches[step][name][row]
@@ -78,12 +78,12 @@ def test_sample_is_a_function_of_seed_and_global_position():
 
 
 def test_epochs_are_permutations_and_differ():
-  first = input_pipeline.epoch_permutation(3, 0, NUM_EXAMPLES)
-  second = input_pipeline.epoch_permutation(3, 1, NUM_EXAMPLES)
+  first = pipeline.epoch_permutation(3, 0, NUM_EXAMPLES)
+  second = pipeline.epoch_permutation(3, 1, NUM_EXAMPLES)
   np.testing.assert_array_equal(np.sort(first), np.arange(NUM_EXAMPLES))
   np.testing.assert_array_equal(np.sort(second), np.arange(NUM_EXAMPLES))
   assert not np.array_equal(first, second)
-  assert not np.array_equal(first, input_pipeline.epoch_permutation(4, 0, NUM_EXAMPLES))
+  assert not np.array_equal(first, pipeline.epoch_permutation(4, 0, NUM_EXAMPLES))
   # Labels over one epoch of instance-uniform sampling are the class counts exactly.
   labels = np.concatenate([b["label"] for b in _pretrain(5, pbsd=False, global_batch_size=8)])
   np.testing.assert_array_equal(np.bincount(labels), np.bincount(_split().labels))
@@ -117,14 +117,14 @@ def test_batch_and_process_arguments_are_checked():
   with pytest.raises(ValueError, match="need 1 entries for a 1-channel image"):
     cfg_augment, cfg_pbsd = _configs()
     cfg_augment.mean = cfg_augment.std = (0.5, 0.5, 0.5)
-    input_pipeline.pretrain_iterator(_split(), cfg_augment, cfg_pbsd, global_batch_size=8, seed=0)
+    pipeline.pretrain_iterator(_split(), cfg_augment, cfg_pbsd, global_batch_size=8, seed=0)
 
 
 def test_steps_per_epoch():
-  assert input_pipeline.steps_per_epoch(40, 16) == 2
-  assert input_pipeline.steps_per_epoch(14886, 256) == 58
+  assert pipeline.steps_per_epoch(40, 16) == 2
+  assert pipeline.steps_per_epoch(14886, 256) == 58
   with pytest.raises(ValueError, match="global batch 64 is larger than the 40 examples"):
-    input_pipeline.steps_per_epoch(40, 64)
+    pipeline.steps_per_epoch(40, 64)
 
 
 # ------------------------------------------------------------------------------------------- probe
@@ -139,8 +139,8 @@ def _long_tailed_split(counts=(200, 100, 50, 20, 10, 5, 2, 1)):
 
 def test_class_balanced_sampler_is_uniform_over_classes():
   split = _long_tailed_split()
-  index_of = input_pipeline.ClassWeightedIndex(split.labels)
-  draws = [index_of(input_pipeline.sample_rng(0, p)) for p in range(8000)]
+  index_of = pipeline.ClassWeightedIndex(split.labels)
+  draws = [index_of(pipeline.sample_rng(0, p)) for p in range(8000)]
   observed = np.bincount(split.labels[draws], minlength=8)
   expected = 8000 / 8
   chi_square = ((observed - expected) ** 2 / expected).sum()
@@ -153,18 +153,18 @@ def test_class_balanced_sampler_is_uniform_over_classes():
 def test_probe_iterator_balanced_and_uniform():
   split = _long_tailed_split()
   cfg_augment = augment.default_augment_config(4, 1)
-  balanced = _take(input_pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1), 8)
+  balanced = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1), 8)
   assert balanced[0]["image"].shape == (64, 4, 4, 1) and balanced[0]["label"].dtype == np.int32
   labels = np.concatenate([b["label"] for b in balanced])
   counts = np.bincount(labels, minlength=8)
   chi_square = ((counts - 64) ** 2 / 64).sum()
   assert chi_square < 26.1
   # Instance-uniform: one epoch of 388 images reproduces the long-tailed counts.
-  uniform = _take(input_pipeline.probe_iterator(split, cfg_augment, global_batch_size=97, seed=1,
+  uniform = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=97, seed=1,
                                                 class_balanced=False), 4)
   np.testing.assert_array_equal(np.bincount(np.concatenate([b["label"] for b in uniform])),
                                 [200, 100, 50, 20, 10, 5, 2, 1])
-  restarted = _take(input_pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1,
+  restarted = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1,
                                                   start_step=5), 3)
   _assert_same_batches(restarted, balanced[5:])
 
@@ -175,7 +175,7 @@ def test_probe_iterator_balanced_and_uniform():
 def test_eval_batches_cover_the_split_in_order_with_padding():
   split = _split()
   cfg_augment = augment.default_augment_config(14, 1)
-  batches = list(input_pipeline.eval_batches(split, cfg_augment, batch_size=16))
+  batches = list(pipeline.eval_batches(split, cfg_augment, batch_size=16))
   assert len(batches) == 3
   assert all(b["image"].shape == (16, 14, 14, 1) for b in batches)
   mask = np.concatenate([b["mask"] for b in batches])
@@ -186,7 +186,7 @@ def test_eval_batches_cover_the_split_in_order_with_padding():
   np.testing.assert_array_equal(augment.normalize(images, cfg_augment.mean, cfg_augment.std), expected)
   np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:NUM_EXAMPLES], split.labels)
   assert not batches[-1]["image"][8:].any() and not batches[-1]["label"][8:].any()
-  shards = [list(input_pipeline.eval_batches(split, cfg_augment, batch_size=16, process_index=k,
+  shards = [list(pipeline.eval_batches(split, cfg_augment, batch_size=16, process_index=k,
                                              process_count=2)) for k in range(2)]
   for step, batch in enumerate(batches):
     for name in batch:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dscl_jax import methods
-from dscl_jax.train import build_models
+from dscl_jax.jobs.pretrain import build_models
 from tests import reference_losses as ref
 from tests.step_runner import CLASS_COUNTS, case_config, random_batches, setup
 from tests.test_roi_align import reference_roi_align

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dscl_jax import sharding
+from dscl_jax.core import sharding
 from tests.step_runner import case_config, random_batches, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

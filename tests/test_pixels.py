@@ -1,4 +1,4 @@
-"""Pixels cross to the device as uint8 and are normalised there (dscl_jax/pixels.py): bitwise the host's
+"""Pixels cross to the device as uint8 and are normalised there (dscl_jax/input/pixels.py): bitwise the host's
 `augment.normalize`, within float rounding of the textbook (x / 255 - mean) / std, and a pretrain step on
 uint8 pixels is the step on the host-normalised floats."""
 
@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax import augment, pixels
+from dscl_jax.input import augment
+
+from dscl_jax.input import pixels
 from tests.step_runner import setup, small_config
 
 FASHION = ((0.2860,), (0.3530,))

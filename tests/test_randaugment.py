@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dscl_jax import randaugment
+from dscl_jax.input import randaugment
 
 _SYSTEM_PYTHON = "/usr/bin/python3"
 

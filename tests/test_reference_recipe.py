@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from dscl_jax import augment
-from dscl_jax.config_base import base_config, fashion_mnist_lt_config, imagenet_recipe_config
+from dscl_jax.input import augment
+from dscl_jax.config.schema import base_config, fashion_mnist_lt_config, imagenet_recipe_config
 from dscl_jax.models import build_encoder
 
 

@@ -15,9 +15,13 @@ import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
-from dscl_jax import checkpoint, files, workdir
-from dscl_jax.config_base import base_config
-from dscl_jax.progress import Progress
+from dscl_jax.runtime import checkpoint
+
+from dscl_jax.runtime import files
+
+from dscl_jax.runtime import workdir
+from dscl_jax.config.schema import base_config
+from dscl_jax.runtime.metrics import Progress
 
 
 class FakeS3(MemoryFileSystem):

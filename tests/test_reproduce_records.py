@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from dscl_jax import checkpoint
+from dscl_jax.runtime import checkpoint
 from tests import benchmark_modules
 
 rr = benchmark_modules.load("reproduce_records")

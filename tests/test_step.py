@@ -6,9 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from dscl_jax import optim, sharding
-from dscl_jax.step import enqueue, make_pretrain_step
-from dscl_jax.train import build_models, init_pretrain_state
+from dscl_jax.core import optim
+
+from dscl_jax.core import sharding
+from dscl_jax.core.step import enqueue, make_pretrain_step
+from dscl_jax.jobs.pretrain import build_models, init_pretrain_state
 from tests.step_runner import random_batches, small_config
 
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from dscl_jax import tensorboard
+from dscl_jax.runtime import tensorboard
 
 
 def test_crc32c_known_vectors():

@@ -1,4 +1,4 @@
-"""Tests for dscl_jax.models.torchvision_weights and tools/convert_torchvision_resnet.py.
+"""Tests for dscl_jax.convert.torchvision_resnet and tools/convert_torchvision_resnet.py.
 
 Two references: `torchvision_state_shapes`, torchvision's bottleneck ResNet state_dict written out here
 from the architecture (name map, placement and error tests, no torch needed), and torchvision itself,
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from dscl_jax.models import Encoder, ResNet
-from dscl_jax.models.torchvision_weights import load_torchvision_resnet, replace_trunk
-from dscl_jax.models.torchvision_weights import torchvision_arrays_to_variables
+from dscl_jax.convert.torchvision_resnet import load_torchvision_resnet, replace_trunk
+from dscl_jax.convert.torchvision_resnet import torchvision_arrays_to_variables
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONVERTER = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "convert_torchvision_resnet.py")
@@ -237,9 +237,10 @@ def test_matches_torchvision(name, torchvision_case, our_outputs):
 
 def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays, tmp_path):
   """`--config.model.init_from=<npz>`: online and target trunks are the converted weights, heads random."""
-  from dscl_jax import optim, sharding
-  from dscl_jax.config_base import imagenet_recipe_config
-  from dscl_jax.train import build_models, init_pretrain_state
+  from dscl_jax.core import optim
+  from dscl_jax.core import sharding
+  from dscl_jax.config.schema import imagenet_recipe_config
+  from dscl_jax.jobs.pretrain import build_models, init_pretrain_state
 
   path = tmp_path / "weights.npz"
   np.savez(path, **synthetic_arrays)
@@ -262,9 +263,10 @@ def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays,
 
 def test_restore_template_does_not_read_init_from(synthetic_arrays, tmp_path):
   """Probe / eval restore a checkpoint into shapes alone: the init_from file need not exist any more."""
-  from dscl_jax import optim, sharding
-  from dscl_jax.config_base import imagenet_recipe_config
-  from dscl_jax.train import abstract_pretrain_state, build_models, init_pretrain_state
+  from dscl_jax.core import optim
+  from dscl_jax.core import sharding
+  from dscl_jax.config.schema import imagenet_recipe_config
+  from dscl_jax.jobs.pretrain import abstract_pretrain_state, build_models, init_pretrain_state
 
   config = imagenet_recipe_config("imagenet_lt", depth=50)
   config.moco.queue_size = 256

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dscl_jax import workdir
-from dscl_jax.config_base import base_config
+from dscl_jax.runtime import workdir
+from dscl_jax.config.schema import base_config
 
 
 def config():

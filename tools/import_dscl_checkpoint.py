@@ -23,7 +23,7 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from dscl_jax.models.dscl_weights import save_dscl_checkpoint
+from dscl_jax.convert.dscl_checkpoint import save_dscl_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The dscl_jax config the weights are for.",
                                           lock_config=True)

@@ -1,6 +1,6 @@
 """What a method is to the shared step: its requirements, its own state, and its loss terms.
 
-A method never runs the momentum target, the optimiser or the queue update itself: `dscl_jax/step.py`
+A method never runs the momentum target, the optimiser or the queue update itself: `dscl_jax/core/step.py`
 does that for every method, according to the method's `Requirements`. The method receives the online
 encoder as an `OnlineForward` (so it can run whichever views it asked for, with gradient) and the
 step's shared arrays as `StepInputs`, and returns a `LossOutput`.

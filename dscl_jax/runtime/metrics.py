@@ -1,0 +1,93 @@
+"""Progress output and metric files: one line per log interval with throughput and ETA, the same record
+appended to `metrics.jsonl`, and TensorBoard scalars (event files beside it, written without TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import jax
+import numpy as np
+from etils import epath
+
+from dscl_jax.runtime.files import AppendFile
+from dscl_jax.runtime.tensorboard import EventWriter
+
+
+class Progress:
+  """Prints `job step/total (epoch) metrics, img/s, ETA`, appends the same record to `<dir>/metrics.jsonl`
+  and writes its numbers as TensorBoard scalars into `<dir>` (process 0 only)."""
+
+  def __init__(self, job: str, directory, total_steps: int, steps_per_epoch: int, batch_size: int,
+               start_step: int):
+    self.job, self.total, self.steps_per_epoch, self.batch_size = job, total_steps, steps_per_epoch, batch_size
+    self.path = epath.Path(directory) / "metrics.jsonl"
+    self.last_step, self.last_time = start_step, None
+    self.start_time = time.time()
+    self._jsonl = self._events = None
+    if jax.process_index() == 0:
+      self._jsonl = AppendFile(self.path)
+      self._events = EventWriter(directory)
+
+  def start_timing(self, step: int) -> None:
+    """Call after the first (compiling) step so throughput excludes compile time."""
+    self.last_step, self.last_time = step, time.time()
+
+  def log(self, step: int, metrics: dict) -> dict:
+    values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+    now = time.time()
+    record = {"step": step, "epoch": round(step / self.steps_per_epoch, 3), **values}
+    line = f"[{self.job}] step {step}/{self.total} (epoch {step / self.steps_per_epoch:.2f})"
+    line += "".join(f" {k} {v:.4g}" for k, v in values.items())
+    if self.last_time is not None and step > self.last_step:
+      rate = (step - self.last_step) / (now - self.last_time)
+      record["images_per_second"] = rate * self.batch_size
+      line += f" | {rate * self.batch_size:.0f} img/s, ETA {format_seconds((self.total - step) / rate)}"
+      self.last_step, self.last_time = step, now
+    print(line, flush=True)
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._events.scalars(step, {k: v for k, v in record.items() if k != "step"})
+    return record
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._events.close()
+
+  def elapsed(self) -> float:
+    return time.time() - self.start_time
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class StopRequest:
+  """Turns the first SIGTERM / SIGINT into a request to checkpoint and stop at the next step boundary.
+
+  A second signal falls back to the default behaviour (immediate exit).
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      raise KeyboardInterrupt
+    self.requested = True
+    print(f"received signal {signum}: saving a checkpoint at the end of this step, then stopping", flush=True)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
