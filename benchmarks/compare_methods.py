@@ -2,7 +2,7 @@
 several sittings.
 
   python benchmarks/compare_methods.py                       # run what is not recorded yet, then render
-  python benchmarks/compare_methods.py --render-only         # table, figures and README from the records
+  python benchmarks/compare_methods.py --render-only         # table, figures and docs/results.md from the records
   python benchmarks/compare_methods.py --methods dscl,ce --seeds 0 --max-runs 1
 
 Each run is `python -m dscl_jax.main` on the method's config with `--config.seed=<seed>`, one process per
@@ -18,7 +18,7 @@ script refuses to start if they do not (`check_fair`). The long-tailed subset is
 (`data.seed` stays 0): the seed moves the initialisation, the data order and the augmentations.
 
 Rendering writes `compare_fashion_mnist_lt.md` (mean +- sample standard deviation over seeds), two PNG
-figures beside it, and the same table into the README between the `compare_fashion_mnist_lt` markers.
+figures beside it, and the same table into docs/results.md between the `compare_fashion_mnist_lt` markers.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ RECORDS = RESULTS / "compare_fashion_mnist_lt.json"
 TABLE = RESULTS / "compare_fashion_mnist_lt.md"
 GROUPS_FIGURE = RESULTS / "compare_fashion_mnist_lt_groups.png"
 PER_CLASS_FIGURE = RESULTS / "compare_fashion_mnist_lt_per_class.png"
-README = REPO / "README.md"
+# The document that shows every measured result; the scripts rewrite only what lies between their markers.
+RESULTS_DOC = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- compare_fashion_mnist_lt: begin -->", "<!-- compare_fashion_mnist_lt: end -->"
 COMMAND = "python benchmarks/compare_methods.py"
 
@@ -508,24 +509,42 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
   save_png(figure, per_class_path, dpi=110)
 
 
-def update_readme(text: str, readme: Path = README, begin: str = BEGIN, end: str = END) -> bool:
-  """Replaces what lies between the `begin` and `end` markers of the README by `text`; False if the
-  markers are missing."""
-  content = readme.read_text()
+def update_block(text: str, document: Path = RESULTS_DOC, begin: str = BEGIN, end: str = END) -> bool:
+  """Replaces what lies between the `begin` and `end` markers of `document` (docs/results.md) by `text`;
+  False, and nothing written, if the document or a marker is missing."""
+  if not document.exists():
+    return False
+  content = document.read_text()
   if begin not in content or end not in content:
     return False
   head, rest = content.split(begin, 1)
   _, tail = rest.split(end, 1)
-  readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
+  document.write_text(f"{head}{begin}\n{text}{end}{tail}")
   return True
 
 
+def link(path: Path, document: Path = RESULTS_DOC) -> str:
+  """`path` relative to the folder of `document`, as a Markdown link in it needs it."""
+  return Path(os.path.relpath(path, document.parent)).as_posix()
+
+
+def results_block(records: list[dict], document: Path = RESULTS_DOC) -> str:
+  """What goes between the markers of `document`: where it comes from, the table and the two figures."""
+  source = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`"
+  if not records:
+    return f"{source}: no runs recorded yet.\n"
+  figure_links = (f"![accuracy per group]({link(GROUPS_FIGURE, document)})\n\n"
+                  f"![per-class accuracy]({link(PER_CLASS_FIGURE, document)})\n")
+  return f"{source}.\n\n{markdown(records)}\n{figure_links}"
+
+
 def render(records: list[dict]) -> None:
+  where = RESULTS_DOC.relative_to(REPO)
   if not records:
     # Say so where the table was rather than leave a table of records that are gone.
-    text = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`: no runs recorded yet.\n"
+    text = results_block(records)
     TABLE.write_text(text)
-    update_readme(text)
+    update_block(text)
     for figure in (GROUPS_FIGURE, PER_CLASS_FIGURE):
       figure.unlink(missing_ok=True)
     print("[compare] no records yet: the table says so; no figures", flush=True)
@@ -533,14 +552,11 @@ def render(records: list[dict]) -> None:
   text = markdown(records)
   TABLE.write_text(text)
   figures(records)
-  figure_links = (f"![accuracy per group]({GROUPS_FIGURE.relative_to(REPO)})\n\n"
-                  f"![per-class accuracy]({PER_CLASS_FIGURE.relative_to(REPO)})\n")
-  readme_text = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{text}\n{figure_links}"
-  updated = update_readme(readme_text)
+  updated = update_block(results_block(records))
   print(text, flush=True)
   print(f"[compare] wrote {TABLE.relative_to(REPO)}, {GROUPS_FIGURE.relative_to(REPO)}, "
-        f"{PER_CLASS_FIGURE.relative_to(REPO)}" + (" and the README table" if updated else
-                                                   f" (README has no {BEGIN} marker)"), flush=True)
+        f"{PER_CLASS_FIGURE.relative_to(REPO)}" + (f" and the table in {where}" if updated else
+                                                   f" ({where} has no {BEGIN} marker)"), flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- main

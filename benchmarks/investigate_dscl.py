@@ -2,7 +2,7 @@
 validation split held out from the training images. The test split is never looked at.
 
   python benchmarks/investigate_dscl.py                      # run what is not recorded yet, then render
-  python benchmarks/investigate_dscl.py --render-only        # table and README from the records
+  python benchmarks/investigate_dscl.py --render-only        # table and docs/results.md from the records
   python benchmarks/investigate_dscl.py --variants dscl,ce --max-runs 1
 
 Each variant is one method's comparison config (benchmarks/compare_methods.py) at seed 0 with a few
@@ -138,17 +138,22 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def results_block(records: list[dict]) -> str:
+  """What goes between the `investigate_dscl` markers of docs/results.md."""
+  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{markdown(records)}"
+
+
 def render(records: list[dict]) -> None:
   if not records:
     print("[investigate] no records yet: nothing to render", flush=True)
     return
   text = markdown(records)
   TABLE.write_text(text)
-  updated = cm.update_readme(f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{text}",
-                             begin=BEGIN, end=END)
+  updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
+  where = cm.RESULTS_DOC.relative_to(REPO)
   print(text, flush=True)
-  print(f"[investigate] wrote {TABLE.relative_to(REPO)}" + (" and the README table" if updated else
-                                                           f" (README has no {BEGIN} marker)"), flush=True)
+  print(f"[investigate] wrote {TABLE.relative_to(REPO)}" + (f" and the table in {where}" if updated else
+                                                           f" ({where} has no {BEGIN} marker)"), flush=True)
 
 
 def parse_args(argv=None):

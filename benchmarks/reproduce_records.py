@@ -158,15 +158,22 @@ def training_code_commit() -> str:
                         capture_output=True, text=True, check=True).stdout.strip()
 
 
-def render(checks: list[dict]) -> None:
+def results_block(checks: list[dict]) -> str:
+  """What goes between the `reproduce_records` markers of docs/results.md: the coverage line (which
+  depends on the commit checked out) and the table of checks."""
   commit, _ = cm.git_commit()
   current = same_code_as(commit)
   made, checked, unchecked = coverage(cm.read_records(), checks, current)
   text = coverage_line(made, checked, unchecked, training_code_commit()) + "\n\n" + summary(checks)
-  updated = cm.update_readme(f"Made by `python benchmarks/reproduce_records.py` from "
-                             f"`{RESULTS.relative_to(REPO)}`.\n\n{text}", begin=BEGIN, end=END)
-  print(text + ("[reproduce] wrote the README table" if updated else f"[reproduce] README has no {BEGIN} marker"),
-        flush=True)
+  return f"Made by `python benchmarks/reproduce_records.py` from `{RESULTS.relative_to(REPO)}`.\n\n{text}"
+
+
+def render(checks: list[dict]) -> None:
+  block = results_block(checks)
+  updated = cm.update_block(block, begin=BEGIN, end=END)
+  where = cm.RESULTS_DOC.relative_to(REPO)
+  print(block.split("\n\n", 1)[1] + (f"[reproduce] wrote the table in {where}" if updated
+                                      else f"[reproduce] {where} has no {BEGIN} marker"), flush=True)
 
 
 def main(argv=None) -> None:
@@ -177,7 +184,7 @@ def main(argv=None) -> None:
   parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt")
   parser.add_argument("--scratch-root", type=Path, default=REPO / "workdirs" / "reproduce_records")
   parser.add_argument("--all", action="store_true", help="also records made at this very commit")
-  parser.add_argument("--render-only", action="store_true", help="check nothing; put the table in the README")
+  parser.add_argument("--render-only", action="store_true", help="check nothing; put the table in docs/results.md")
   args = parser.parse_args(argv)
   if args.render_only:
     return render(read_results())

@@ -47,10 +47,12 @@ from dscl_jax.input import pixels
 from dscl_jax.core import sharding
 
 from dscl_jax.input import synthetic
-from dscl_jax.config.schema import fashion_mnist_lt_config, imagenet_recipe_config, load_config_file
+from dscl_jax.config.schema import load_config_file
+from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
 from dscl_jax.methods import OnlineForward
 from dscl_jax.methods.queue_contrastive import batch_major
-from dscl_jax.jobs.pretrain import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.methods import get_method
 
 
 def resnet50_config(pbsd: bool):
@@ -139,16 +141,16 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, prof
   mesh = sharding.make_mesh(-1)
   schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
   tx = optim.sgd(schedule, 0.9, 5e-4)
-  online, target = build_models(config, num_classes)
+  online, target = build_models(config, get_method(config), num_classes)
   counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior for the methods that use one
-  state = init_pretrain_state(config, online, tx, num_classes, channels, mesh, counts)
+  state = init_pretrain_state(config, get_method(config), online, tx, num_classes, channels, mesh, counts)
   if bare:
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     step = jax.jit(make_bare_step(online, target, tx, config.augment), in_shardings=(rep, data),
                    out_shardings=(rep, rep), donate_argnums=0)
   else:
-    step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
-  batch = synthetic.pretrain_batch(config, channels, num_classes, np.random.default_rng(0), pixels=True)
+    step = jit_pretrain_step(config, get_method(config), online, target, tx, schedule, mesh)
+  batch = synthetic.pretrain_batch(config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0), pixels=True)
   batch = sharding.to_global(batch, mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()

@@ -9,7 +9,7 @@ feature map is 8x8 at stride 4). `--config.data.imbalance_factor=50` or `10` giv
 """
 
 from dscl_jax.input import augment
-from dscl_jax.config.schema import cifar100_lt_config
+from configs.common import cifar100_lt_config
 
 
 def get_config():

@@ -9,7 +9,7 @@ number for this config): 200 epochs (10 warm-up, cosine), batch 128, lr 0.1 x ba
 centroids with momentum 0.9, temperature 0.1, weights 1 / 1 / 1, class-uniform class-aware sampler).
 """
 
-from dscl_jax.config.schema import cifar100_lt_config
+from configs.common import cifar100_lt_config
 
 
 def get_config():

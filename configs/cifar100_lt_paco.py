@@ -10,7 +10,7 @@ crop(32, pad 4) + flip + AutoAugment's CIFAR policy + Cutout(16), which we do no
 view is RandomResizedCrop (0.2, 1) + flip + jitter + RandAugment(2, 10) instead.
 """
 
-from dscl_jax.config.schema import cifar100_lt_config, paco_recipe
+from configs.common import cifar100_lt_config, paco_recipe
 
 
 def get_config():

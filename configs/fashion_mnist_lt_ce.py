@@ -6,8 +6,12 @@ Stage 1 trains trunk + linear classifier with cross-entropy on instance-uniform 
 same class-balanced linear probe on the frozen trunk as every other method (classifier re-training).
 """
 
-from dscl_jax.config.schema import fashion_mnist_lt_config
+from configs.common import fashion_mnist_lt_config
 
 
 def get_config():
-  return fashion_mnist_lt_config("ce")
+  c = fashion_mnist_lt_config("ce")
+  # Cross-entropy on the query view: the same trunk, schedule and probe as every Fashion-MNIST-LT method.
+  c.train.base_lr = 0.1
+  c.train.weight_decay = 5e-4
+  return c

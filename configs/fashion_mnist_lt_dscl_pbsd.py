@@ -6,10 +6,16 @@
 teacher pools their boxes from the 7x7 last feature map of the first global crop with roi_align.
 """
 
-from dscl_jax.config.schema import fashion_mnist_lt_config
+from configs.common import fashion_mnist_lt_config
 
 
 def get_config():
   c = fashion_mnist_lt_config("dscl")
+  c.loss.beta = 8.0
+  c.loss.temperature = 0.07
+  # PBSD: 5 crops of 12 px (64 / 224 of the view, as the ImageNet recipe), weight 1.5.
   c.pbsd.enabled = True
+  c.pbsd.num_crops = 5
+  c.pbsd.crop_size = 12
+  c.pbsd.weight = 1.5
   return c

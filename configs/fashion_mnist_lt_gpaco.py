@@ -9,7 +9,7 @@ are no-ops or mild on grayscale images). Scaled like fashion_mnist_lt_dscl.py (o
 warm-up, K 4096. `eval` reports the class centres and the class-balanced linear probe.
 """
 
-from dscl_jax.config.schema import fashion_mnist_lt_config, paco_recipe
+from configs.common import fashion_mnist_lt_config, paco_recipe
 
 
 def get_config():

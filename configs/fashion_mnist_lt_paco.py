@@ -9,7 +9,7 @@ fashion_mnist_lt_dscl.py (ours): 15 epochs with 1 warm-up, K 4096, m 0.99, key B
 D 128. `eval` reports the class centres (PaCo's prediction, no prior) and the class-balanced linear probe.
 """
 
-from dscl_jax.config.schema import fashion_mnist_lt_config, paco_recipe
+from configs.common import fashion_mnist_lt_config, paco_recipe
 
 
 def get_config():

@@ -7,7 +7,7 @@ Needs ImageNet_LT_{train,val,test}.txt in split_dir and the ImageNet images unde
 pod or 8 GPUs, set --config.model.dtype=bfloat16. Everything else follows METHODS.md section 4.
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config
+from configs.common import imagenet_recipe_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ batch 128, weight decay 5e-4, K 8192, 400 epochs (10 warm-up, cosine); no moment
 RandAugment(2, 10) after crop / flip / jitter, key the same plus grayscale and blur (`randclsstack`).
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config, paco_recipe
+from configs.common import imagenet_recipe_config, paco_recipe
 
 
 def get_config():

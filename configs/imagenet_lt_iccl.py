@@ -10,7 +10,7 @@ classifier rebalancing), ICCL as in dscl_jax/config/schema.py (Beta(1, 1), per-s
 momentum 0.9, temperature 0.1, weights 1 / 1 / 1, class-uniform class-aware sampler).
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config
+from configs.common import imagenet_recipe_config
 
 
 def get_config():

@@ -9,7 +9,7 @@ after crop / flip / jitter, SimCLR key. `eval` reports the class centres (PaCo's
 class-balanced linear probe. Key BatchNorm groups of 32: the per-GPU batch of the public 4-GPU runs.
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config, paco_recipe
+from configs.common import imagenet_recipe_config, paco_recipe
 
 
 def get_config():

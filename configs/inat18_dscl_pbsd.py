@@ -8,7 +8,7 @@ iNaturalist 2018 has no public labelled test set: its validation list is the rep
 is selected on it during training (the probe keeps its last epoch).
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config
+from configs.common import imagenet_recipe_config
 
 
 def get_config():

@@ -9,7 +9,7 @@ dscl_jax/config/schema.py (Beta(1, 1), per-step EMA centroids with momentum 0.9,
 1 / 1 / 1, class-uniform class-aware sampler). iNaturalist 2018's validation list is the reported split.
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config
+from configs.common import imagenet_recipe_config
 
 
 def get_config():

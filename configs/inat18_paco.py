@@ -9,7 +9,7 @@ batch 128, weight decay 1e-4, K 8192, 400 epochs; the ImageNet-LT views; iNatura
 list is the reported split: nothing is selected on it.
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config, paco_recipe
+from configs.common import imagenet_recipe_config, paco_recipe
 
 
 def get_config():

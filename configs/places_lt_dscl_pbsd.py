@@ -11,7 +11,7 @@ lr 0.02 at batch 256) follows PaCo's Places-LT recipe; check it against the DSCL
 numbers.
 """
 
-from dscl_jax.config.schema import imagenet_recipe_config
+from configs.common import imagenet_recipe_config
 
 
 def get_config():

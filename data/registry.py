@@ -59,7 +59,6 @@ SHAPES: dict[str, tuple[int, int]] = {
     "inat18_tfds": (split_list.INAT18_CLASSES, 3),
 }
 
-_summarised: set[tuple[Any, ...]] = set()
 
 
 def summary(dataset: base.LongTailedDataset) -> str:
@@ -84,11 +83,5 @@ def get_dataset(data_config: Any) -> base.LongTailedDataset:
   if val_per_class and name not in HELD_OUT_VAL:
     raise ValueError(f"data.val_per_class {val_per_class}: only {', '.join(HELD_OUT_VAL)} can hold out a "
                      f"validation split; {name} has its own or none (set data.val_per_class=0)")
-  dataset = BUILDERS[name](data_config)
-  key = (name, data_config.get("imbalance_factor"), data_config.get("seed"), data_config.get("root"),
-         val_per_class)
-  if key not in _summarised:
-    _summarised.add(key)
-    print(summary(dataset), flush=True)
-  return dataset
+  return BUILDERS[name](data_config)
 

@@ -26,6 +26,7 @@ def run(config, workdir) -> None:
   import jax
 
   from dscl_jax.config import validation
+  from dscl_jax.core import build
   from dscl_jax.jobs.evaluate import evaluate
   from dscl_jax.jobs.linear_probe import linear_probe
   from dscl_jax.jobs.pretrain import pretrain
@@ -37,23 +38,49 @@ def run(config, workdir) -> None:
     dry_run(config)  # touches neither the data nor the workdir
     return
   with WorkdirLock(workdir):
+    setup = build.setup_job(config)  # the mesh, the method and the dataset, shared by the jobs below
     if config.mode in ("pretrain", "all"):
-      pretrain(config, workdir)
+      pretrain(config, workdir, setup)
     if config.mode in ("linear_probe", "all"):
-      linear_probe(config, workdir)
+      linear_probe(config, workdir, setup)
     if config.mode in ("eval", "all"):
-      evaluate(config, workdir)
+      evaluate(config, workdir, setup)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """The errors a user fixes by changing a config, a flag or a file: printed in one line, no traceback."""
+  from dscl_jax.config.validation import ConfigError
+  from dscl_jax.core.loop import Diverged
+  from dscl_jax.runtime.checkpoint import DamagedCheckpoint, ShapeMismatch
+  from dscl_jax.runtime.workdir import ConfigChanged, WorkdirLocked
+
+  return (ConfigError, ConfigChanged, WorkdirLocked, Diverged, DamagedCheckpoint, ShapeMismatch, FileNotFoundError)
+
+
+def unknown_override(argv) -> str | None:
+  """The first `--config.<field>` of `argv` whose field the config schema does not have, described in one
+  line with the closest known names; None if every overridden field exists."""
+  from dscl_jax.config import schema
+
+  known = schema.known_fields()
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    field = arg[len("--config."):].split("=", 1)[0]
+    if field not in known:
+      close = schema.closest_fields(field)
+      hint = f"; did you mean {' or '.join(close)}?" if close else ""
+      return f"{arg}: the config has no field {field!r}{hint}"
+  return None
 
 
 def parse_flags(argv):
-  """absl's parser, with an unknown `--config.<field>` reported in one line (ml_collections raises a
-  KeyError / AttributeError with a "did you mean" hint buried in a long traceback)."""
+  """absl's parser, with an unknown `--config.<field>` reported in one line of our own (ml_collections
+  raises a KeyError / AttributeError deep inside its override code)."""
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:
-    hint = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-    sys.exit(f"error: unknown config field in {' '.join(a for a in argv[1:] if a.startswith('--config.'))}: "
-             f"{hint}")
+    sys.exit(f"error: {unknown_override(argv) or error}")
   except flags.Error as error:
     sys.exit(f"error: {error}\nPass --help for the flags.")
 
@@ -65,10 +92,9 @@ def main(argv) -> None:
     # orbax logs every save at INFO; our own progress lines are printed, so keep absl at WARNING.
     logging.set_verbosity(logging.WARNING)
   sharding.maybe_initialize_distributed()
-  from dscl_jax.runtime.errors import USER_ERRORS
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except USER_ERRORS as error:
+  except user_errors() as error:
     # A bad value, a changed config, a locked workdir, a diverged run, a damaged checkpoint: the message
     # says what to change, a traceback would only bury it.
     sys.exit(f"error: {error}")

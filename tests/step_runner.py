@@ -17,7 +17,8 @@ from dscl_jax.core import sharding
 
 from dscl_jax.input import synthetic
 from dscl_jax.config.schema import base_config
-from dscl_jax.jobs.pretrain import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.methods import get_method
 
 # Training images per class of the synthetic data set: long-tailed, so PaCo's prior is not uniform.
 CLASS_COUNTS = np.array([40, 30, 20, 15, 10, 8, 6, 4, 3, 2])
@@ -53,7 +54,7 @@ def case_config(case):
 def random_batches(config, num_steps, num_classes=10, seed=0):
   rng = np.random.default_rng(seed)
   for _ in range(num_steps):
-    yield synthetic.pretrain_batch(config, 1, num_classes, rng)
+    yield synthetic.pretrain_batch(config, get_method(config).requirements.views, 1, num_classes, rng)
 
 
 def setup(config, num_classes=10, mesh=None, base_lr=0.01):
@@ -67,9 +68,9 @@ def setup(config, num_classes=10, mesh=None, base_lr=0.01):
   mesh = mesh or sharding.make_mesh(-1)
   schedule = optim.warmup_cosine_schedule(base_lr, 100, 2)
   tx = optim.sgd(schedule, 0.9, 5e-4)
-  online, target = build_models(config, num_classes)
-  state = init_pretrain_state(config, online, tx, num_classes, 1, mesh, CLASS_COUNTS[:num_classes])
-  step = jit_pretrain_step(config, online, target, tx, schedule, mesh)
+  online, target = build_models(config, get_method(config), num_classes)
+  state = init_pretrain_state(config, get_method(config), online, tx, num_classes, 1, mesh, CLASS_COUNTS[:num_classes])
+  step = jit_pretrain_step(config, get_method(config), online, target, tx, schedule, mesh)
   return state, step, mesh
 
 

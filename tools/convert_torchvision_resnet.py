@@ -10,23 +10,35 @@ Run with a Python that has torch and torchvision (never the dscl_jax venv, which
       --output resnet50_random.npz
 
 The .npz keeps torchvision's names and layouts (conv weights [O, I, kH, kW]; BatchNorm weight, bias,
-running_mean, running_var; fc); `dscl_jax.models.torchvision_weights.load_torchvision_resnet` maps them
+running_mean, running_var; fc); `dscl_jax.convert.torchvision_resnet.load_torchvision_resnet` maps them
 onto our ResNet. `--reference-input x.npy` ([B, 3, H, W] float32) also runs the torchvision model in
-eval mode and saves its stage outputs (layer1..layer4, NCHW; layer4 is [B, 2048, H/32, W/32]) and avgpool
-feature [B, 2048] next to the output, so a conversion can be checked against our ResNet on the same input.
+eval mode and saves its stage outputs (layer1..layer4, NCHW; layer4 is [B, F, H/32, W/32], F = 512 for
+resnet18/34 and 2048 otherwise) and avgpool feature [B, F] next to the output, so a conversion can be
+checked against our ResNet on the same input.
 
 This script never downloads weights: it only reads the file given or builds an untrained model.
+
+A checkpoint is read without running code from it: only what torch's weights-only loader allows (tensors,
+dicts and OrderedDicts, lists, tuples, numbers, strings, None) is rebuilt, so a file from an untrusted
+mirror that would import or call anything else is refused with one line naming it. `--trust-pickle`
+loads such a file anyway with the full unpickler, which runs whatever code it holds: only for files you
+trust (e.g. one you saved yourself with a whole model or a custom class inside).
 """
 
 import argparse
+import collections
+import io
 import os
+import pickle
 import sys
+import types
 
 import numpy as np
 import torch
+import torch._weights_only_unpickler
 import torchvision
 
-ARCHS = ("resnet50", "resnet101", "resnet152")
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def build_torchvision_resnet(arch):
@@ -61,9 +73,86 @@ def randomize_batchnorm(model, generator):
       bn.running_var.mul_(0.7 + 0.6 * torch.rand(n, generator=generator))
 
 
-def read_state_dict(path, strip_prefix):
+class UntrustedPickleError(pickle.UnpicklingError):
+  """The checkpoint's pickle reaches for something beyond tensors and plain containers."""
+
+
+class _TensorsOnlyUnpickler(pickle._Unpickler):
+  """Python's own unpickler, held to the rules of torch's weights-only one.
+
+  torch 1.13's `weights_only=True` loader walks the pickle opcodes itself and has no BINFLOAT, so it
+  refuses every Python float (pytorch/pytorch#94670, fixed in torch 2.0): the official DSCL checkpoint
+  fails on its optimizer's lr and momentum. Here every standard opcode is understood, and the two ways
+  a pickle can reach code are held to torch's own rules: a global, the only way to get a callable for
+  REDUCE or NEWOBJ to call, must be on torch's weights-only allowlist (tensor rebuild functions,
+  storages, dtypes, torch.Size, Parameter, OrderedDict), and BUILD, which sets attributes, only fills
+  tensors, parameters and OrderedDicts (a state_dict's `_metadata`), so a file cannot patch an allowed
+  class or function. Persistent ids go to torch's loader, which only reads storages from the archive.
+  The pure-Python unpickler is used because only it lets an opcode be replaced; tensor data, the bulk
+  of a checkpoint, is read by torch outside the pickle.
+  """
+
+  _BUILDABLE = (torch.Tensor, torch.nn.Parameter, collections.OrderedDict)
+
+  def find_class(self, module, name):
+    allowed = torch._weights_only_unpickler._get_allowed_globals()
+    qualified = f"{module}.{name}"
+    if qualified not in allowed:
+      raise UntrustedPickleError(f"its pickle imports {qualified}")
+    return allowed[qualified]
+
+  def load_build(self):
+    if type(self.stack[-2]) not in self._BUILDABLE:
+      raise UntrustedPickleError(f"its pickle sets the state of a {type(self.stack[-2]).__name__}")
+    super().load_build()
+
+  dispatch = dict(pickle._Unpickler.dispatch)
+  dispatch[pickle.BUILD[0]] = load_build
+
+
+# Stands in for the module torch.load(weights_only=True) unpickles with, torch._weights_only_unpickler.
+# Passing it as torch.load's `pickle_module` instead would not work: torch 1.13.0 replaces any
+# pickle_module by the unrestricted `pickle` whenever weights_only is False.
+_TENSORS_ONLY_PICKLE = types.ModuleType("tensors_only_pickle")
+_TENSORS_ONLY_PICKLE.Unpickler = _TensorsOnlyUnpickler
+_TENSORS_ONLY_PICKLE.load = lambda file, **kwargs: _TensorsOnlyUnpickler(file, **kwargs).load()
+
+
+def _torch_weights_only_reads_floats():
+  """False on torch 1.13; from 2.0 on, torch's own weights-only loader is used unchanged."""
+  try:
+    return torch._weights_only_unpickler.load(io.BytesIO(pickle.dumps(0.5, protocol=2))) == 0.5
+  except Exception:  # torch 1.13: RuntimeError("Unsupported operand 71")
+    return False
+
+
+def load_checkpoint(path, trust_pickle=False):
+  """torch.load without running the file's code, unless `trust_pickle`; exits with one line if it would."""
+  if trust_pickle:
+    print(f"warning: --trust-pickle: unpickling {path} runs any code it holds; use it only on files "
+          "you trust", file=sys.stderr)
+    return torch.load(path, map_location="cpu", weights_only=False)
+  # torch.load(weights_only=True) looks this module up by name on every call; swapped for this call only.
+  original = torch.serialization._weights_only_unpickler
+  if not _torch_weights_only_reads_floats():
+    torch.serialization._weights_only_unpickler = _TENSORS_ONLY_PICKLE
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch wraps its own refusals in a long preamble; the part after this marker names what was refused.
+    detail = str(e).split("WeightsUnpickler error:")[-1].strip()
+    detail = detail.splitlines()[0] if detail else type(e).__name__
+    # One line and no traceback: refusing such a file is the expected outcome, not a crash.
+    sys.exit(f"error: {path} holds objects beyond tensors, dicts, lists, numbers and strings ({detail}); "
+             "it was not loaded, since unpickling it could run code from the file. Pass --trust-pickle "
+             "to load it anyway, only if you trust where it came from.")
+  finally:
+    torch.serialization._weights_only_unpickler = original
+
+
+def read_state_dict(path, strip_prefix, trust_pickle=False):
   """The tensors of a .pth file: a bare state_dict or one stored under "state_dict" / "model"."""
-  checkpoint = torch.load(path, map_location="cpu")
+  checkpoint = load_checkpoint(path, trust_pickle)
   if isinstance(checkpoint, dict):
     for field in ("state_dict", "model"):
       if field in checkpoint and isinstance(checkpoint[field], dict):
@@ -134,6 +223,9 @@ def parse_args(argv):
                       help="with --random-init, also draw BatchNorm affine parameters and running statistics")
   parser.add_argument("--strip-prefix", default="",
                       help="keep only keys with this prefix, without it (e.g. 'module.encoder_q.')")
+  parser.add_argument("--trust-pickle", action="store_true",
+                      help="load --checkpoint with the full unpickler even if it holds more than tensors "
+                           "(runs the file's code: only for files you trust)")
   parser.add_argument("--output", required=True, help="the .npz to write")
   parser.add_argument("--reference-input", help="[B, 3, H, W] float32 .npy to run through the model")
   parser.add_argument("--reference-prefix",
@@ -160,7 +252,7 @@ def main(argv):
       randomize_batchnorm(model, torch.Generator().manual_seed(args.seed + 1))
     tensors = model.state_dict()
   else:
-    tensors = read_state_dict(args.checkpoint, args.strip_prefix)
+    tensors = read_state_dict(args.checkpoint, args.strip_prefix, args.trust_pickle)
     model = None
     if args.reference_input:
       model = build_torchvision_resnet(args.arch)

@@ -8,10 +8,7 @@ setting a name that nothing reads) are reported with the closest known names.
 
 from __future__ import annotations
 
-import difflib
-
 from dscl_jax import methods
-
 from dscl_jax.config import schema
 from dscl_jax.models.resnet import resnet_stage_sizes
 
@@ -25,31 +22,15 @@ class ConfigError(ValueError):
   """A config value out of range, an unknown mode, or an unknown field."""
 
 
-def _flat_keys(tree, prefix: str = "") -> set[str]:
-  keys = set()
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    keys.add(name)
-    if isinstance(value, dict):
-      keys |= _flat_keys(value, name + ".")
-  return keys
-
-
-def known_fields() -> set[str]:
-  """Every field name of the base config (the schema every config file extends)."""
-  base = schema.base_config(dataset="digits_lt", image_size=32, channels=3, depth=20, style="cifar")
-  return _flat_keys(base.to_dict())
-
-
 def unknown_fields(config) -> list[str]:
   """Readable complaints for fields of `config` that no code reads, with the closest known names."""
-  known = known_fields()
+  known = schema.known_fields()
   problems = []
-  for field in sorted(_flat_keys(config.to_dict()) - known):
+  for field in sorted(schema.flat_keys(config.to_dict()) - known):
     parent = field.rsplit(".", 1)[0] if "." in field else ""
     if parent and parent not in known:
       continue  # reported once, at its unknown parent
-    close = difflib.get_close_matches(field, known, n=3, cutoff=0.6)
+    close = schema.closest_fields(field)
     problems.append(f"{field}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
   return problems
 
@@ -152,7 +133,6 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _non_negative(config, "loss.beta")
   _positive(config, "paco.sup_temperature")
   _non_negative(config, "paco.alpha", "paco.beta", "paco.gamma")
-  _unit_interval(config, "paco.label_smoothing")
   _unit_interval(config, "moco.momentum")
   _non_negative(config, "moco.queue_size")
 

@@ -3,7 +3,9 @@
 `tools/convert_torchvision_resnet.py`, run by a Python that has torch, turns a torchvision state_dict into a
 .npz keyed by torchvision's names; this module reads that .npz with numpy alone (torch is never imported).
 
-Name map (I, J, K from 1, except J from 0 as in torchvision):
+Every torchvision ResNet has its counterpart here: resnet18 / resnet34 (basic blocks, K = 1, 2) load into
+`ResNet(18 | 34, "imagenet")`, resnet50 / 101 / 152 (bottlenecks, K = 1, 2, 3) into `ResNet(50 | 101 | 152,
+"imagenet")`. Name map (I, J, K from 1, except J from 0 as in torchvision):
 
   conv1                       -> stem_conv                        [O, I, kH, kW] -> kernel [kH, kW, I, O]
   bn1                         -> stem_bn
@@ -27,23 +29,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax.models.resnet import ResNet, resnet_stage_sizes
+from dscl_jax.models.resnet import ResNet, resnet_block_kind, resnet_stage_sizes
 
-# torchvision's bottleneck ResNets; our imagenet-style ResNet at depth 18/34 is a bottleneck net too, so
-# torchvision's basic-block resnet18/34 have no counterpart here.
-SUPPORTED_DEPTHS = (50, 101, 152)
+# torchvision's resnet18 / resnet34 (basic blocks) and resnet50 / 101 / 152 (bottlenecks), each the same
+# architecture as our imagenet-style ResNet of that depth.
+SUPPORTED_DEPTHS = (18, 34, 50, 101, 152)
 
 _BATCHNORM_NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias",
                     ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 _BLOCK = re.compile(r"stage(\d+)_block(\d+)$")
 _BLOCK_LAYER = re.compile(r"(Conv|BatchNorm)_(\d+)$")
 _TORCH_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.")
+_TORCH_BOTTLENECK_KEY = re.compile(r"layer\d+\.\d+\.(conv|bn)3\.")
 _MAX_LISTED = 8
 
 
 def _check_depth(depth: int) -> None:
   if depth not in SUPPORTED_DEPTHS:
-    raise ValueError(f"torchvision weights load into ResNet depth 50, 101 or 152, got depth={depth}")
+    raise ValueError(f"torchvision weights load into ResNet depth 18, 34, 50, 101 or 152, got depth={depth}")
 
 
 def _torchvision_module_name(module_path: tuple[str, ...]) -> str:
@@ -55,7 +58,7 @@ def _torchvision_module_name(module_path: tuple[str, ...]) -> str:
   block = _BLOCK.match(module_path[0]) if len(module_path) == 2 else None
   if block is None:
     raise ValueError(f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
-                     "name map in torchvision_weights.py must follow resnet.py")
+                     "name map in convert/torchvision_resnet.py must follow models/resnet.py")
   prefix = f"layer{block[1]}.{int(block[2]) - 1}."
   layer = module_path[1]
   if layer == "proj_conv":
@@ -65,7 +68,7 @@ def _torchvision_module_name(module_path: tuple[str, ...]) -> str:
   match = _BLOCK_LAYER.match(layer)
   if match is None:
     raise ValueError(f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
-                     "name map in torchvision_weights.py must follow resnet.py")
+                     "name map in convert/torchvision_resnet.py must follow models/resnet.py")
   return prefix + ("conv" if match[1] == "Conv" else "bn") + str(int(match[2]) + 1)
 
 
@@ -107,21 +110,31 @@ def _listed(keys: list[str]) -> str:
   return shown + (f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
 
 
+def _layout(depth: int) -> tuple[tuple[int, ...], str]:
+  """(blocks per stage, block kind) of our ImageNet-style ResNet-{depth}."""
+  return resnet_stage_sizes(depth, "imagenet"), resnet_block_kind(depth, "imagenet")
+
+
 def _depth_hint(keys, depth: int) -> str:
-  """Names the depth a checkpoint's blocks per stage belong to when they differ from `depth`'s."""
+  """Names the depth a checkpoint's blocks per stage and block kind belong to when they differ from
+  `depth`'s (ResNet-34 and ResNet-50 share (3, 4, 6, 3) and differ only in the block)."""
   blocks: dict[int, set[int]] = {}
+  bottleneck = False
   for key in keys:
     match = _TORCH_BLOCK_KEY.match(key)
     if match:
       blocks.setdefault(int(match[1]), set()).add(int(match[2]))
-  found = tuple(len(blocks[stage]) for stage in sorted(blocks))
-  expected = resnet_stage_sizes(depth, "imagenet")
-  if not found or found == expected:
+      bottleneck = bottleneck or _TORCH_BOTTLENECK_KEY.match(key) is not None
+  if not blocks:
     return ""
-  matching = [d for d in SUPPORTED_DEPTHS if resnet_stage_sizes(d, "imagenet") == found]
+  found = (tuple(len(blocks[stage]) for stage in sorted(blocks)), "bottleneck" if bottleneck else "basic")
+  expected = _layout(depth)
+  if found == expected:
+    return ""
+  matching = [d for d in SUPPORTED_DEPTHS if _layout(d) == found]
   named = f" (a ResNet-{matching[0]})" if matching else ""
-  return (f" The checkpoint has {found} blocks per stage{named} but ResNet-{depth} has {expected}: "
-          "pass the checkpoint's depth.")
+  return (f" The checkpoint has {found[0]} {found[1]} blocks per stage{named} but ResNet-{depth} has "
+          f"{expected[0]} {expected[1]} blocks: pass the checkpoint's depth.")
 
 
 def torchvision_arrays_to_variables(arrays: Mapping[str, np.ndarray], depth: int,

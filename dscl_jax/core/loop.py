@@ -10,7 +10,8 @@ import numpy as np
 from dscl_jax.runtime import checkpoint
 
 from dscl_jax.core import sharding
-from dscl_jax.runtime.metrics import Progress, StopRequest
+from dscl_jax.runtime.interrupt import StopRequest
+from dscl_jax.runtime.metrics import Progress, log
 
 GUARD_METRICS = ("skipped", "skipped_in_a_row")
 
@@ -25,7 +26,7 @@ def resume(mgr: checkpoint.Checkpoints, state, job: str):
   restored = checkpoint.restore_latest(mgr, state)
   if restored is None:
     return state
-  print(f"[{job}] resuming from step {int(restored.step)} ({mgr.directory})", flush=True)
+  log(job, f"resuming from step {int(restored.step)} ({mgr.directory})")
   return restored
 
 
@@ -51,7 +52,7 @@ def run(job: str, state, step_fn: Callable, batches: Iterator[dict[str, np.ndarr
       pending = (done, metrics["skipped_in_a_row"])
       if step == start_step:
         jax.block_until_ready(metrics)
-        print(f"[{job}] first step (with compilation) took {progress.elapsed():.1f}s", flush=True)
+        log(job, f"first step (with compilation) took {progress.elapsed():.1f}s")
         progress.start_timing(done)
       if done % log_every == 0 or done == total_steps:
         logged = {k: v for k, v in metrics.items() if k not in GUARD_METRICS}
@@ -68,8 +69,7 @@ def run(job: str, state, step_fn: Callable, batches: Iterator[dict[str, np.ndarr
         raise SystemExit(f"[{job}] stopped at step {done}; rerun the same command to resume")
   mgr.wait_until_finished()
   progress.close()
-  print(f"[{job}] done: {total_steps} steps in {progress.elapsed():.0f}s; checkpoints in {mgr.directory}",
-        flush=True)
+  log(job, f"done: {total_steps} steps in {progress.elapsed():.0f}s; checkpoints in {mgr.directory}")
   return state
 
 
@@ -78,8 +78,7 @@ def check_skips(job: str, step: int, in_a_row, max_skipped_steps: int, mgr: chec
   in_a_row = int(in_a_row)
   if not in_a_row:
     return
-  print(f"[{job}] step {step}: non-finite loss, gradient or state; update skipped ({in_a_row} in a row)",
-        flush=True)
+  log(job, f"step {step}: non-finite loss, gradient or state; update skipped ({in_a_row} in a row)")
   if in_a_row < max_skipped_steps:
     return
   mgr.wait_until_finished()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from dscl_jax.convert.torchvision_resnet import replace_trunk
 
 
 @flax.struct.dataclass
@@ -65,19 +63,19 @@ def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: i
 
 
 def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformation, image_shape,
-                          queue_size: int, num_classes: int, trunk_variables=None,
-                          depth: int | None = None, *, momentum_target: bool = True,
+                          queue_size: int, num_classes: int, *,
+                          edit_variables: Callable[[Any], Any] | None = None, momentum_target: bool = True,
                           method_state: Any = None) -> PretrainState:
   """Initialise the online encoder, copy it into the target (if any), build the queue (K = `queue_size`,
   0 for none). `image_shape` is (H, W, C); `method_state` the method's own pytree (None: {}).
 
-  `trunk_variables` ({"params", "batch_stats"} of the ResNet trunk, e.g. converted ImageNet weights)
-  replace the random trunk of both encoders; the heads stay random.
+  `edit_variables` maps the freshly initialised encoder variables to those both encoders start from
+  (e.g. a trunk of converted ImageNet weights; the heads stay random).
   """
   init_rng, queue_rng, state_rng = jax.random.split(rng, 3)
   variables = model.init(init_rng, jnp.zeros((2,) + tuple(image_shape), jnp.float32), train=False)
-  if trunk_variables is not None:
-    variables = replace_trunk(variables, trunk_variables, depth)
+  if edit_variables is not None:
+    variables = edit_variables(variables)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   # No queue (K = 0) is None rather than a [0, D] array: orbax cannot save empty arrays.
   queue, queue_labels = None, None

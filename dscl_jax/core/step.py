@@ -30,7 +30,7 @@ import optax
 from dscl_jax import losses
 
 from dscl_jax.input import pixels
-from dscl_jax.methods import OnlineForward, StepInputs, get_method
+from dscl_jax.methods import Method, OnlineForward, StepInputs
 from dscl_jax.methods.base import l2_normalize
 from dscl_jax.core.state import PretrainState, ProbeState
 
@@ -85,9 +85,9 @@ def guarded(old_state, new_state, finite: jax.Array):
   return state, {"skipped": skipped.astype(jnp.float32), "skipped_in_a_row": state.skipped_in_a_row}
 
 
-def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_model,
+def make_pretrain_step(config: ml_collections.ConfigDict, method: Method, online_model, target_model,
                        tx: optax.GradientTransformation, lr_schedule: Callable, batch_sharding=None) -> Callable:
-  """Build `train_step(state, batch) -> (state, metrics)` for `config.method`.
+  """Build `train_step(state, batch) -> (state, metrics)` for `method` (the one `config.method` names).
 
   batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] (uint8 pixels,
   normalised here with `config.augment`'s mean / std, or floats already normalised),
@@ -96,7 +96,6 @@ def make_pretrain_step(config: ml_collections.ConfigDict, online_model, target_m
   `target_model` is None for methods without a momentum target. `batch_sharding`: the batch's sharding
   (`sharding.data_sharded(mesh)`), which keeps the target's permuted forward split over the devices.
   """
-  method = get_method(config)
   needs = method.requirements
   method.validate(config)
   if needs.momentum_target and target_model is None:

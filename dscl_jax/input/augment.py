@@ -32,7 +32,7 @@ from PIL import Image
 from PIL import ImageEnhance
 from PIL import ImageFilter
 
-from dscl_jax.input import randaugment
+from dscl_jax.input import normalization, randaugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -227,35 +227,11 @@ def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
   return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
-def check_channels(pixels, mean, std) -> None:
-  """Raises unless `mean` and `std` have one entry per channel of `pixels` [..., C] (numpy or jax)."""
-  channels = pixels.shape[-1]
-  if len(mean) != channels or len(std) != channels:
-    raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
-                     f"image; set config.augment.mean / std")
-
-
-def normalization_constants(mean, std) -> tuple[np.ndarray, np.ndarray]:
-  """(scale [C], offset [C]) float32 with `normalized = pixels * scale - offset` (also dscl_jax.input.pixels')."""
-  std64 = np.asarray(std, np.float64)
-  return (1.0 / (255.0 * std64)).astype(np.float32), (np.asarray(mean, np.float64) / std64).astype(np.float32)
-
-
 def normalize(image, mean, std) -> np.ndarray:
-  """`(x / 255 - mean) / std` per channel, float32, for a PIL image or uint8 `[..., H, W, C]` pixels.
-
-  `mean` and `std` have one entry per channel. Computed as `x * (1 / (255 std)) - mean / std` with the
-  constants in float32; within 2e-6 of torchvision's ToTensor + Normalize.
-  """
+  """`normalization.normalize` for a PIL image or uint8 `[..., H, W, C]` pixels: float32 `(x / 255 - mean)
+  / std` per channel."""
   pixels = to_array(image) if isinstance(image, Image.Image) else image
-  if pixels.dtype != np.uint8:
-    raise ValueError(f"normalize expects uint8 pixels or a PIL image, got {pixels.dtype}")
-  check_channels(pixels, mean, std)
-  scale, offset = normalization_constants(mean, std)
-  out = pixels.astype(np.float32)
-  out *= scale
-  out -= offset
-  return out
+  return normalization.normalize(pixels, mean, std)
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -299,7 +275,7 @@ def _finish(image, mean, std, normalized: bool) -> np.ndarray:
   if normalized:
     return normalize(image, mean, std)
   pixels = to_array(image) if isinstance(image, Image.Image) else image
-  check_channels(pixels, mean, std)  # here, not first on the device
+  normalization.check_channels(pixels, mean, std)  # here, not first on the device
   return pixels
 
 

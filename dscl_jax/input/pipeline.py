@@ -25,14 +25,12 @@ from absl import flags
 import grain
 import numpy as np
 
-from dscl_jax.input import augment
+from dscl_jax.input import augment, batch_spec
 
 # Domain tags that keep the shuffling streams and the per-sample streams apart.
 _PERMUTATION_STREAM = 0
 _SAMPLE_STREAM = 1
 _CLASS_AWARE_STREAM = 2
-# How a training stream picks the image at each global position (dscl_jax.methods.base.SAMPLERS).
-SAMPLERS = ("instance", "instance_and_class_aware")
 # Background batches prepared per process; they overlap the augmentation with the device step.
 _READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
 
@@ -106,12 +104,8 @@ class _PretrainSample:
 
   def __init__(self, split, cfg_augment, cfg_pbsd, seed: int, views, sampler: str = "instance",
                class_aware_power: float = 0.0):
-    if sampler not in SAMPLERS:
-      raise ValueError(f"sampler {sampler!r} must be one of {SAMPLERS}")
     views = tuple(views)
-    if ("class_aware" in views) != (sampler == "instance_and_class_aware"):
-      raise ValueError(f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
-                       f"{views} and sampler {sampler!r}")
+    batch_spec.check_request(views, sampler)
     self.source, self.num_examples = split.source, len(split)
     self.cfg_augment, self.cfg_pbsd, self.seed = _snapshot(cfg_augment), _snapshot(cfg_pbsd), seed
     self.views = tuple(v for v in views if v != "class_aware")

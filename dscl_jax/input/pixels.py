@@ -1,11 +1,11 @@
-"""Pixel normalisation on the device: batches travel host -> device as uint8, a quarter of float32's bytes.
+"""Pixel normalisation on the device (pure array functions the jitted steps call; no PIL, no files): batches travel host -> device as uint8, a quarter of float32's bytes.
 
 The input pipeline stops at uint8 views; every jitted consumer (the pretrain step, the probe step, the
 feature extraction of eval, the BatchNorm re-estimation) calls `normalize_views` (or `to_float` on its
 one image view) first.
 
 A uint8 pixel has 256 values, so the device looks each one up in a [256, C] table that the host's
-`augment.normalize` computes. Computing `x * scale - offset` on the device instead is not the same
+`normalization.normalize` computes. Computing `x * scale - offset` on the device instead is not the same
 function: XLA fuses the two into one fused multiply-add (one rounding instead of two), which moves about
 half of the 256 values by an ulp. With the table the device and the host agree bitwise
 (tests/test_pixels.py), so moving the work changes no result.
@@ -19,27 +19,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax.input import augment
-from dscl_jax.methods.base import VIEWS
-
-# Batch entries that hold images ([..., H, W, C]): the pretrain views, and the probe / eval batches'
-# "image". Every other entry (labels, boxes, masks) is left alone.
-IMAGE_VIEWS = VIEWS + ("image",)
+from dscl_jax.input import normalization
+from dscl_jax.input.batch_spec import IMAGE_VIEWS
 
 
 def normalize(pixels: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
   """uint8 `[..., H, W, C]` -> float32 `(x / 255 - mean) / std` per channel (C entries in mean and std)."""
   if pixels.dtype != jnp.uint8:
     raise ValueError(f"normalize expects uint8 pixels, got {pixels.dtype}")
-  augment.check_channels(pixels, mean, std)
+  normalization.check_channels(pixels, mean, std)
   return jnp.asarray(lookup_table(mean, std))[pixels.astype(jnp.int32), jnp.arange(pixels.shape[-1])]
 
 
 def lookup_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
   """[256, C] float32: row v is the normalised value of pixel value v in each channel, computed by the
-  host's `augment.normalize` itself."""
+  host's `normalization.normalize` itself."""
   every_value = np.repeat(np.arange(256, dtype=np.uint8)[:, None], len(mean), axis=-1)  # [256, C]
-  return augment.normalize(every_value, mean, std)
+  return normalization.normalize(every_value, mean, std)
 
 
 def to_float(images: jax.Array, cfg_augment, name: str = "image") -> jax.Array:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dscl_jax import methods
 
 
-def pretrain_batch_shapes(config, channels: int, pixels: bool = False) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """{name: (shape, dtype)} of the global pretrain batch `config.method` requires (see `pretrain_batch`)."""
-  views = methods.get_method(config).requirements.views
+def pretrain_batch_shapes(config, views, channels: int,
+                          pixels: bool = False) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{name: (shape, dtype)} of the global pretrain batch holding `views` (a method's
+  `requirements.views`; see `pretrain_batch`)."""
   b, s = config.train.batch_size, config.augment.image_size
   pixel_dtype = np.dtype(np.uint8 if pixels else np.float32)
   image = ((b, s, s, channels), pixel_dtype)
@@ -25,16 +25,16 @@ def pretrain_batch_shapes(config, channels: int, pixels: bool = False) -> dict[s
   return shapes
 
 
-def pretrain_batch(config, channels: int, num_classes: int, rng: np.random.Generator,
+def pretrain_batch(config, views, channels: int, num_classes: int, rng: np.random.Generator,
                    pixels: bool = False) -> dict[str, np.ndarray]:
-  """A global pretrain batch with the views `config.method` requires: "query", "key" [B, S, S, C],
+  """A global pretrain batch with `views` (a method's `requirements.views`): "query", "key" [B, S, S, C],
   "label" [B], "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
   (inside the S x S view, area fraction in `pbsd.crop_scale`), "class_aware" [B, S, S, C] with
-  "class_aware_label" [B]. The query, key and labels are the same numbers whatever the method asks for.
+  "class_aware_label" [B]. The query, key and labels are the same numbers whatever the views asked for.
 
   The image views are standard-normal floats (as if normalised), or with `pixels` uniform uint8 pixels,
   what the input pipeline sends (the step then normalises them, as in training)."""
-  shapes = pretrain_batch_shapes(config, channels, pixels)
+  shapes = pretrain_batch_shapes(config, views, channels, pixels)
   b, s = config.train.batch_size, config.augment.image_size
 
   def images(shape):

@@ -24,32 +24,32 @@ import numpy as np
 
 from data.registry import SHAPES
 from dscl_jax.config import validation
-from dscl_jax.core import optim
-from dscl_jax.core import sharding
-from dscl_jax.input import synthetic
+from dscl_jax.core import build, optim, sharding
 from dscl_jax.core.state import param_count
-from dscl_jax.jobs.pretrain import abstract_pretrain_state, build_models, jit_pretrain_step
+from dscl_jax.input import synthetic
+from dscl_jax.runtime.metrics import log
 
 GIB = 2**30
 
 
-def compile_step(config: ml_collections.ConfigDict, mesh, num_classes: int, channels: int):
-  """The pretrain step compiled for `mesh` on abstract inputs: (compiled, abstract state)."""
+def compile_step(config: ml_collections.ConfigDict, method, mesh, num_classes: int, channels: int):
+  """`method`'s pretrain step compiled for `mesh` on abstract inputs: (compiled, abstract state)."""
   schedule = optim.warmup_cosine_schedule(0.1, 1000, 10)  # values do not change the compiled program's size
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
-  online, target = build_models(config, num_classes)
+  online, target = build.build_models(config, method, num_classes)
   counts = np.ones(num_classes)  # the prior's shape is what matters here
   replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  state = abstract_pretrain_state(config, online, tx, num_classes, channels, counts)
+  state = build.abstract_pretrain_state(config, method, online, tx, num_classes, channels, counts)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
   batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-           for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, channels, pixels=True).items()}
+           for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, method.requirements.views, channels,
+                                                                            pixels=True).items()}
   start = time.perf_counter()
-  lowered = jit_pretrain_step(config, online, target, tx, schedule, mesh).lower(state, batch)
+  lowered = build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh).lower(state, batch)
   traced = time.perf_counter()
   compiled = lowered.compile()
-  print(f"[dry_run] global batch {config.train.batch_size}: traced in {traced - start:.1f} s, compiled in "
-        f"{time.perf_counter() - traced:.1f} s", flush=True)
+  log("dry_run", f"global batch {config.train.batch_size}: traced in {traced - start:.1f} s, compiled in "
+        f"{time.perf_counter() - traced:.1f} s")
   return compiled, state
 
 
@@ -103,13 +103,13 @@ def accepted_batch(config, upper: int, multiple: int, num_devices: int, num_proc
 def dry_run(config: ml_collections.ConfigDict) -> dict:
   """Compiles the configured pretrain step on abstract inputs and prints (and returns) its figures."""
   start = time.perf_counter()
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  validation.validate(config, mesh.devices.size, jax.process_count())
+  setup = build.setup_job(config, read_data=False)
+  mesh = setup.mesh
   if config.data.name not in SHAPES:
     raise ValueError(f"dry_run does not know the classes and channels of dataset {config.data.name!r}; "
                      f"add it to data.registry.SHAPES")
   num_classes, channels = SHAPES[config.data.name]
-  compiled, state = compile_step(config, mesh, num_classes, channels)
+  compiled, state = compile_step(config, setup.method, mesh, num_classes, channels)
   memory = memory_bytes(compiled)
   flops = step_flops(compiled)
   batch, devices, processes = config.train.batch_size, mesh.devices.size, jax.process_count()
@@ -119,7 +119,7 @@ def dry_run(config: ml_collections.ConfigDict) -> dict:
   if half > 0:
     smaller = ml_collections.ConfigDict(config.to_dict())
     smaller.train.batch_size = half
-    half_memory = memory_bytes(compile_step(smaller, mesh, num_classes, channels)[0])
+    half_memory = memory_bytes(compile_step(smaller, setup.method, mesh, num_classes, channels)[0])
     fit, per_sample = largest_batch(batch, memory["total"], half, half_memory["total"],
                                     config.dry_run_memory_gib * GIB, multiple)
     if fit > 0:  # the affine estimate, down to a batch the config accepts
@@ -132,7 +132,8 @@ def dry_run(config: ml_collections.ConfigDict) -> dict:
       "memory_per_device": memory, "flops_per_step_per_device": flops,
       "flops_per_step": flops * devices, "memory_budget_gib": config.dry_run_memory_gib,
       "largest_global_batch": fit, "bytes_per_sample": per_sample, "seconds": time.perf_counter() - start}
-  print(format_result(result), flush=True)
+  if jax.process_index() == 0:
+    print(format_result(result), flush=True)
   return result
 
 

@@ -20,16 +20,14 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from data.registry import get_dataset
-from dscl_jax import methods
-from dscl_jax.core import sharding
-from dscl_jax.evaluation.accuracy import accuracy_report, confusion_bins, count_correct, format_report, jit_count_step
+from dscl_jax.core import build
+from dscl_jax.evaluation.accuracy import (accuracy_report, confusion_bins, count_correct, format_report,
+                                          jit_count_step)
 from dscl_jax.evaluation.feature_eval import extract_features, knn_predict, logistic_regression_predict
 from dscl_jax.evaluation.figures import confusion_matrix_plot, per_class_accuracy_plot
-from dscl_jax.runtime.files import write_json
 from dscl_jax.models import build_trunk
-from dscl_jax.jobs.linear_probe import load_pretrained, probe_trunk_variables, restore_probe
-from dscl_jax.jobs.pretrain import validate_config
+from dscl_jax.runtime.files import write_json
+from dscl_jax.runtime.metrics import log
 
 DESCRIPTIONS = {
     "linear_probe": "class-balanced linear probe on the frozen trunk",
@@ -39,30 +37,31 @@ DESCRIPTIONS = {
 }
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  validate_config(config, mesh)
-  dataset = get_dataset(config.data)
+def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup | None = None) -> dict:
+  """Evaluate every classifier of the run on `eval.split`; writes `<workdir>/eval_<split>.json` and the
+  figures. `setup`: the job preamble's result (`build.setup_job`), when the caller has one already."""
+  setup = setup or build.setup_job(config)
+  mesh, dataset = setup.mesh, setup.dataset
   split = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(config.eval.split)
   if split is None:
     raise ValueError(f"eval.split {config.eval.split!r} is not available for {dataset.name} "
                      f"(test{', val' if dataset.val is not None else ''}, train)")
-  own_classifier = methods.get_method(config).requirements.classifier
-  loaded, trunk_source = load_pretrained(config, dataset, mesh, workdir, classifier=own_classifier)
+  own_classifier = setup.method.requirements.classifier
+  loaded, trunk_source = build.load_pretrained(config, setup, workdir, classifier=own_classifier)
   trunk_variables = loaded["trunk"]
   trunk = build_trunk(config.model)
 
   classifiers, sources, variables = {}, {}, {}
   try:
-    probe_state, sources["linear_probe"] = restore_probe(config, workdir, trunk.num_features,
-                                                         dataset.num_classes, len(dataset.train), mesh,
-                                                         trunk_variables["batch_stats"])
+    probe_state, sources["linear_probe"] = build.restore_probe(config, workdir, trunk.num_features,
+                                                               dataset.num_classes, len(dataset.train), mesh,
+                                                               trunk_variables["batch_stats"])
     classifiers["linear_probe"] = probe_state.params
-    variables["linear_probe"] = probe_trunk_variables(trunk_variables, probe_state)
+    variables["linear_probe"] = build.probe_trunk_variables(trunk_variables, probe_state)
   except FileNotFoundError as missing:
     if not own_classifier:
       raise
-    print(f"[eval] no linear probe to report ({missing})", flush=True)
+    log("eval", f"no linear probe to report ({missing})")
   if own_classifier:
     classifiers["model"] = loaded["classifier"]
     sources["model"] = trunk_source
@@ -75,7 +74,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     correct, seen, confusions[name] = count_correct(count_step, variables[name], classifier, split,
                                                     config.augment, config.eval.batch_size, mesh)
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
-    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name])
+    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name],
+                         num_images=int(seen.sum()))
 
   if config.eval.knn_k or config.eval.logistic_regression:
     feature_reports(config, dataset, split, trunk, variables.get("linear_probe", trunk_variables), mesh, bins,
@@ -86,16 +86,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   primary = "linear_probe" if "linear_probe" in reports else "model"
   report = {key: value for key, value in reports[primary].items() if key not in ("description", "checkpoint")}
   report.update(split=config.eval.split, dataset=dataset.name, method=config.method,
-                num_images=int(seen.sum()), train_class_counts=[int(n) for n in dataset.class_counts],
+                num_images=len(split), train_class_counts=[int(n) for n in dataset.class_counts],
                 trunk_checkpoint=trunk_source,
                 probe_checkpoint=sources.get("linear_probe"), classifiers=reports)
-  print(f"[eval] {dataset.name}, {config.method}, split '{config.eval.split}' ({int(seen.sum())} images), "
-        f"top-1 %:\n{format_report(reports)}", flush=True)
+  log("eval", f"{dataset.name}, {config.method}, split '{config.eval.split}' ({len(split)} images), "
+        f"top-1 %:\n{format_report(reports)}")
   if jax.process_index() == 0:
     report["figures"] = write_figures(workdir, config.eval.split, dataset, reports, confusions, bins, primary)
     path = epath.Path(workdir) / f"eval_{config.eval.split}.json"
     write_json(path, report, indent=2)
-    print(f"[eval] wrote {path} and {len(report['figures'])} figures beside it", flush=True)
+    log("eval", f"wrote {path} and {len(report['figures'])} figures beside it")
   return report
 
 
@@ -112,7 +112,7 @@ def feature_reports(config, dataset, split, trunk, trunk_variables, mesh, bins, 
   if config.eval.logistic_regression:
     predictions["logistic_regression"], iterations = logistic_regression_predict(
         train_x, train_y, test_x, config.eval.logistic_max_iter)
-    print(f"[eval] logistic regression converged in {iterations} iterations", flush=True)
+    log("eval", f"logistic regression converged in {iterations} iterations")
   num_bins = int(bins.max()) + 1
   for name, predicted in predictions.items():
     seen = np.bincount(test_y, minlength=dataset.num_classes).astype(np.float64)
@@ -120,7 +120,8 @@ def feature_reports(config, dataset, split, trunk, trunk_variables, mesh, bins, 
     confusion = np.zeros((num_bins, num_bins))
     np.add.at(confusion, (bins[test_y], bins[predicted]), 1)
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
-    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=source)
+    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=source,
+                         num_images=int(seen.sum()))
     confusions[name] = confusion
 
 

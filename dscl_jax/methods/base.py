@@ -18,12 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-# Views the input pipeline can produce; "small_crops" also brings their "boxes" in query pixels, and
-# "class_aware" (a query-recipe view of a second, class-aware sample) its "class_aware_label".
-VIEWS = ("query", "key", "small_crops", "class_aware")
-# How the input pipeline picks the images at each global position: one instance-uniform sample, or that
-# and a class-aware sample (class c with probability proportional to n_c ** class_aware_power).
-SAMPLERS = ("instance", "instance_and_class_aware")
+from dscl_jax.input import batch_spec
+
 # Projection heads of the encoder (dscl_jax/models/heads.py); None: no projection head at all.
 HEADS = ("mlp", "mlp_bn", "mlp3")
 
@@ -34,8 +30,8 @@ class Requirements:
 
   momentum_target: an EMA copy of the encoder embeds the key view (no gradient) before the loss.
   queue: a `[K, D]` ring buffer of past embeddings and labels, written after every step.
-  views: the images the input pipeline must produce per sample (a subset of `VIEWS`).
-  sampler: how the pipeline draws images (one of `SAMPLERS`); `class_aware_power` q weights the classes
+  views: the images the input pipeline must produce per sample (a subset of `batch_spec.VIEWS`).
+  sampler: how the pipeline draws images (one of `batch_spec.SAMPLERS`); `class_aware_power` q weights the classes
     of the class-aware sample by n_c ** q (0: class-uniform).
   projection_head: the encoder's projection head (one of `HEADS`), or None for no embedding.
   classifier: the encoder has a linear classifier on its pooled feature ("logits"); evaluation then also
@@ -51,14 +47,7 @@ class Requirements:
   classifier: bool = False
 
   def __post_init__(self):
-    unknown = set(self.views) - set(VIEWS)
-    if unknown or "query" not in self.views:
-      raise ValueError(f"views {self.views} must include 'query' and be drawn from {VIEWS}")
-    if self.sampler not in SAMPLERS:
-      raise ValueError(f"sampler {self.sampler!r} must be one of {SAMPLERS}")
-    if ("class_aware" in self.views) != (self.sampler == "instance_and_class_aware"):
-      raise ValueError(f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
-                       f"{self.views} and sampler {self.sampler!r}")
+    batch_spec.check_request(self.views, self.sampler)
     if self.projection_head not in HEADS + (None,):
       raise ValueError(f"projection_head {self.projection_head!r} must be one of {HEADS} or None")
     if self.momentum_target and "key" not in self.views:

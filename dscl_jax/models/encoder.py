@@ -54,10 +54,6 @@ class Encoder(nn.Module):
   def project(self, pooled, train: bool = True):
     return self.head(pooled, train)
 
-  def features(self, x, train: bool = False):
-    """Pooled trunk feature only [B, F] (linear probe and evaluation)."""
-    return self.trunk(x, train)["pooled"]
-
 
 def compute_dtype(model_config: ml_collections.ConfigDict):
   """`model.dtype` as a jnp dtype: activations in it, parameters and losses stay float32."""

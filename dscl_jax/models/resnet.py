@@ -1,7 +1,9 @@
 """ResNets for every scale in one implementation.
 
 `ResNet(depth=20|32|56|..., style="cifar")`: 3 stages of basic blocks, widths 16/32/64, for 28-32 px inputs.
-`ResNet(depth=50|101|152, style="imagenet")`: 7x7 stem, max-pool and 4 bottleneck stages (stride 32).
+`ResNet(depth=18|34|50|101|152, style="imagenet")`: 7x7 stem, max-pool and 4 stages (stride 32) of basic
+blocks at depth 18 / 34 (widths 64..512, as torchvision's resnet18 / resnet34) or bottleneck blocks at
+depth 50 / 101 / 152 (4x expansion, 2048 features).
 The trunk returns both its last feature map (PBSD pools boxes from it) and the globally pooled feature.
 """
 
@@ -22,6 +24,9 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 _IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                     152: (3, 8, 36, 3)}
+# ImageNet depths built from basic blocks (two 3x3 convolutions, expansion 1), as in the paper's table and
+# torchvision; the deeper ones use bottlenecks.
+_IMAGENET_BASIC_DEPTHS = (18, 34)
 
 
 def resnet_stage_sizes(depth: int, style: str) -> tuple[int, ...]:
@@ -32,9 +37,21 @@ def resnet_stage_sizes(depth: int, style: str) -> tuple[int, ...]:
     return ((depth - 2) // 6,) * 3
   if style == "imagenet":
     if depth not in _IMAGENET_STAGES:
-      raise ValueError(f"ImageNet ResNet depth {depth} must be one of {sorted(_IMAGENET_STAGES)}")
+      raise ValueError(f"ImageNet-style ResNet depth {depth!r} must be one of "
+                       f"{sorted(_IMAGENET_STAGES)}: 18 and 34 are basic-block nets, 50, 101 and 152 "
+                       "bottleneck nets")
     return _IMAGENET_STAGES[depth]
   raise ValueError(f"ResNet style {style!r} must be 'cifar' or 'imagenet'")
+
+
+def resnet_block_kind(depth: int, style: str) -> str:
+  """The residual block of a ResNet: "basic" (two 3x3 convolutions, expansion 1) for CIFAR ResNets and
+  ImageNet ResNet-18 / 34, "bottleneck" (1x1 -> 3x3 -> 1x1, 4x expansion) for ImageNet ResNet-50 / 101 /
+  152. Raises ValueError for a depth `resnet_stage_sizes` refuses."""
+  resnet_stage_sizes(depth, style)  # raises for an unknown depth or style
+  if style == "cifar" or depth in _IMAGENET_BASIC_DEPTHS:
+    return "basic"
+  return "bottleneck"
 
 
 class BatchNorm(nn.Module):
@@ -110,8 +127,9 @@ def _last_scale_init(zero: bool):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (CIFAR ResNets). `zero_init_residual`: the last BatchNorm's scale starts at 0,
-  so the block starts as its shortcut (torchvision's `zero_init_residual=True`)."""
+  """Two 3x3 convolutions, the first strided, expansion 1 (CIFAR ResNets and ImageNet ResNet-18 / 34, as
+  torchvision's BasicBlock). `zero_init_residual`: the last BatchNorm's scale starts at 0, so the block
+  starts as its shortcut (torchvision's `zero_init_residual=True`)."""
 
   filters: int
   strides: int
@@ -149,9 +167,10 @@ class BottleneckBlock(nn.Module):
 class ResNet(nn.Module):
   """ResNet trunk. `x` [B, H, W, C] -> {"feature_map": [B, h, w, F], "pooled": [B, F]}.
 
-  F is 64 * 2 ** (stages - 1) * width for CIFAR style (64 at width 1) and 2048 * width for ImageNet
-  style; h = H / 4 (CIFAR) or H / 32 (ImageNet). `zero_init_residual` starts every residual block's last
-  BatchNorm scale at 0 (the DSCL / MoCo reference builds its ResNets so).
+  F is 64 * width for CIFAR style, 512 * width for ImageNet-style ResNet-18 / 34 (basic blocks) and
+  2048 * width for ImageNet-style ResNet-50 / 101 / 152 (bottlenecks); h = H / 4 (CIFAR) or H / 32
+  (ImageNet). `zero_init_residual` starts every residual block's last BatchNorm scale at 0 (the DSCL /
+  MoCo reference builds its ResNets so).
   """
 
   depth: int
@@ -164,7 +183,10 @@ class ResNet(nn.Module):
 
   @property
   def num_features(self) -> int:
-    return 64 * self.width if self.style == "cifar" else 2048 * self.width
+    if self.style == "cifar":
+      return 64 * self.width
+    expansion = 1 if resnet_block_kind(self.depth, self.style) == "basic" else 4
+    return 512 * expansion * self.width
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -177,7 +199,8 @@ class ResNet(nn.Module):
       block, base = BasicBlock, 16 * self.width
       x = nn.relu(norm(name="stem_bn")(conv(base, (3, 3), padding=PAD_1, name="stem_conv")(x)))
     else:
-      block, base = BottleneckBlock, 64 * self.width
+      block = BasicBlock if resnet_block_kind(self.depth, self.style) == "basic" else BottleneckBlock
+      base = 64 * self.width
       x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

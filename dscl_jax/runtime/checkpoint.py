@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from dscl_jax.runtime.metrics import log
 
 STATE, CHECKSUMS, FILES = "state", "checksums", "files.json"
 MODE_OF_JOB = {"probe": "linear_probe"}
@@ -187,8 +188,8 @@ class Checkpoints:
         self.restore_step(newest, self._layout)
         self._verified.add(newest)
       except (DamagedCheckpoint, ShapeMismatch) as error:
-        print(f"[{self.job}] WARNING: {self.directory / str(newest)} did not verify ({error}); keeping the older "
-              f"steps", flush=True)
+        log(self.job, f"WARNING: {self.directory / str(newest)} did not verify ({error}); keeping the older "
+              f"steps")
         return
     if newest not in self._verified:
       return
@@ -273,8 +274,8 @@ class Checkpoints:
         older = [s for s in steps if s < step]
         then = f"falling back to step {older[-1]}" if older else "no older step"
         aside = self._set_aside(step)
-        print(f"[{self.job}] damaged checkpoint {self.directory / str(step)} ({error}); moved to {aside.name}; "
-              f"{then}", flush=True)
+        log(self.job, f"damaged checkpoint {self.directory / str(step)} ({error}); moved to {aside.name}; "
+              f"{then}")
         continue
       self._verified.add(step)
       return state, step
@@ -286,11 +287,6 @@ class Checkpoints:
 def manager(directory, *, keep: int = 2, job: str = "checkpoint") -> Checkpoints:
   """The checkpoints in `directory` (created if missing)."""
   return Checkpoints(directory, keep=keep, job=job)
-
-
-def save(mgr: Checkpoints, step: int, state, *, force: bool = True) -> None:
-  del force  # every save is forced: the loop decides when to save
-  mgr.save(step, state)
 
 
 def abstract_like(state, sharding=None):

@@ -17,34 +17,40 @@ def is_local(path) -> bool:
 
 
 class AppendFile:
-  """A text file that only grows (metrics.jsonl): `write(text)`, `flush()`, `close()`.
+  """A file that only grows (metrics.jsonl, TensorBoard event files): `write(data)`, `flush()`, `close()`.
 
-  Local: appended and flushed at every write. Remote: rewritten whole at most every `flush_seconds`
-  and on close (a log line per write would be one object rewrite per line).
+  `data` is `str` for a text file, `bytes` with `binary=True`. Local: appended and flushed at every
+  write. Remote: rewritten whole at most every `flush_seconds` and on close (a log line per write would
+  be one object rewrite per line).
   """
 
-  def __init__(self, path, *, flush_seconds: float = 30.0):
+  def __init__(self, path, *, binary: bool = False, flush_seconds: float = 30.0):
     self.path = epath.Path(path)
     self.local = is_local(self.path)
+    self.binary = binary
     self.flush_seconds = flush_seconds
-    self._text = ""
+    self._data = b"" if binary else ""
     if not self.local and self.path.exists():
-      self._text = self.path.read_text()  # a resumed run keeps what the earlier one wrote
+      # A resumed run keeps what the earlier one wrote.
+      self._data = self.path.read_bytes() if binary else self.path.read_text()
     self._dirty, self._last_flush = False, time.time()
 
-  def write(self, text: str) -> None:
+  def write(self, data, *, flush: bool = False) -> None:
     if self.local:
-      with self.path.open("a") as f:
-        f.write(text)
+      with self.path.open("ab" if self.binary else "a") as f:
+        f.write(data)
       return
-    self._text += text
+    self._data += data
     self._dirty = True
-    if time.time() - self._last_flush >= self.flush_seconds:
+    if flush or time.time() - self._last_flush >= self.flush_seconds:
       self.flush()
 
   def flush(self) -> None:
     if self._dirty:
-      self.path.write_text(self._text)
+      if self.binary:
+        self.path.write_bytes(self._data)
+      else:
+        self.path.write_text(self._data)
       self._dirty, self._last_flush = False, time.time()
 
   def close(self) -> None:

@@ -1,10 +1,10 @@
-"""Progress output and metric files: one line per log interval with throughput and ETA, the same record
-appended to `metrics.jsonl`, and TensorBoard scalars (event files beside it, written without TensorFlow)."""
+"""What a run reports: log lines on stdout (process 0 only), one line per log interval with throughput
+and ETA, the same record appended to `metrics.jsonl`, and TensorBoard scalars (event files beside it,
+written without TensorFlow)."""
 
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import jax
@@ -13,6 +13,13 @@ from etils import epath
 
 from dscl_jax.runtime.files import AppendFile
 from dscl_jax.runtime.tensorboard import EventWriter
+
+
+def log(job: str, message: str) -> None:
+  """`[job] message` on stdout, from process 0 only: a multi-process run prints each line once. Errors
+  are not logged through here; every process raises its own."""
+  if jax.process_index() == 0:
+    print(f"[{job}] {message}", flush=True)
 
 
 class Progress:
@@ -45,7 +52,8 @@ class Progress:
       record["images_per_second"] = rate * self.batch_size
       line += f" | {rate * self.batch_size:.0f} img/s, ETA {format_seconds((self.total - step) / rate)}"
       self.last_step, self.last_time = step, now
-    print(line, flush=True)
+    if jax.process_index() == 0:
+      print(line)
     if self._jsonl is not None:
       self._jsonl.write(json.dumps(record) + "\n")
       self._events.scalars(step, {k: v for k, v in record.items() if k != "step"})
@@ -63,31 +71,3 @@ class Progress:
 def format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-class StopRequest:
-  """Turns the first SIGTERM / SIGINT into a request to checkpoint and stop at the next step boundary.
-
-  A second signal falls back to the default behaviour (immediate exit).
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    if self.requested:
-      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-      raise KeyboardInterrupt
-    self.requested = True
-    print(f"received signal {signum}: saving a checkpoint at the end of this step, then stopping", flush=True)
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False

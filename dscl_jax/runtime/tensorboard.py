@@ -17,7 +17,7 @@ import time
 
 from etils import epath
 
-from dscl_jax.runtime.files import is_local
+from dscl_jax.runtime.files import AppendFile
 
 
 def _crc32c_table() -> list[int]:
@@ -84,43 +84,26 @@ def tf_record(data: bytes) -> bytes:
 
 
 class EventWriter:
-  """Scalars into `<directory>/events.out.tfevents.<time>.<host>.<pid>.0` (process 0 writes).
-
-  On a local disk records are appended and flushed at once. Object stores cannot append, so there the
-  writer keeps the file's bytes and rewrites the object at most every `flush_seconds` and on close; a
-  file holds one record per log line (tens of bytes each), so the rewrite stays small.
-  """
+  """Scalars into `<directory>/events.out.tfevents.<time>.<host>.<pid>.0` (process 0 writes), through
+  `files.AppendFile`: appended at once on a local disk, rewritten at most every `flush_seconds` and on
+  close on an object store (one record per log line, tens of bytes each, so the rewrite stays small)."""
 
   def __init__(self, directory, *, flush_seconds: float = 30.0):
     self.directory = epath.Path(directory)
     self.directory.mkdir(parents=True, exist_ok=True)
     name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
     self.path = self.directory / name
-    self.local = is_local(self.path)
-    self.flush_seconds = flush_seconds
-    self._buffer = b""
-    self._last_flush = time.time()
-    self._write(tf_record(encode_event(time.time(), 0, file_version="brain.Event:2")), force=True)
-
-  def _write(self, record: bytes, force: bool = False) -> None:
-    if self.local:
-      with self.path.open("ab") as f:
-        f.write(record)
-      return
-    self._buffer += record
-    if force or time.time() - self._last_flush >= self.flush_seconds:
-      self.flush()
+    self._file = AppendFile(self.path, binary=True, flush_seconds=flush_seconds)
+    self._file.write(tf_record(encode_event(time.time(), 0, file_version="brain.Event:2")), flush=True)
 
   def scalars(self, step: int, values: dict[str, float], wall_time: float | None = None) -> None:
     """One event holding every value of `values` as a scalar summary at `step`."""
     event = encode_event(time.time() if wall_time is None else wall_time, int(step),
                          scalars={tag: float(value) for tag, value in values.items()})
-    self._write(tf_record(event))
+    self._file.write(tf_record(event))
 
   def flush(self) -> None:
-    if not self.local:
-      self.path.write_bytes(self._buffer)
-      self._last_flush = time.time()
+    self._file.flush()
 
   def close(self) -> None:
     self.flush()

@@ -23,6 +23,7 @@ from etils import epath
 
 from dscl_jax.runtime import checkpoint
 from dscl_jax.runtime.files import is_local
+from dscl_jax.runtime.metrics import log
 
 LOCK_NAME = ".lock"
 
@@ -100,12 +101,12 @@ def check_config(config, job_dir, job: str) -> None:
             f"{job_dir} holds checkpoints of a run with another config; changed: {listing}. Resuming would "
             f"mix two trainings. Use another --workdir, restore the old values, or pass "
             f"--config.allow_config_change=True to resume with the new ones.")
-      print(f"[{job}] resuming with a changed config (allow_config_change): {listing}", flush=True)
+      log(job, f"resuming with a changed config (allow_config_change): {listing}")
       if jax.process_index() == 0:
         record = {"time": _now(), "changes": [{"field": f, "old": o, "new": n} for f, o, n in changes]}
-        log = job_dir / "config_changes.jsonl"
-        previous = log.read_text() if log.exists() else ""
-        log.write_text(previous + json.dumps(record, default=str) + "\n")
+        changes_file = job_dir / "config_changes.jsonl"
+        previous = changes_file.read_text() if changes_file.exists() else ""
+        changes_file.write_text(previous + json.dumps(record, default=str) + "\n")
   if jax.process_index() == 0:
     job_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2))

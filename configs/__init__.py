@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections files); `configs.common` holds the shared recipes."""

@@ -1,0 +1,291 @@
+"""benchmarks/compare_methods.py: the configs it compares are the registry's and comparable, group
+accuracies against hand-worked values, records appended and skipped, the table's mean and sample std, the
+figures and the docs/results.md block; and one real (tiny) run through `dscl_jax.main` into a record."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dscl_jax import methods
+from tests import benchmark_modules
+
+cm = benchmark_modules.load("compare_methods")
+
+# Fashion-MNIST-LT's training counts at IF 100, as data/fashion_mnist.py builds them.
+FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+
+
+def test_every_registry_method_is_compared_and_the_configs_are_comparable():
+  configs = {m: cm.load_config(m) for m in cm.METHODS}
+  assert {c.method for c in configs.values()} == set(methods.available())
+  assert configs["dscl_pbsd"].pbsd.enabled and configs["dscl_multicrop"].pbsd.multicrop
+  cm.check_fair(configs)
+  configs["iccl"].train.epochs = 30
+  configs["paco"].probe.epochs = 3
+  with pytest.raises(ValueError) as error:
+    cm.check_fair(configs)
+  assert "train.epochs: ce=15 but iccl=30" in str(error.value) and "probe:" in str(error.value)
+
+
+def test_group_accuracy_weights_classes_by_their_test_images():
+  # (100 * 10 + 50 * 30) / 40 images
+  assert cm.group_accuracy([100.0, 50.0, 0.0], [10, 30, 60], [0, 1]) == pytest.approx(62.5)
+  assert math.isnan(cm.group_accuracy([100.0, 50.0, 0.0], [10, 30, 60], []))
+
+
+def report(per_class_by_classifier):
+  return {"train_class_counts": FASHION_COUNTS, "num_images": 10000,
+          "classifiers": {name: {"overall": float(np.mean(acc)), "per_class_accuracy": list(acc),
+                                 "per_class_images": [1000] * 10}
+                          for name, acc in per_class_by_classifier.items()}}
+
+
+def test_summary_has_both_group_schemes():
+  acc = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]
+  summary = cm.summarise_report(report({"linear_probe": acc}))["linear_probe"]
+  groups = summary["groups"]
+  # head: the 4 largest classes, middle the next 3, tail the last 3; many: > 100 images (8 classes), medium
+  # 20..100 (100 and 60), no few-shot class.
+  assert groups["head"] == pytest.approx(75.0) and groups["middle"] == pytest.approx(40.0)
+  assert groups["tail"] == pytest.approx(10.0)
+  assert groups["many"] == pytest.approx(55.0) and groups["medium"] == pytest.approx(5.0)
+  assert "few" not in groups  # left out rather than NaN
+  assert summary["per_class_accuracy"] == acc
+
+
+def record(method, seed, probe, knn=None):
+  classifiers = {"linear_probe": probe, **({"knn": knn} if knn is not None else {})}
+  summary = cm.summarise_report(report(classifiers))
+  return {"method": method, "seed": seed, "commit": "abcdef1234", "train_class_counts": FASHION_COUNTS,
+          "classifiers": summary, "wall_seconds": {"pretrain": 100.0 + seed, "linear_probe": 10.0, "eval": 5.0}}
+
+
+def test_pending_is_seed_major_and_skips_what_is_recorded():
+  records = [record("dscl", 0, [50.0] * 10)]
+  assert cm.is_recorded(records, "dscl", 0) and not cm.is_recorded(records, "dscl", 1)
+  assert cm.pending(["ce", "dscl"], [0, 1], records) == [("ce", 0), ("ce", 1), ("dscl", 1)]
+
+
+def test_records_are_appended(tmp_path):
+  path = tmp_path / "results.json"
+  assert cm.read_records(path) == []
+  cm.append_record(record("ce", 0, [1.0] * 10), path)
+  cm.append_record(record("ce", 1, [2.0] * 10), path)
+  assert [(r["method"], r["seed"]) for r in cm.read_records(path)] == [("ce", 0), ("ce", 1)]
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+_APPENDER = """
+import sys
+from tests import benchmark_modules
+cm = benchmark_modules.load("compare_methods")
+for i in range(int(sys.argv[3])):
+  cm.append_entry({"writer": int(sys.argv[2]), "i": i}, cm.Path(sys.argv[1]), "test")
+"""
+
+
+def test_processes_appending_at_once_keep_every_entry(tmp_path):
+  # Read, append and write are one step under <path>.lock; without it the writers overwrite each other.
+  path, writers, each = tmp_path / "results.json", 4, 30
+  procs = [subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(w), str(each)], cwd=cm.REPO)
+           for w in range(writers)]
+  assert [p.wait(timeout=120) for p in procs] == [0] * writers
+  entries = cm.read_entries(path)
+  assert sorted((e["writer"], e["i"]) for e in entries) == [(w, i) for w in range(writers) for i in range(each)]
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_claim_is_refused_while_held_and_freed_when_its_holder_is_killed(tmp_path):
+  claim = tmp_path / "dscl_seed0" / "compare.claim"
+  holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from tests import benchmark_modules
+cm = benchmark_modules.load("compare_methods")
+with cm.exclusive(cm.Path({str(claim)!r}), wait=False) as mine:
+  assert mine
+  print("held", flush=True)
+  time.sleep(600)
+"""], cwd=cm.REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with cm.exclusive(claim, wait=False) as mine:
+      assert not mine
+  finally:
+    holder.kill()  # SIGKILL: no cleanup code runs, the kernel drops the lock
+    holder.wait()
+  with cm.exclusive(claim, wait=False) as mine:
+    assert mine
+
+
+def test_queues_running_at_once_split_the_runs(tmp_path, monkeypatch, capsys):
+  store, ran = [], []
+  monkeypatch.setattr(cm, "read_records", lambda path=None: list(store))
+  monkeypatch.setattr(cm, "append_record", lambda r, path=None: store.append(r))
+  monkeypatch.setattr(cm, "render", lambda records: None)
+
+  def fake_run_one(method, seed, workdir_root, overrides, commit, dirty):
+    ran.append((method, seed))
+    store.append(record("supcon", 0, [60.0] * 10))  # meanwhile, another queue records SupCon seed 0
+    return record(method, seed, [50.0] * 10)
+
+  monkeypatch.setattr(cm, "run_one", fake_run_one)
+  # Another queue is running DSCL seed 0 (it holds the claim).
+  with cm.exclusive(tmp_path / "dscl_seed0" / "compare.claim", wait=False) as held:
+    assert held
+    cm.main(["--methods=dscl,ce,supcon", "--seeds=0", f"--workdir-root={tmp_path}", "--allow-uncommitted"])
+  out = capsys.readouterr().out
+  assert ran == [("ce", 0)] and [(r["method"], r["seed"]) for r in store] == [("supcon", 0), ("ce", 0)]
+  assert "DSCL seed 0: another compare_methods process is running it; skipped" in out
+  assert "SupCon seed 0: recorded meanwhile; skipped" in out
+
+
+def test_run_one_records_what_the_jobs_left(tmp_path):
+  calls = []
+
+  def fake_job(method, seed, job, workdir, overrides, commit):
+    calls.append(job)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if job == "eval":
+      (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [40.0] * 10})))
+    return {"seconds": {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}[job], "commits": ["old", commit]}
+
+  r = cm.run_one("iccl", 2, tmp_path, {}, "0123abc", False, run_job=fake_job)
+  assert calls == ["pretrain", "linear_probe", "eval"]
+  assert r["method"] == "iccl" and r["seed"] == 2 and r["overrides"] == {"seed": 2}
+  assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
+  assert r["job_commits"]["eval"] == ["old", "0123abc"]
+  assert r["classifiers"]["linear_probe"]["groups"]["tail"] == pytest.approx(40.0)
+
+
+PARENT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {benchmarks!r})
+import compare_methods as cm
+timing = {{"pretrain": {{"seconds": 5.0, "attempts": 1, "done": False, "commits": ["old"]}}}}
+cm.run_timed([sys.executable, "-c", "import time; time.sleep(60)"], Path({log!r}), Path({timing!r}), timing,
+             "pretrain", "new", every=0.2)
+"""
+
+
+def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path):
+  """The end of a sitting kills the comparison without warning. Its job's attempt and running time (all but
+  the last heartbeat) must already be in the timing file, added to the 5 s of an earlier attempt."""
+  timing_path = tmp_path / "compare_timing.json"
+  script = tmp_path / "parent.py"
+  script.write_text(PARENT.format(benchmarks=str(benchmark_modules.BENCHMARKS), log=str(tmp_path / "job.log"),
+                                  timing=str(timing_path)))
+  parent = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not (timing_path.exists() and json.loads(timing_path.read_text())["pretrain"]["attempts"] == 2):
+      assert parent.poll() is None and time.monotonic() < deadline, "the attempt was never written"
+      time.sleep(0.05)
+    started = time.monotonic()
+    time.sleep(1.5)
+    os.killpg(parent.pid, signal.SIGKILL)  # the parent and its job, as when a session is stopped
+    ran = time.monotonic() - started
+  finally:
+    if parent.poll() is None:
+      os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+  entry = json.loads(timing_path.read_text())["pretrain"]
+  assert entry["attempts"] == 2 and entry["commits"] == ["old", "new"] and not entry["done"]
+  assert 5.0 + ran - 0.5 <= entry["seconds"] <= 5.0 + ran + 0.5
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_table_figures_and_results_block(tmp_path):
+  ramp = np.linspace(90.0, 60.0, 10)
+  records = [record("ce", 0, ramp), record("ce", 1, ramp + 2.0),
+             record("dscl", 0, ramp + 1.0, knn=ramp), record("dscl", 1, ramp + 5.0, knn=ramp)]
+  table = cm.aggregate(records)
+  mean, std, n = table["ce"]["linear_probe"]["overall"]
+  assert (mean, n) == (pytest.approx(76.0), 2) and std == pytest.approx(math.sqrt(2.0))  # 75, 77
+  assert table["dscl"]["knn"]["tail"][1] == 0.0 and "knn" not in table["ce"]
+  text = cm.markdown(records)
+  assert "4 of 24 runs recorded" in text and "Commits: abcdef1." in text
+  records[0]["job_commits"] = {"pretrain": ["9876543210"], "eval": ["abcdef1234"]}
+  assert cm.commits(records) == ["9876543", "abcdef1"]
+  assert "| cross-entropy | 2 | 76.00 ± 1.41 |" in text and "| DSCL | 2 | 78.00 ± 2.83 |" in text
+  assert "| DSCL | kNN (k 20, cosine) |" in text
+  assert "overall: DSCL 78.00 ± 2.83, then cross-entropy 76.00 ± 1.41; gap 2.00 points = 0.7 x" in text
+  # DSCL minus CE per seed: +1 (seed 0), +3 (seed 1): mean 2, std sqrt(2), ahead on both; no SupCon, and
+  # the kNN row is absent because CE has no kNN.
+  assert cm.paired_difference(records, "dscl", "ce", "linear_probe", "tail") == (
+      pytest.approx(2.0), pytest.approx(math.sqrt(2.0)), 2, 2)
+  assert cm.paired_difference(records, "dscl", "supcon", "linear_probe", "overall") is None
+  assert "| cross-entropy | linear probe | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) |" in text
+  assert "| cross-entropy | kNN" not in text and "| SupCon |" not in text
+  behind = [record("ce", 0, ramp + 2.0), record("dscl", 0, ramp), record("dscl", 1, ramp + 9.0)]
+  mean, std, ahead, n = cm.paired_difference(behind, "dscl", "ce", "linear_probe", "overall")
+  assert (mean, ahead, n) == (pytest.approx(-2.0), 0, 1) and math.isnan(std)  # seed 1 has no CE to pair
+  assert "| cross-entropy | linear probe | -2.00 (0/1) |" in cm.markdown(behind)
+
+  groups, per_class = tmp_path / "groups.png", tmp_path / "per_class.png"
+  cm.figures(records, groups, per_class)
+  for path in (groups, per_class):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+  document = tmp_path / "results.md"
+  document.write_text(f"intro\n{cm.BEGIN}\nold\n{cm.END}\nrest\n")
+  assert cm.update_block("new table\n", document) and cm.update_block("new table\n", document)
+  assert document.read_text() == f"intro\n{cm.BEGIN}\nnew table\n{cm.END}\nrest\n"
+  other = tmp_path / "other.md"
+  other.write_text("no markers\n")
+  assert not cm.update_block("x", other) and other.read_text() == "no markers\n"
+  assert not cm.update_block("x", tmp_path / "missing.md") and not (tmp_path / "missing.md").exists()
+  # The figures are linked relative to the document that shows them.
+  block = cm.results_block(records, tmp_path / "docs" / "results.md")
+  assert block.startswith(f"Made by `{cm.COMMAND}` from `benchmarks/results/compare_fashion_mnist_lt.json`.\n\n")
+  assert f"![accuracy per group]({os.path.relpath(cm.GROUPS_FIGURE, tmp_path / 'docs')})" in block
+  assert cm.results_block([]).endswith(": no runs recorded yet.\n")
+
+
+def _block(document, begin, end) -> str:
+  """What lies between the markers of `document`."""
+  content = document.read_text()
+  assert content.count(begin) == 1 and content.count(end) == 1, f"{document} needs one {begin} and one {end}"
+  return content.split(begin, 1)[1].split(end, 1)[0]
+
+
+def test_the_results_document_holds_what_rendering_writes():
+  """docs/results.md (not the README) shows the comparison, exactly as `--render-only` renders the
+  committed records, and its figure links resolve."""
+  assert cm.RESULTS_DOC == cm.REPO / "docs" / "results.md"
+  assert cm.BEGIN not in (cm.REPO / "README.md").read_text()
+  block = _block(cm.RESULTS_DOC, cm.BEGIN, cm.END)
+  assert block == "\n" + cm.results_block(cm.read_records())
+  for figure in (cm.GROUPS_FIGURE, cm.PER_CLASS_FIGURE):
+    assert f"]({cm.link(figure)})" in block and (cm.RESULTS_DOC.parent / cm.link(figure)).resolve() == figure
+
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs the Debian package dataset-fashion-mnist")
+def test_a_real_tiny_run_becomes_a_record(tmp_path):
+  overrides = {"train.max_steps": 2, "probe.max_steps": 2, "probe.reestimate_bn_batches": 1,
+               "eval.batch_size": 1000, "model.depth": 8}
+  r = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
+  timing = json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text())
+  assert all(timing[job]["done"] and timing[job]["attempts"] == 1 for job in cm.JOBS)
+  assert r["job_commits"] == {job: ["0123abc"] for job in cm.JOBS}
+  assert r["test_images"] == 10000 and r["train_class_counts"] == FASHION_COUNTS
+  # Cross-entropy's own classifier is reported too ("model").
+  assert set(r["classifiers"]) == {"linear_probe", "knn", "logistic_regression", "model"}
+  for summary in r["classifiers"].values():
+    per_class = np.asarray(summary["per_class_accuracy"])
+    assert summary["overall"] == pytest.approx(per_class.mean())  # 1000 test images per class
+    assert summary["groups"]["tail"] == pytest.approx(per_class[7:].mean())
+  # A finished job is not run again: the second call only reads the record back.
+  again = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
+  assert again["classifiers"] == r["classifiers"]
+  assert json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text()) == timing

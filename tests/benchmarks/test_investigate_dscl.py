@@ -1,0 +1,87 @@
+"""benchmarks/investigate_dscl.py: every variant names real config fields, probe-only variants reuse the
+comparison's trunk and everything is evaluated on the held-out validation split, records are skipped once
+made, and the table reads the numbers of the records."""
+
+import json
+
+import pytest
+
+from tests import benchmark_modules
+
+inv = benchmark_modules.load("investigate_dscl")
+
+FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+
+
+def test_every_variant_overrides_real_fields_and_a_typo_is_refused():
+  inv.check_variants()
+  with pytest.raises(ValueError, match="variant bad: loss.temprature is not a field of configs/fashion_mnist_lt_dscl.py"):
+    inv.check_variants({"bad": ("dscl", {"loss.temprature": 0.1}, False, "")})
+  with pytest.raises(ValueError, match="variant bad: method 'simclr' is not one of"):
+    inv.check_variants({"bad": ("simclr", {}, False, "")})
+
+
+def test_probe_only_variants_probe_the_comparisons_trunk_on_the_validation_split(tmp_path):
+  jobs = inv.variant_jobs("dscl_probe30", tmp_path / "inv", tmp_path / "cmp")
+  assert [(job, workdir) for job, workdir, _ in jobs] == [
+      ("pretrain", tmp_path / "cmp" / "dscl_seed0"), ("linear_probe", tmp_path / "inv" / "dscl_probe30"),
+      ("eval", tmp_path / "inv" / "dscl_probe30")]
+  assert jobs[0][2] == {}  # the comparison's own pretrain job, unchanged
+  for _, _, overrides in jobs[1:]:
+    assert overrides == {"data.val_per_class": 500, "eval.split": "val", "probe.epochs": 30,
+                         "pretrained": str(tmp_path / "cmp" / "dscl_seed0")}
+  # The baselines keep the 10-epoch probe they were measured with; the comparison's own probe is 30.
+  assert inv.variant_jobs("dscl", tmp_path / "inv", tmp_path / "cmp")[1][2]["probe.epochs"] == 10
+  assert inv.cm.load_config("dscl").probe.epochs == 30
+  own = inv.variant_jobs("dscl_t0.2", tmp_path / "inv", tmp_path / "cmp")
+  assert [job for job, _, _ in own] == ["pretrain", "linear_probe", "eval"]
+  assert all(w == tmp_path / "inv" / "dscl_t0.2" and o["loss.temperature"] == 0.2 and o["eval.split"] == "val"
+             for _, w, o in own)
+
+
+def _report(overall, per_class):
+  images = [0] + [500] * 9
+  return {"overall": overall, "per_class_accuracy": per_class, "per_class_images": images}
+
+
+def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_run_job(method, seed, job, workdir, overrides, commit=""):
+    calls.append((method, seed, job, workdir))
+    if job == "eval":
+      per_class = [0.0] + [50.0 + c for c in range(1, 10)]
+      report = {"train_class_counts": FASHION_COUNTS, "num_images": 4500,
+                "classifiers": {"linear_probe": _report(55.0, per_class), "knn": _report(54.0, per_class)}}
+      (workdir / "eval_val.json").parent.mkdir(parents=True, exist_ok=True)
+      (workdir / "eval_val.json").write_text(json.dumps(report))
+    return {"seconds": 12.0, "commits": [commit]}
+
+  record = inv.run_variant("ce_probe30", tmp_path / "inv", tmp_path / "cmp", "abc1234", False, fake_run_job)
+  assert [c[2] for c in calls] == ["pretrain", "linear_probe", "eval"] and {c[1] for c in calls} == {0}
+  assert record["pretrained_from"] == "cmp/ce_seed0" and record["val_images"] == 4500
+  probe = record["classifiers"]["linear_probe"]
+  # Tail third = classes 7, 8, 9 (500 images each): (57 + 58 + 59) / 3. Head third = classes 0-3, where
+  # class 0 has no validation image, so it is (51 + 52 + 53) / 3.
+  assert probe["groups"]["tail"] == pytest.approx(58.0)
+  assert probe["groups"]["head"] == pytest.approx(52.0)
+  path = tmp_path / "records.json"
+  inv.append_record(record, path)
+  assert [r["variant"] for r in inv.read_records(path)] == ["ce_probe30"]
+  table = inv.markdown(inv.read_records(path))
+  row = next(line for line in table.splitlines() if line.startswith("| ce_probe30 |"))
+  # probe overall, tail, medium (classes 8, 9: 100 and 60 training images), kNN overall, tail, no LR.
+  assert row == ("| ce_probe30 | the comparison's trunk, probe 30 epochs | 55.00 | 58.00 | 58.50 | 54.00 "
+                 "| 58.00 | - | - | - | reused |")
+  assert "1 of 10 variants recorded" in table and "abc1234"[:7] in table
+
+
+def test_the_results_document_holds_what_rendering_writes():
+  """docs/results.md (not the README) shows the investigation, exactly as `--render-only` renders the
+  committed records."""
+  content = inv.cm.RESULTS_DOC.read_text()
+  assert content.count(inv.BEGIN) == 1 and content.count(inv.END) == 1
+  assert inv.BEGIN not in (inv.REPO / "README.md").read_text()
+  block = content.split(inv.BEGIN, 1)[1].split(inv.END, 1)[0]
+  assert block == "\n" + inv.results_block(inv.read_records())
+  assert block.startswith(f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`.")
