@@ -47,25 +47,46 @@ from dscl_jax.config.schema import load_config_file  # noqa: E402
 
 # The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
 METHODS = {
-    "ce": "configs/fashion_mnist_lt_ce.py",
-    "supcon": "configs/fashion_mnist_lt_supcon.py",
-    "dscl": "configs/fashion_mnist_lt_dscl.py",
-    "dscl_pbsd": "configs/fashion_mnist_lt_dscl_pbsd.py",
-    "dscl_multicrop": "configs/fashion_mnist_lt_dscl_multicrop.py",
-    "paco": "configs/fashion_mnist_lt_paco.py",
-    "gpaco": "configs/fashion_mnist_lt_gpaco.py",
-    "iccl": "configs/fashion_mnist_lt_iccl.py",
+  "ce": "configs/fashion_mnist_lt_ce.py",
+  "supcon": "configs/fashion_mnist_lt_supcon.py",
+  "dscl": "configs/fashion_mnist_lt_dscl.py",
+  "dscl_pbsd": "configs/fashion_mnist_lt_dscl_pbsd.py",
+  "dscl_multicrop": "configs/fashion_mnist_lt_dscl_multicrop.py",
+  "paco": "configs/fashion_mnist_lt_paco.py",
+  "gpaco": "configs/fashion_mnist_lt_gpaco.py",
+  "iccl": "configs/fashion_mnist_lt_iccl.py",
 }
-LABELS = {"ce": "cross-entropy", "supcon": "SupCon", "dscl": "DSCL", "dscl_pbsd": "DSCL + PBSD",
-          "dscl_multicrop": "DSCL + multi-crop", "paco": "PaCo", "gpaco": "GPaCo", "iccl": "ICCL"}
+LABELS = {
+  "ce": "cross-entropy",
+  "supcon": "SupCon",
+  "dscl": "DSCL",
+  "dscl_pbsd": "DSCL + PBSD",
+  "dscl_multicrop": "DSCL + multi-crop",
+  "paco": "PaCo",
+  "gpaco": "GPaCo",
+  "iccl": "ICCL",
+}
 SEEDS = (0, 1, 2)
 JOBS = ("pretrain", "linear_probe", "eval")
 # Fields that make the comparison fair: equal in every config (methods differ in their own groups only).
-FAIR_FIELDS = ("data", "model.depth", "model.style", "model.width", "train.epochs", "train.batch_size",
-               "probe", "eval", "mesh")
+FAIR_FIELDS = (
+  "data",
+  "model.depth",
+  "model.style",
+  "model.width",
+  "train.epochs",
+  "train.batch_size",
+  "probe",
+  "eval",
+  "mesh",
+)
 GROUPS = ("head", "middle", "tail", "many", "medium", "few")
-CLASSIFIERS = {"linear_probe": "linear probe", "knn": "kNN (k 20, cosine)",
-               "logistic_regression": "logistic regression", "model": "method's own classifier"}
+CLASSIFIERS = {
+  "linear_probe": "linear probe",
+  "knn": "kNN (k 20, cosine)",
+  "logistic_regression": "logistic regression",
+  "model": "method's own classifier",
+}
 
 RESULTS = REPO / "benchmarks" / "results"
 RECORDS = RESULTS / "compare_fashion_mnist_lt.json"
@@ -93,9 +114,12 @@ def _field(config, dotted: str):
 def check_fair(configs: dict) -> None:
   """Raises ValueError naming every FAIR_FIELDS entry on which the configs {method: ConfigDict} differ."""
   first = next(iter(configs))
-  problems = [f"{field}: {first}={_field(configs[first], field)!r} but {method}={_field(c, field)!r}"
-              for field in FAIR_FIELDS for method, c in configs.items()
-              if _field(c, field) != _field(configs[first], field)]
+  problems = [
+    f"{field}: {first}={_field(configs[first], field)!r} but {method}={_field(c, field)!r}"
+    for field in FAIR_FIELDS
+    for method, c in configs.items()
+    if _field(c, field) != _field(configs[first], field)
+  ]
   if problems:
     raise ValueError("the configs are not comparable:\n  " + "\n  ".join(problems))
 
@@ -144,8 +168,10 @@ def claimed(workdir: Path, recorded, what: str, script: str):
     if mine and not recorded():
       yield True
       return
-    print(f"{what}: " + ("recorded meanwhile" if mine else
-          f"another {script} process is running it") + "; skipped", flush=True)
+    print(
+      f"{what}: " + ("recorded meanwhile" if mine else f"another {script} process is running it") + "; skipped",
+      flush=True,
+    )
     yield False
 
 
@@ -188,10 +214,12 @@ def summarise_report(report: dict) -> dict:
   summary = {}
   for name, r in report["classifiers"].items():
     summary[name] = {
-        "overall": r["overall"],
-        "groups": {g: group_accuracy(r["per_class_accuracy"], r["per_class_images"], groups[g]) for g in GROUPS
-                   if len(groups[g])},
-        "per_class_accuracy": r["per_class_accuracy"]}
+      "overall": r["overall"],
+      "groups": {
+        g: group_accuracy(r["per_class_accuracy"], r["per_class_images"], groups[g]) for g in GROUPS if len(groups[g])
+      },
+      "per_class_accuracy": r["per_class_accuracy"],
+    }
   return summary
 
 
@@ -202,15 +230,17 @@ TRAINING_CODE = ("dscl_jax", "data", "configs", "pyproject.toml")
 def git_commit() -> tuple[str, bool]:
   """(HEAD's hash, whether the code that trains - package, data, configs - has uncommitted changes)."""
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-  status = subprocess.run(["git", "status", "--porcelain", "--", *TRAINING_CODE],
-                          cwd=REPO, capture_output=True, text=True, check=True)
+  status = subprocess.run(
+    ["git", "status", "--porcelain", "--", *TRAINING_CODE], cwd=REPO, capture_output=True, text=True, check=True
+  )
   return head.stdout.strip(), bool(status.stdout.strip())
 
 
 def same_training_code(a: str, b: str, repo: Path = REPO) -> bool:
   """Whether commits `a` and `b` (full or short hashes) hold identical files under TRAINING_CODE."""
-  diff = subprocess.run(["git", "diff", "--quiet", a, b, "--", *TRAINING_CODE], cwd=repo, capture_output=True,
-                        text=True)
+  diff = subprocess.run(
+    ["git", "diff", "--quiet", a, b, "--", *TRAINING_CODE], cwd=repo, capture_output=True, text=True
+  )
   if diff.returncode not in (0, 1):
     raise RuntimeError(f"git diff {a} {b} failed: {diff.stderr.strip()}")
   return diff.returncode == 0
@@ -233,23 +263,39 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, co
   entry.setdefault("commits", [])
   if entry["done"]:
     return {"seconds": entry["seconds"], "commits": entry["commits"]}
-  command = [sys.executable, "-m", "dscl_jax.main", f"--config={REPO / METHODS[method]}", f"--workdir={workdir}",
-             f"--config.seed={seed}", f"--config.mode={job}",
-             *(f"--config.{key}={value}" for key, value in overrides.items())]
+  command = [
+    sys.executable,
+    "-m",
+    "dscl_jax.main",
+    f"--config={REPO / METHODS[method]}",
+    f"--workdir={workdir}",
+    f"--config.seed={seed}",
+    f"--config.mode={job}",
+    *(f"--config.{key}={value}" for key, value in overrides.items()),
+  ]
   # The workdir tells the investigation's variants of one method apart.
   print(f"[compare] {LABELS[method]}, seed {seed}: {job} in {workdir}", flush=True)
   workdir.mkdir(parents=True, exist_ok=True)
   code = run_timed(command, workdir / f"compare_{job}.log", timing_path, timing, job, commit)
   if code != 0:
-    raise RuntimeError(f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
-                       f"is in {workdir / f'compare_{job}.log'}")
+    raise RuntimeError(
+      f"{LABELS[method]} seed {seed}: `{' '.join(command)}` exited with {code}; its output "
+      f"is in {workdir / f'compare_{job}.log'}"
+    )
   entry["done"] = True
   write_json(timing_path, timing)
   return {"seconds": entry["seconds"], "commits": entry["commits"]}
 
 
-def run_timed(command: list[str], log_path: Path, timing_path: Path, timing: dict, job: str, commit: str,
-              every: float = TIMING_EVERY_SECONDS) -> int:
+def run_timed(
+  command: list[str],
+  log_path: Path,
+  timing_path: Path,
+  timing: dict,
+  job: str,
+  commit: str,
+  every: float = TIMING_EVERY_SECONDS,
+) -> int:
   """Runs `command` from the repository root, its output shown and appended to `log_path`; returns its exit
   code. The attempt is counted in `timing[job]` when it starts, and its wall time is added to
   `timing[job]["seconds"]` and written to `timing_path` every `every` seconds and at the end, so neither
@@ -276,8 +322,9 @@ def run_timed(command: list[str], log_path: Path, timing_path: Path, timing: dic
   clock = threading.Thread(target=heartbeat, daemon=True)
   clock.start()
   with open(log_path, "a", buffering=1) as log:  # line-buffered: a kill loses no finished line
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1)
+    process = subprocess.Popen(
+      command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     try:
       for line in process.stdout:
         sys.stdout.write(line)
@@ -295,24 +342,40 @@ def run_timed(command: list[str], log_path: Path, timing_path: Path, timing: dic
 
 def machine() -> dict:
   import jax
-  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-          "load_average_at_end": list(os.getloadavg()), "jax": jax.__version__,
-          "devices": [str(d) for d in jax.devices()]}
+
+  return {
+    "platform": platform.platform(),
+    "processor": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "usable_cpus": len(os.sched_getaffinity(0)),
+    "load_average_at_end": list(os.getloadavg()),
+    "jax": jax.__version__,
+    "devices": [str(d) for d in jax.devices()],
+  }
 
 
-def run_one(method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool,
-            run_job=run_job) -> dict:
+def run_one(
+  method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool, run_job=run_job
+) -> dict:
   workdir = workdir_root / f"{method}_seed{seed}"
   jobs = {job: run_job(method, seed, job, workdir, overrides, commit) for job in JOBS}
   report = json.loads((workdir / "eval_test.json").read_text())
-  return {"method": method, "seed": seed, "config": METHODS[method], "overrides": {"seed": seed, **overrides},
-          "commit": commit, "uncommitted_changes": dirty,
-          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "train_class_counts": report["train_class_counts"], "test_images": report["num_images"],
-          "classifiers": summarise_report(report), "wall_seconds": {j: r["seconds"] for j, r in jobs.items()},
-          # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
-          "job_commits": {j: r["commits"] for j, r in jobs.items()}, "machine": machine()}
+  return {
+    "method": method,
+    "seed": seed,
+    "config": METHODS[method],
+    "overrides": {"seed": seed, **overrides},
+    "commit": commit,
+    "uncommitted_changes": dirty,
+    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "train_class_counts": report["train_class_counts"],
+    "test_images": report["num_images"],
+    "classifiers": summarise_report(report),
+    "wall_seconds": {j: r["seconds"] for j, r in jobs.items()},
+    # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
+    "job_commits": {j: r["commits"] for j, r in jobs.items()},
+    "machine": machine(),
+  }
 
 
 def pending(methods, seeds, records) -> list[tuple[str, int]]:
@@ -327,14 +390,17 @@ def aggregate(records: list[dict]) -> dict:
   table = {}
   for method in [m for m in METHODS if any(r["method"] == m for r in records)]:
     runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
-    entry = {"seeds": [r["seed"] for r in runs],
-             "pretrain_seconds": _stats([r["wall_seconds"]["pretrain"] for r in runs])}
+    entry = {
+      "seeds": [r["seed"] for r in runs],
+      "pretrain_seconds": _stats([r["wall_seconds"]["pretrain"] for r in runs]),
+    }
     for classifier in CLASSIFIERS:
       values = [r["classifiers"][classifier] for r in runs if classifier in r["classifiers"]]
       if values:
-        entry[classifier] = {"overall": _stats([v["overall"] for v in values]),
-                             **{g: _stats([v["groups"][g] for v in values]) for g in GROUPS
-                                if all(g in v["groups"] for v in values)}}
+        entry[classifier] = {
+          "overall": _stats([v["overall"] for v in values]),
+          **{g: _stats([v["groups"][g] for v in values]) for g in GROUPS if all(g in v["groups"] for v in values)},
+        }
     table[method] = entry
   return table
 
@@ -355,22 +421,23 @@ def _cell(stat) -> str:
 def leaders(table: dict, classifier: str, measure: str) -> str:
   """One sentence: the best and second-best mean on `measure`, and their gap in units of the larger of the
   two seed standard deviations."""
-  ranked = sorted(((entry[classifier][measure], m) for m, entry in table.items() if classifier in entry),
-                  key=lambda item: -item[0][0])
+  ranked = sorted(
+    ((entry[classifier][measure], m) for m, entry in table.items() if classifier in entry), key=lambda item: -item[0][0]
+  )
   if len(ranked) < 2:
     return ""
   (best, m1), (second, m2) = ranked[:2]
   gap = best[0] - second[0]
   spread = max(best[1], second[1])
   ratio = f" = {gap / spread:.1f} x the larger seed std ({spread:.2f})" if spread > 0 else ""
-  return (f"{measure}: {LABELS[m1]} {_cell(best)}, then {LABELS[m2]} {_cell(second)}; gap {gap:.2f} points"
-          f"{ratio}")
+  return f"{measure}: {LABELS[m1]} {_cell(best)}, then {LABELS[m2]} {_cell(second)}; gap {gap:.2f} points{ratio}"
 
 
 def paired_difference(records: list[dict], a: str, b: str, classifier: str, measure: str):
   """Method `a` minus method `b` on one measure, seed by seed over the seeds both have (a seed fixes the
   image order of every method's pretrain, so the pairs share it). Returns (mean, sample std, seeds where
   `a` is ahead, seeds), or None without a shared seed."""
+
   def values(method):
     out = {}
     for r in records:
@@ -378,6 +445,7 @@ def paired_difference(records: list[dict], a: str, b: str, classifier: str, meas
       if report is not None:
         out[r["seed"]] = report["overall"] if measure == "overall" else report["groups"].get(measure)
     return out
+
   first, second = values(a), values(b)
   seeds = sorted(s for s in first.keys() & second.keys() if first[s] is not None and second[s] is not None)
   if not seeds:
@@ -407,32 +475,44 @@ def markdown(records: list[dict]) -> str:
   thirds, shots = count_thirds(counts), shot_classes(counts)
   done = {(r["method"], r["seed"]) for r in records}
   lines = [
-      f"{len(done)} of {len(METHODS) * len(SEEDS)} runs recorded ({len(METHODS)} methods x seeds "
-      f"{', '.join(map(str, SEEDS))}); top-1 % on the balanced test split, mean ± sample std over seeds. "
-      f"Thirds of the class ranking: head {len(thirds['head'])}, middle {len(thirds['middle'])}, tail "
-      f"{len(thirds['tail'])} classes; many-shot (> 100 training images) {len(shots['many'])}, medium "
-      f"(20-100) {len(shots['medium'])} classes, no few-shot class. Commits: {', '.join(commits(records))}.",
-      "",
-      "Linear probe (class-balanced, frozen trunk), the comparison every method shares:",
-      "",
-      "| method | seeds | overall | head | middle | tail | many | medium | pretrain wall (s) |",
-      "|---|---|---|---|---|---|---|---|---|"]
+    f"{len(done)} of {len(METHODS) * len(SEEDS)} runs recorded ({len(METHODS)} methods x seeds "
+    f"{', '.join(map(str, SEEDS))}); top-1 % on the balanced test split, mean ± sample std over seeds. "
+    f"Thirds of the class ranking: head {len(thirds['head'])}, middle {len(thirds['middle'])}, tail "
+    f"{len(thirds['tail'])} classes; many-shot (> 100 training images) {len(shots['many'])}, medium "
+    f"(20-100) {len(shots['medium'])} classes, no few-shot class. Commits: {', '.join(commits(records))}.",
+    "",
+    "Linear probe (class-balanced, frozen trunk), the comparison every method shares:",
+    "",
+    "| method | seeds | overall | head | middle | tail | many | medium | pretrain wall (s) |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for method, entry in table.items():
     probe = entry.get("linear_probe")
     if probe is None:
       continue
-    lines.append(f"| {LABELS[method]} | {len(entry['seeds'])} | " + " | ".join(
-        _cell(probe[k]) for k in ("overall", "head", "middle", "tail", "many", "medium"))
-        + f" | {entry['pretrain_seconds'][0]:.0f} |")
-  lines += ["", "Probe-free measures on the same frozen features, and the methods' own classifiers:", "",
-            "| method | classifier | overall | tail | medium |", "|---|---|---|---|---|"]
+    lines.append(
+      f"| {LABELS[method]} | {len(entry['seeds'])} | "
+      + " | ".join(_cell(probe[k]) for k in ("overall", "head", "middle", "tail", "many", "medium"))
+      + f" | {entry['pretrain_seconds'][0]:.0f} |"
+    )
+  lines += [
+    "",
+    "Probe-free measures on the same frozen features, and the methods' own classifiers:",
+    "",
+    "| method | classifier | overall | tail | medium |",
+    "|---|---|---|---|---|",
+  ]
   for method, entry in table.items():
     for classifier in ("knn", "logistic_regression", "model"):
       if classifier in entry:
-        lines.append(f"| {LABELS[method]} | {CLASSIFIERS[classifier]} | "
-                     + " | ".join(_cell(entry[classifier][k]) for k in ("overall", "tail", "medium")) + " |")
-  leading = [f"- {leaders(table, 'linear_probe', m)}" for m in ("overall", "tail", "medium")
-             if leaders(table, "linear_probe", m)]
+        lines.append(
+          f"| {LABELS[method]} | {CLASSIFIERS[classifier]} | "
+          + " | ".join(_cell(entry[classifier][k]) for k in ("overall", "tail", "medium"))
+          + " |"
+        )
+  leading = [
+    f"- {leaders(table, 'linear_probe', m)}" for m in ("overall", "tail", "medium") if leaders(table, "linear_probe", m)
+  ]
   if leading:
     lines += ["", "Leaders (linear probe):", "", *leading]
   # The paper's claim is that DSCL beats SupCon and cross-entropy: the per-seed difference says whether the
@@ -442,12 +522,19 @@ def markdown(records: list[dict]) -> str:
     for classifier in [c for c in CLASSIFIERS if c != "model"]:
       diffs = [paired_difference(records, "dscl", other, classifier, m) for m in ("overall", "tail", "medium")]
       if diffs[0] is not None:
-        versus.append(f"| {LABELS[other]} | {CLASSIFIERS[classifier]} | "
-                      + " | ".join(map(_difference_cell, diffs)) + " |")
+        versus.append(
+          f"| {LABELS[other]} | {CLASSIFIERS[classifier]} | " + " | ".join(map(_difference_cell, diffs)) + " |"
+        )
   if versus:
-    lines += ["", "DSCL minus SupCon and cross-entropy, seed by seed: mean ± sample std of the per-seed "
-              "difference (seeds where DSCL is ahead / seeds):", "",
-              "| DSCL minus | classifier | overall | tail | medium |", "|---|---|---|---|---|", *versus]
+    lines += [
+      "",
+      "DSCL minus SupCon and cross-entropy, seed by seed: mean ± sample std of the per-seed "
+      "difference (seeds where DSCL is ahead / seeds):",
+      "",
+      "| DSCL minus | classifier | overall | tail | medium |",
+      "|---|---|---|---|---|",
+      *versus,
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -471,8 +558,15 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
         continue
       means = [entry[classifier][m][0] for m in measures]
       stds = [0.0 if np.isnan(entry[classifier][m][1]) else entry[classifier][m][1] for m in measures]
-      axes.bar(np.arange(len(measures)) + (j - (len(table) - 1) / 2) * width, means, width, yerr=stds,
-               capsize=2, label=LABELS[method], color=f"C{list(METHODS).index(method)}")
+      axes.bar(
+        np.arange(len(measures)) + (j - (len(table) - 1) / 2) * width,
+        means,
+        width,
+        yerr=stds,
+        capsize=2,
+        label=LABELS[method],
+        color=f"C{list(METHODS).index(method)}",
+      )
     axes.set_xticks(np.arange(len(measures)), measures)
     axes.set_ylabel("top-1 accuracy (%)")
     low = min(entry[c][m][0] for entry in table.values() for c in panels if c in entry for m in measures)
@@ -491,15 +585,26 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
   counts = np.asarray(records[0]["train_class_counts"], np.float64)
   order = np.argsort(-counts, kind="stable")
   for method in table:
-    per_class = np.array([r["classifiers"]["linear_probe"]["per_class_accuracy"] for r in records
-                          if r["method"] == method and "linear_probe" in r["classifiers"]])
+    per_class = np.array(
+      [
+        r["classifiers"]["linear_probe"]["per_class_accuracy"]
+        for r in records
+        if r["method"] == method and "linear_probe" in r["classifiers"]
+      ]
+    )
     if not len(per_class):
       continue
     mean = per_class.mean(0)
-    axes.errorbar(counts[order], mean[order], yerr=[mean[order] - per_class.min(0)[order],
-                                                    per_class.max(0)[order] - mean[order]],
-                  marker="o", markersize=3, capsize=2, label=LABELS[method],
-                  color=f"C{list(METHODS).index(method)}")
+    axes.errorbar(
+      counts[order],
+      mean[order],
+      yerr=[mean[order] - per_class.min(0)[order], per_class.max(0)[order] - mean[order]],
+      marker="o",
+      markersize=3,
+      capsize=2,
+      label=LABELS[method],
+      color=f"C{list(METHODS).index(method)}",
+    )
   axes.set_xscale("log")
   axes.set_xlabel("training images of the class")
   axes.set_ylabel("top-1 accuracy (%), linear probe")
@@ -533,8 +638,10 @@ def results_block(records: list[dict], document: Path = RESULTS_DOC) -> str:
   source = f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`"
   if not records:
     return f"{source}: no runs recorded yet.\n"
-  figure_links = (f"![accuracy per group]({link(GROUPS_FIGURE, document)})\n\n"
-                  f"![per-class accuracy]({link(PER_CLASS_FIGURE, document)})\n")
+  figure_links = (
+    f"![accuracy per group]({link(GROUPS_FIGURE, document)})\n\n"
+    f"![per-class accuracy]({link(PER_CLASS_FIGURE, document)})\n"
+  )
   return f"{source}.\n\n{markdown(records)}\n{figure_links}"
 
 
@@ -554,24 +661,34 @@ def render(records: list[dict]) -> None:
   figures(records)
   updated = update_block(results_block(records))
   print(text, flush=True)
-  print(f"[compare] wrote {TABLE.relative_to(REPO)}, {GROUPS_FIGURE.relative_to(REPO)}, "
-        f"{PER_CLASS_FIGURE.relative_to(REPO)}" + (f" and the table in {where}" if updated else
-                                                   f" ({where} has no {BEGIN} marker)"), flush=True)
+  print(
+    f"[compare] wrote {TABLE.relative_to(REPO)}, {GROUPS_FIGURE.relative_to(REPO)}, "
+    f"{PER_CLASS_FIGURE.relative_to(REPO)}"
+    + (f" and the table in {where}" if updated else f" ({where} has no {BEGIN} marker)"),
+    flush=True,
+  )
 
 
 # --------------------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from: " + ", ".join(METHODS))
   parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-  parser.add_argument("--workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt",
-                      help="one workdir per (method, seed) below it; interrupted runs resume from it")
+  parser.add_argument(
+    "--workdir-root",
+    type=Path,
+    default=REPO / "workdirs" / "compare_fashion_mnist_lt",
+    help="one workdir per (method, seed) below it; interrupted runs resume from it",
+  )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true", help="run nothing; render the records")
-  parser.add_argument("--allow-uncommitted", action="store_true",
-                      help="run although dscl_jax/, data/ or configs/ have uncommitted changes (the records "
-                           "say so)")
+  parser.add_argument(
+    "--allow-uncommitted",
+    action="store_true",
+    help="run although dscl_jax/, data/ or configs/ have uncommitted changes (the records say so)",
+  )
   args = parser.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
   unknown = [m for m in args.methods if m not in METHODS]
@@ -588,23 +705,32 @@ def main(argv=None) -> None:
     commit, dirty = git_commit()
     todo = pending(args.methods, args.seeds, read_records())
     if todo and dirty and not args.allow_uncommitted:
-      sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
-               "say what made it; commit them or pass --allow-uncommitted")
+      sys.exit(
+        "error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
+        "say what made it; commit them or pass --allow-uncommitted"
+      )
     if args.max_runs >= 0:
-      todo = todo[:args.max_runs]
+      todo = todo[: args.max_runs]
     print(f"[compare] {len(todo)} run(s) to do: " + ", ".join(f"{m}/{s}" for m, s in todo), flush=True)
     for i, (method, seed) in enumerate(todo):
       start = time.perf_counter()
-      with claimed(args.workdir_root / f"{method}_seed{seed}", lambda: is_recorded(read_records(), method, seed),
-                   f"[compare] {LABELS[method]} seed {seed}", "compare_methods") as mine:
+      with claimed(
+        args.workdir_root / f"{method}_seed{seed}",
+        lambda: is_recorded(read_records(), method, seed),
+        f"[compare] {LABELS[method]} seed {seed}",
+        "compare_methods",
+      ) as mine:
         if not mine:
           continue
         record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
         append_record(record)
       probe = record["classifiers"]["linear_probe"]
-      print(f"[compare] recorded {i + 1}/{len(todo)}: {LABELS[method]} seed {seed}, linear probe "
-            f"{probe['overall']:.2f}% (tail {probe['groups']['tail']:.2f}%), "
-            f"{time.perf_counter() - start:.0f} s", flush=True)
+      print(
+        f"[compare] recorded {i + 1}/{len(todo)}: {LABELS[method]} seed {seed}, linear probe "
+        f"{probe['overall']:.2f}% (tail {probe['groups']['tail']:.2f}%), "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+      )
   render(read_records())
 
 

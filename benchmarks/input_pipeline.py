@@ -25,17 +25,17 @@ import tempfile
 import time
 import types
 
-from absl import app
-from absl import flags
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
+from absl import app, flags
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import split_list  # noqa: E402
-from dscl_jax.input import augment  # noqa: E402
-from dscl_jax.input import pipeline  # noqa: E402
+from dscl_jax.input import (
+  augment,  # noqa: E402
+  pipeline,  # noqa: E402
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PYTHON = "/usr/bin/python3"
@@ -93,8 +93,9 @@ def write_images(root: str, num_images: int, seed: int = 0) -> str:
 def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int) -> dict:
   cfg_augment = augment.default_augment_config(224, 3)
   cfg_pbsd = augment.default_pbsd_config()
-  iterator = pipeline.pretrain_iterator(split, cfg_augment, cfg_pbsd, global_batch_size=batch_size,
-                                              seed=0, num_workers=num_workers)
+  iterator = pipeline.pretrain_iterator(
+    split, cfg_augment, cfg_pbsd, global_batch_size=batch_size, seed=0, num_workers=num_workers
+  )
   for _ in range(warmup):
     next(iterator)
   intervals = []
@@ -108,18 +109,36 @@ def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: in
   assert batch["small_crops"].shape == (batch_size, 5, 64, 64, 3), batch["small_crops"].shape
   assert batch["boxes"].shape == (batch_size, 5, 4), batch["boxes"].shape
   del iterator  # stops the worker processes
-  return {"num_workers": num_workers, "images_per_s": batch_size * len(intervals) / sum(intervals),
-          "images_per_s_median_interval": batch_size / statistics.median(intervals), "batch_seconds": intervals}
+  return {
+    "num_workers": num_workers,
+    "images_per_s": batch_size * len(intervals) / sum(intervals),
+    "images_per_s_median_interval": batch_size / statistics.median(intervals),
+    "batch_seconds": intervals,
+  }
 
 
-def time_torchvision(root: str, list_path: str, num_workers: int, batch_size: int, warmup: int,
-                     batches: int) -> dict | None:
+def time_torchvision(
+  root: str, list_path: str, num_workers: int, batch_size: int, warmup: int, batches: int
+) -> dict | None:
   if subprocess.run([TORCH_PYTHON, "-c", "import torchvision"], capture_output=True).returncode:
     print(f"{TORCH_PYTHON} cannot import torchvision: no reference column", flush=True)
     return None
-  command = [TORCH_PYTHON, os.path.join(HERE, "torch_input_pipeline.py"), "--root", root, "--split_list",
-             list_path, "--num_workers", str(num_workers), "--batch_size", str(batch_size), "--warmup",
-             str(warmup), "--batches", str(batches)]
+  command = [
+    TORCH_PYTHON,
+    os.path.join(HERE, "torch_input_pipeline.py"),
+    "--root",
+    root,
+    "--split_list",
+    list_path,
+    "--num_workers",
+    str(num_workers),
+    "--batch_size",
+    str(batch_size),
+    "--warmup",
+    str(warmup),
+    "--batches",
+    str(batches),
+  ]
   result = subprocess.run(command, capture_output=True, text=True, check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -139,9 +158,14 @@ def _loads(load_average) -> str:
 
 def main(argv):
   del argv  # flags only
-  args = types.SimpleNamespace(num_images=_NUM_IMAGES.value, batch_size=_BATCH_SIZE.value, warmup=_WARMUP.value,
-                               batches=_BATCHES.value, workers=[int(w) for w in _WORKERS.value],
-                               output=_OUTPUT.value)
+  args = types.SimpleNamespace(
+    num_images=_NUM_IMAGES.value,
+    batch_size=_BATCH_SIZE.value,
+    warmup=_WARMUP.value,
+    batches=_BATCHES.value,
+    workers=[int(w) for w in _WORKERS.value],
+    output=_OUTPUT.value,
+  )
 
   with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as root:
     start = time.perf_counter()
@@ -162,27 +186,44 @@ def main(argv):
       rows.append({"num_workers": num_workers, "ours": ours, "torchvision": torch_result})
     load_after = os.getloadavg()
 
-  print(f"\nload average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after, "
-        f"on {os.cpu_count()} CPUs")
-  print("| workers | ours img/s | ours img/s per worker | torchvision img/s | torchvision img/s per worker "
-        "| ours / torchvision |")
+  print(
+    f"\nload average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after, on {os.cpu_count()} CPUs"
+  )
+  print(
+    "| workers | ours img/s | ours img/s per worker | torchvision img/s | torchvision img/s per worker "
+    "| ours / torchvision |"
+  )
   print("|---|---|---|---|---|---|")
   for row in rows:
     workers = row["num_workers"]
     ours = row["ours"]["images_per_s"]
     reference = row["torchvision"]["images_per_s"] if row["torchvision"] else float("nan")
     per_worker = max(workers, 1)  # 0 workers: the main process does the work
-    print(f"| {workers} | {ours:.1f} | {ours / per_worker:.1f} | {reference:.1f} | {reference / per_worker:.1f} "
-          f"| {ours / reference:.2f} |")
+    print(
+      f"| {workers} | {ours:.1f} | {ours / per_worker:.1f} | {reference:.1f} | {reference / per_worker:.1f} "
+      f"| {ours / reference:.2f} |"
+    )
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
-    json.dump({"recipe": "DSCL + PBSD pretrain views: 2 x 224 global crops, 5 x 64 small crops + boxes, "
-                         "query / key colours, RGB",
-               "images": f"{args.num_images} synthetic JPEGs, 500x375 .. 640x480, quality 90",
-               "batch_size": args.batch_size, "warmup_batches": args.warmup, "timed_batches": args.batches,
-               "mean_file_kb": file_kb, "pil_decode_ms_per_image": decode_ms, "cpu_count": os.cpu_count(),
-               "load_average_before": load_before, "load_average_after": load_after,
-               "machine": platform.processor() or platform.machine(), "rows": rows}, f, indent=2)
+    json.dump(
+      {
+        "recipe": "DSCL + PBSD pretrain views: 2 x 224 global crops, 5 x 64 small crops + boxes, "
+        "query / key colours, RGB",
+        "images": f"{args.num_images} synthetic JPEGs, 500x375 .. 640x480, quality 90",
+        "batch_size": args.batch_size,
+        "warmup_batches": args.warmup,
+        "timed_batches": args.batches,
+        "mean_file_kb": file_kb,
+        "pil_decode_ms_per_image": decode_ms,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "machine": platform.processor() or platform.machine(),
+        "rows": rows,
+      },
+      f,
+      indent=2,
+    )
   print(f"\nwrote {args.output}")
 
 

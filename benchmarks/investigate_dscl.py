@@ -43,16 +43,16 @@ VALIDATION = {"data.val_per_class": VAL_PER_CLASS, "eval.split": "val"}
 # comparison's own trunks probed for 10 epochs (its probe until the 30 epochs this study led to) and 30;
 # the others change one thing each against the comparison's config (probe 30 epochs).
 VARIANTS = {
-    "ce": ("ce", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
-    "supcon": ("supcon", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
-    "dscl": ("dscl", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
-    "ce_probe30": ("ce", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
-    "supcon_probe30": ("supcon", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
-    "dscl_probe30": ("dscl", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
-    "dscl_t0.1": ("dscl", {"loss.temperature": 0.1}, False, "temperature 0.1 instead of 0.07"),
-    "dscl_t0.2": ("dscl", {"loss.temperature": 0.2}, False, "temperature 0.2 instead of 0.07"),
-    "ce_45ep": ("ce", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
-    "dscl_45ep": ("dscl", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
+  "ce": ("ce", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+  "supcon": ("supcon", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+  "dscl": ("dscl", {"probe.epochs": 10}, True, "the comparison's trunk, probe 10 epochs"),
+  "ce_probe30": ("ce", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
+  "supcon_probe30": ("supcon", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
+  "dscl_probe30": ("dscl", {"probe.epochs": 30}, True, "the comparison's trunk, probe 30 epochs"),
+  "dscl_t0.1": ("dscl", {"loss.temperature": 0.1}, False, "temperature 0.1 instead of 0.07"),
+  "dscl_t0.2": ("dscl", {"loss.temperature": 0.2}, False, "temperature 0.2 instead of 0.07"),
+  "ce_45ep": ("ce", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
+  "dscl_45ep": ("dscl", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
 }
 
 
@@ -78,28 +78,41 @@ def variant_jobs(name: str, workdir_root: Path, compare_root: Path) -> list[tupl
   overrides = {**VALIDATION, **overrides}
   if reuse:
     pretrained = compare_root / f"{method}_seed{SEED}"
-    return [("pretrain", pretrained, {}),
-            ("linear_probe", workdir, {**overrides, "pretrained": str(pretrained)}),
-            ("eval", workdir, {**overrides, "pretrained": str(pretrained)})]
+    return [
+      ("pretrain", pretrained, {}),
+      ("linear_probe", workdir, {**overrides, "pretrained": str(pretrained)}),
+      ("eval", workdir, {**overrides, "pretrained": str(pretrained)}),
+    ]
   return [(job, workdir, overrides) for job in cm.JOBS]
 
 
-def run_variant(name: str, workdir_root: Path, compare_root: Path, commit: str, dirty: bool,
-                run_job=cm.run_job) -> dict:
+def run_variant(
+  name: str, workdir_root: Path, compare_root: Path, commit: str, dirty: bool, run_job=cm.run_job
+) -> dict:
   method, overrides, reuse, question = VARIANTS[name]
   seconds, job_commits = {}, {}
   for job, workdir, job_overrides in variant_jobs(name, workdir_root, compare_root):
     result = run_job(method, SEED, job, workdir, job_overrides, commit)
     seconds[job], job_commits[job] = result["seconds"], result["commits"]
   report = json.loads((workdir_root / name / "eval_val.json").read_text())
-  return {"variant": name, "method": method, "seed": SEED, "config": cm.METHODS[method],
-          "overrides": {"seed": SEED, **VALIDATION, **overrides}, "question": question,
-          "pretrained_from": f"{compare_root.name}/{method}_seed{SEED}" if reuse else None,
-          "commit": commit, "uncommitted_changes": dirty,
-          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "train_class_counts": report["train_class_counts"], "val_images": report["num_images"],
-          "classifiers": cm.summarise_report(report), "wall_seconds": seconds, "job_commits": job_commits,
-          "machine": cm.machine()}
+  return {
+    "variant": name,
+    "method": method,
+    "seed": SEED,
+    "config": cm.METHODS[method],
+    "overrides": {"seed": SEED, **VALIDATION, **overrides},
+    "question": question,
+    "pretrained_from": f"{compare_root.name}/{method}_seed{SEED}" if reuse else None,
+    "commit": commit,
+    "uncommitted_changes": dirty,
+    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "train_class_counts": report["train_class_counts"],
+    "val_images": report["num_images"],
+    "classifiers": cm.summarise_report(report),
+    "wall_seconds": seconds,
+    "job_commits": job_commits,
+    "machine": cm.machine(),
+  }
 
 
 def read_records(path: Path = RECORDS) -> list[dict]:
@@ -107,8 +120,9 @@ def read_records(path: Path = RECORDS) -> list[dict]:
 
 
 def append_record(record: dict, path: Path = RECORDS) -> None:
-  cm.append_entry(record, path, "benchmarks/investigate_dscl.py: one record per variant, measured on the "
-                  "held-out validation split")
+  cm.append_entry(
+    record, path, "benchmarks/investigate_dscl.py: one record per variant, measured on the held-out validation split"
+  )
 
 
 def _cell(report: dict, measure: str) -> str:
@@ -118,20 +132,25 @@ def _cell(report: dict, measure: str) -> str:
 
 def markdown(records: list[dict]) -> str:
   by_name = {r["variant"]: r for r in records}
-  lines = [f"{len(by_name)} of {len(VARIANTS)} variants recorded, seed {SEED}; top-1 % on the validation "
-           f"split ({VAL_PER_CLASS} held-out training images of each of classes 1-9; class 0 has none), "
-           "never the test split. Linear probe / kNN / logistic regression, overall, tail third and "
-           f"medium-shot classes. Commits: {', '.join(cm.commits(records)) or '-'}.",
-           "",
-           "| variant | changes | probe overall | probe tail | probe medium | kNN overall | kNN tail | LR overall "
-           "| LR tail | LR medium | pretrain (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"{len(by_name)} of {len(VARIANTS)} variants recorded, seed {SEED}; top-1 % on the validation "
+    f"split ({VAL_PER_CLASS} held-out training images of each of classes 1-9; class 0 has none), "
+    "never the test split. Linear probe / kNN / logistic regression, overall, tail third and "
+    f"medium-shot classes. Commits: {', '.join(cm.commits(records)) or '-'}.",
+    "",
+    "| variant | changes | probe overall | probe tail | probe medium | kNN overall | kNN tail | LR overall "
+    "| LR tail | LR medium | pretrain (s) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for name in [n for n in VARIANTS if n in by_name]:
     record = by_name[name]
     reports = record["classifiers"]
     cells = []
-    for classifier, measures in (("linear_probe", ("overall", "tail", "medium")), ("knn", ("overall", "tail")),
-                                 ("logistic_regression", ("overall", "tail", "medium"))):
+    for classifier, measures in (
+      ("linear_probe", ("overall", "tail", "medium")),
+      ("knn", ("overall", "tail")),
+      ("logistic_regression", ("overall", "tail", "medium")),
+    ):
       cells += [_cell(reports[classifier], m) if classifier in reports else "-" for m in measures]
     pretrain = "reused" if record["pretrained_from"] else f"{record['wall_seconds']['pretrain']:.0f}"
     lines.append(f"| {name} | {record['question']} | " + " | ".join(cells) + f" | {pretrain} |")
@@ -152,18 +171,26 @@ def render(records: list[dict]) -> None:
   updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
   print(text, flush=True)
-  print(f"[investigate] wrote {TABLE.relative_to(REPO)}" + (f" and the table in {where}" if updated else
-                                                           f" ({where} has no {BEGIN} marker)"), flush=True)
+  print(
+    f"[investigate] wrote {TABLE.relative_to(REPO)}"
+    + (f" and the table in {where}" if updated else f" ({where} has no {BEGIN} marker)"),
+    flush=True,
+  )
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
   parser.add_argument("--workdir-root", type=Path, default=REPO / "workdirs" / "investigate_dscl")
-  parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt",
-                      help="where benchmarks/compare_methods.py keeps its runs; probe-only variants reuse "
-                           "its seed-0 pretrain checkpoints")
+  parser.add_argument(
+    "--compare-workdir-root",
+    type=Path,
+    default=REPO / "workdirs" / "compare_fashion_mnist_lt",
+    help="where benchmarks/compare_methods.py keeps its runs; probe-only variants reuse "
+    "its seed-0 pretrain checkpoints",
+  )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true")
   parser.add_argument("--allow-uncommitted", action="store_true")
@@ -183,22 +210,31 @@ def main(argv=None) -> None:
     recorded = {r["variant"] for r in read_records()}
     todo = [v for v in args.variants if v not in recorded]
     if todo and dirty and not args.allow_uncommitted:
-      sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
-               "say what made it; commit them or pass --allow-uncommitted")
+      sys.exit(
+        "error: dscl_jax/, data/ or configs/ have uncommitted changes, so a record's commit would not "
+        "say what made it; commit them or pass --allow-uncommitted"
+      )
     if args.max_runs >= 0:
-      todo = todo[:args.max_runs]
+      todo = todo[: args.max_runs]
     print(f"[investigate] {len(todo)} variant(s) to do: {', '.join(todo)}", flush=True)
     for i, name in enumerate(todo):
       start = time.perf_counter()
-      with cm.claimed(args.workdir_root / name, lambda: name in {r["variant"] for r in read_records()},
-                      f"[investigate] {name}", "investigate_dscl") as mine:
+      with cm.claimed(
+        args.workdir_root / name,
+        lambda: name in {r["variant"] for r in read_records()},
+        f"[investigate] {name}",
+        "investigate_dscl",
+      ) as mine:
         if not mine:
           continue
         record = run_variant(name, args.workdir_root, args.compare_workdir_root, commit, dirty)
         append_record(record)
       probe = record["classifiers"]["linear_probe"]
-      print(f"[investigate] recorded {i + 1}/{len(todo)}: {name}, val linear probe {probe['overall']:.2f}% "
-            f"(tail {probe['groups']['tail']:.2f}%), {time.perf_counter() - start:.0f} s", flush=True)
+      print(
+        f"[investigate] recorded {i + 1}/{len(todo)}: {name}, val linear probe {probe['overall']:.2f}% "
+        f"(tail {probe['groups']['tail']:.2f}%), {time.perf_counter() - start:.0f} s",
+        flush=True,
+      )
   render(read_records())
 
 

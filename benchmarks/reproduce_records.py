@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import compare_methods as cm  # noqa: E402
+
 from dscl_jax.runtime import checkpoint  # noqa: E402
 
 RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
@@ -58,8 +59,10 @@ def seed_scratch(run_dir: Path, scratch: Path) -> tuple[int, int]:
   (that step, the newest step). A scratch workdir left by an earlier attempt is started afresh."""
   steps = checkpoint_steps(run_dir / "pretrain")
   if len(steps) < 2:
-    raise FileNotFoundError(f"{run_dir / 'pretrain' / 'checkpoints'} holds {len(steps)} finished checkpoint(s); "
-                            "reproducing needs two (the run's keep-two default)")
+    raise FileNotFoundError(
+      f"{run_dir / 'pretrain' / 'checkpoints'} holds {len(steps)} finished checkpoint(s); "
+      "reproducing needs two (the run's keep-two default)"
+    )
   start, end = steps[-2], steps[-1]
   if scratch.exists():
     shutil.rmtree(scratch)
@@ -72,8 +75,9 @@ def seed_scratch(run_dir: Path, scratch: Path) -> tuple[int, int]:
 def differences(recorded, reproduced, path: str = "") -> list[str]:
   """Paths where two JSON trees differ (numbers compared exactly)."""
   if isinstance(recorded, dict) and isinstance(reproduced, dict):
-    out = [f"{path}/{k}: only in {'record' if k in recorded else 'rerun'}"
-           for k in sorted(set(recorded) ^ set(reproduced))]
+    out = [
+      f"{path}/{k}: only in {'record' if k in recorded else 'rerun'}" for k in sorted(set(recorded) ^ set(reproduced))
+    ]
     for key in sorted(set(recorded) & set(reproduced)):
       out += differences(recorded[key], reproduced[key], f"{path}/{key}")
     return out
@@ -92,12 +96,20 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
   leaves = differences(leaf_checksums(run_dir / "pretrain", end), leaf_checksums(scratch / "pretrain", end))
   report = json.loads((scratch / "eval_test.json").read_text())
   accuracies = differences(record["classifiers"], cm.summarise_report(report))
-  return {"method": method, "seed": seed, "record_commits": cm.commits([record]), "commit": commit,
-          "resumed_from_step": start, "to_step": end,
-          "state_leaves": len(leaf_checksums(run_dir / "pretrain", end)), "state_differences": leaves,
-          "accuracy_differences": accuracies, "identical": not leaves and not accuracies,
-          "seconds": time.perf_counter() - began,
-          "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  return {
+    "method": method,
+    "seed": seed,
+    "record_commits": cm.commits([record]),
+    "commit": commit,
+    "resumed_from_step": start,
+    "to_step": end,
+    "state_leaves": len(leaf_checksums(run_dir / "pretrain", end)),
+    "state_differences": leaves,
+    "accuracy_differences": accuracies,
+    "identical": not leaves and not accuracies,
+    "seconds": time.perf_counter() - began,
+    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
 
 
 def read_results() -> list[dict]:
@@ -105,17 +117,26 @@ def read_results() -> list[dict]:
 
 
 def append_result(result: dict) -> None:
-  cm.append_entry(result, RESULTS, "benchmarks/reproduce_records.py: the last pretrain steps, probe and eval "
-                  "of recorded comparison runs redone at a later commit", "checks")
+  cm.append_entry(
+    result,
+    RESULTS,
+    "benchmarks/reproduce_records.py: the last pretrain steps, probe and eval "
+    "of recorded comparison runs redone at a later commit",
+    "checks",
+  )
 
 
 def summary(checks: list[dict]) -> str:
-  lines = ["| method | seed | record made at | checked at | steps redone | state leaves equal | accuracies "
-           "equal |", "|---|---|---|---|---|---|---|"]
+  lines = [
+    "| method | seed | record made at | checked at | steps redone | state leaves equal | accuracies equal |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for c in checks:
-    lines.append(f"| {cm.LABELS[c['method']]} | {c['seed']} | {', '.join(c['record_commits'])} | {c['commit'][:7]} "
-                 f"| {c['resumed_from_step']}-{c['to_step']} | {c['state_leaves'] - len(c['state_differences'])}"
-                 f"/{c['state_leaves']} | {'yes' if not c['accuracy_differences'] else 'no'} |")
+    lines.append(
+      f"| {cm.LABELS[c['method']]} | {c['seed']} | {', '.join(c['record_commits'])} | {c['commit'][:7]} "
+      f"| {c['resumed_from_step']}-{c['to_step']} | {c['state_leaves'] - len(c['state_differences'])}"
+      f"/{c['state_leaves']} | {'yes' if not c['accuracy_differences'] else 'no'} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -139,9 +160,11 @@ def made_with(record: dict, same_as_now) -> bool:
 def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
   total = len(made) + len(checked) + len(unchecked)
   paths = f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}"
-  line = (f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
-          f"{len(made)} of {total} records were made with it and {len(checked)} were made earlier and "
-          "reproduced bit for bit with it")
+  line = (
+    f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
+    f"{len(made)} of {total} records were made with it and {len(checked)} were made earlier and "
+    "reproduced bit for bit with it"
+  )
   if unchecked:
     return line + "; not checked yet: " + ", ".join(f"{cm.LABELS[m]} seed {s}" for m, s in unchecked) + "."
   return line + "."
@@ -154,8 +177,9 @@ def same_code_as(commit: str):
 
 def training_code_commit() -> str:
   """The short hash of the newest commit that changed the training code."""
-  return subprocess.run(["git", "log", "-1", "--format=%h", "--", *cm.TRAINING_CODE], cwd=REPO,
-                        capture_output=True, text=True, check=True).stdout.strip()
+  return subprocess.run(
+    ["git", "log", "-1", "--format=%h", "--", *cm.TRAINING_CODE], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout.strip()
 
 
 def results_block(checks: list[dict]) -> str:
@@ -172,13 +196,17 @@ def render(checks: list[dict]) -> None:
   block = results_block(checks)
   updated = cm.update_block(block, begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
-  print(block.split("\n\n", 1)[1] + (f"[reproduce] wrote the table in {where}" if updated
-                                      else f"[reproduce] {where} has no {BEGIN} marker"), flush=True)
+  print(
+    block.split("\n\n", 1)[1]
+    + (f"[reproduce] wrote the table in {where}" if updated else f"[reproduce] {where} has no {BEGIN} marker"),
+    flush=True,
+  )
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--methods", default=",".join(cm.METHODS))
   parser.add_argument("--seeds", default=",".join(map(str, cm.SEEDS)))
   parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt")
@@ -194,18 +222,32 @@ def main(argv=None) -> None:
     sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes: a check must name the commit it ran")
   current = same_code_as(commit)
   done = {(c["method"], c["seed"]) for c in read_results() if current(c["commit"])}
-  todo = [r for r in cm.read_records() if r["method"] in methods and r["seed"] in seeds
-          and (r["method"], r["seed"]) not in done and (args.all or not made_with(r, current))]
-  print(f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
-        + ", ".join(f"{r['method']}/{r['seed']}" for r in todo), flush=True)
+  todo = [
+    r
+    for r in cm.read_records()
+    if r["method"] in methods
+    and r["seed"] in seeds
+    and (r["method"], r["seed"]) not in done
+    and (args.all or not made_with(r, current))
+  ]
+  print(
+    f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
+    + ", ".join(f"{r['method']}/{r['seed']}" for r in todo),
+    flush=True,
+  )
   for record in todo:
     result = reproduce(record, args.compare_workdir_root, args.scratch_root, commit)
     append_result(result)
-    print(f"[reproduce] {record['method']}/{record['seed']}: "
-          + ("identical" if result["identical"] else
-             f"{len(result['state_differences'])} state leaves and {len(result['accuracy_differences'])} "
-             f"accuracies differ, first: {(result['state_differences'] + result['accuracy_differences'])[0]}"),
-          flush=True)
+    print(
+      f"[reproduce] {record['method']}/{record['seed']}: "
+      + (
+        "identical"
+        if result["identical"]
+        else f"{len(result['state_differences'])} state leaves and {len(result['accuracy_differences'])} "
+        f"accuracies differ, first: {(result['state_differences'] + result['accuracy_differences'])[0]}"
+      ),
+      flush=True,
+    )
   render(read_results())
 
 

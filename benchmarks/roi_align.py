@@ -41,12 +41,22 @@ from dscl_jax.ops import roi_align  # noqa: E402
 TORCH_PYTHON = "/usr/bin/python3"
 
 CASES = {
-    "pbsd": dict(feature_shape=(256, 7, 7, 2048), boxes_per_image=5,
-                 output_size=(2, 2), spatial_scale=1 / 32, sampling_ratio=-1,
-                 aligned=False),
-    "large": dict(feature_shape=(8, 64, 64, 256), boxes_per_image=64,
-                  output_size=(7, 7), spatial_scale=1 / 4, sampling_ratio=2,
-                  aligned=False),
+  "pbsd": dict(
+    feature_shape=(256, 7, 7, 2048),
+    boxes_per_image=5,
+    output_size=(2, 2),
+    spatial_scale=1 / 32,
+    sampling_ratio=-1,
+    aligned=False,
+  ),
+  "large": dict(
+    feature_shape=(8, 64, 64, 256),
+    boxes_per_image=64,
+    output_size=(7, 7),
+    spatial_scale=1 / 4,
+    sampling_ratio=2,
+    aligned=False,
+  ),
 }
 
 # Run by /usr/bin/python3: times torchvision on CASE_DIR/{features,boxes,
@@ -121,12 +131,10 @@ def make_inputs(name, rng):
   num_images, height, width, _ = case["feature_shape"]
   features = rng.standard_normal(case["feature_shape"], np.float32)
   num_boxes = num_images * case["boxes_per_image"]
-  box_indices = np.repeat(np.arange(num_images, dtype=np.int32),
-                          case["boxes_per_image"])
+  box_indices = np.repeat(np.arange(num_images, dtype=np.int32), case["boxes_per_image"])
   if name == "pbsd":
     image_size = round(height / case["spatial_scale"])  # 224
-    boxes = [random_resized_crop_box(rng, image_size, (0.05, 0.6),
-                                     (3 / 4, 4 / 3)) for _ in range(num_boxes)]
+    boxes = [random_resized_crop_box(rng, image_size, (0.05, 0.6), (3 / 4, 4 / 3)) for _ in range(num_boxes)]
     boxes = np.array(boxes, np.float32)
   else:
     image_size = height / case["spatial_scale"]  # 256
@@ -149,27 +157,24 @@ def median_ms(fn, warmup, repeats):
 
 def time_jax(name, features, boxes, box_indices, warmup, repeats):
   case = CASES[name]
-  static = dict(output_size=case["output_size"],
-                sampling_ratio=case["sampling_ratio"], aligned=case["aligned"])
+  static = dict(output_size=case["output_size"], sampling_ratio=case["sampling_ratio"], aligned=case["aligned"])
 
   @jax.jit
   def forward(x, boxes, box_indices):
-    return roi_align(x, boxes, box_indices,
-                     spatial_scale=case["spatial_scale"], **static)
+    return roi_align(x, boxes, box_indices, spatial_scale=case["spatial_scale"], **static)
 
   backward = jax.jit(jax.grad(lambda x, b, i: jnp.sum(forward(x, b, i))))
   args = [jnp.asarray(a) for a in (features, boxes, box_indices)]
   out = np.asarray(forward(*args))
   return dict(
-      forward_ms=median_ms(lambda: forward(*args), warmup, repeats),
-      backward_ms=median_ms(lambda: backward(*args), warmup, repeats)), out
+    forward_ms=median_ms(lambda: forward(*args), warmup, repeats),
+    backward_ms=median_ms(lambda: backward(*args), warmup, repeats),
+  ), out
 
 
-def time_torchvision(name, features, boxes, box_indices, warmup, repeats,
-                     threads):
+def time_torchvision(name, features, boxes, box_indices, warmup, repeats, threads):
   """torchvision timings and output, or None when torchvision is missing."""
-  probe = subprocess.run([TORCH_PYTHON, "-c", "import torchvision"],
-                         capture_output=True, check=False)
+  probe = subprocess.run([TORCH_PYTHON, "-c", "import torchvision"], capture_output=True, check=False)
   if probe.returncode != 0:
     return None, None
   case = CASES[name]
@@ -177,74 +182,85 @@ def time_torchvision(name, features, boxes, box_indices, warmup, repeats,
     np.save(os.path.join(case_dir, "features.npy"), features)
     np.save(os.path.join(case_dir, "boxes.npy"), boxes)
     np.save(os.path.join(case_dir, "box_indices.npy"), box_indices)
-    params = dict(output_size=case["output_size"],
-                  spatial_scale=case["spatial_scale"],
-                  sampling_ratio=case["sampling_ratio"],
-                  aligned=case["aligned"], warmup=warmup, repeats=repeats,
-                  threads=threads)
+    params = dict(
+      output_size=case["output_size"],
+      spatial_scale=case["spatial_scale"],
+      sampling_ratio=case["sampling_ratio"],
+      aligned=case["aligned"],
+      warmup=warmup,
+      repeats=repeats,
+      threads=threads,
+    )
     result = subprocess.run(
-        [TORCH_PYTHON, "-c", TORCH_TIMER, case_dir, json.dumps(params)],
-        capture_output=True, text=True, check=True)
+      [TORCH_PYTHON, "-c", TORCH_TIMER, case_dir, json.dumps(params)], capture_output=True, text=True, check=True
+    )
     out = np.load(os.path.join(case_dir, "torch_out.npy"))
   return json.loads(result.stdout.strip().splitlines()[-1]), out
 
 
 def main():
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cases", nargs="+", default=list(CASES),
-                      choices=list(CASES))
-  parser.add_argument("--repeats", type=int, default=10,
-                      help="timed calls per measurement (median reported)")
-  parser.add_argument("--warmup", type=int, default=2,
-                      help="untimed calls before timing")
-  parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
-                      help="torch.set_num_threads for torchvision")
-  parser.add_argument("--out", default=os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "results", "roi_align.json"))
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+  parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median reported)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+  parser.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads for torchvision")
+  parser.add_argument(
+    "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "roi_align.json")
+  )
   args = parser.parse_args()
 
   rows = []
   for name in args.cases:
     rng = np.random.default_rng(0)
     features, boxes, box_indices = make_inputs(name, rng)
-    jax_times, jax_out = time_jax(name, features, boxes, box_indices,
-                                  args.warmup, args.repeats)
+    jax_times, jax_out = time_jax(name, features, boxes, box_indices, args.warmup, args.repeats)
     torch_times, torch_out = time_torchvision(
-        name, features, boxes, box_indices, args.warmup, args.repeats,
-        args.torch_threads)
+      name, features, boxes, box_indices, args.warmup, args.repeats, args.torch_threads
+    )
     for direction in ("forward", "backward"):
-      row = dict(case=name, direction=direction,
-                 features=list(features.shape), boxes=len(boxes),
-                 **{k: CASES[name][k] for k in ("output_size", "spatial_scale",
-                                                "sampling_ratio", "aligned")},
-                 jax_median_ms=jax_times[direction + "_ms"],
-                 torchvision_median_ms=None, ratio=None)
+      row = dict(
+        case=name,
+        direction=direction,
+        features=list(features.shape),
+        boxes=len(boxes),
+        **{k: CASES[name][k] for k in ("output_size", "spatial_scale", "sampling_ratio", "aligned")},
+        jax_median_ms=jax_times[direction + "_ms"],
+        torchvision_median_ms=None,
+        ratio=None,
+      )
       if torch_times is not None:
         row["torchvision_median_ms"] = torch_times[direction + "_ms"]
         row["ratio"] = row["jax_median_ms"] / row["torchvision_median_ms"]
-        row["max_abs_diff_vs_torchvision"] = float(
-            np.abs(jax_out - torch_out).max())
+        row["max_abs_diff_vs_torchvision"] = float(np.abs(jax_out - torch_out).max())
         row["torch_threads"] = torch_times["threads"]
       rows.append(row)
 
   print(f"{'case':<16}{'jax ms':>10}{'torchvision ms':>16}{'jax / tv':>10}")
   for row in rows:
     torch_ms = row["torchvision_median_ms"]
-    print(f"{row['case'] + ' ' + row['direction']:<16}"
-          f"{row['jax_median_ms']:>10.1f}"
-          + (f"{torch_ms:>16.1f}{row['ratio']:>10.2f}" if torch_ms else
-             f"{'n/a':>16}{'n/a':>10}"))
+    print(
+      f"{row['case'] + ' ' + row['direction']:<16}"
+      f"{row['jax_median_ms']:>10.1f}"
+      + (f"{torch_ms:>16.1f}{row['ratio']:>10.2f}" if torch_ms else f"{'n/a':>16}{'n/a':>10}")
+    )
   if rows and rows[0]["torchvision_median_ms"] is None:
     print(f"torchvision not importable by {TORCH_PYTHON}: JAX timings only.")
 
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump(dict(
-        rows=rows, repeats=args.repeats, warmup=args.warmup,
-        jax=jax.__version__, backend=jax.default_backend(),
-        cpu_count=os.cpu_count(), machine=platform.processor() or
-        platform.machine()), f, indent=2)
+    json.dump(
+      dict(
+        rows=rows,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        cpu_count=os.cpu_count(),
+        machine=platform.processor() or platform.machine(),
+      ),
+      f,
+      indent=2,
+    )
   print(f"wrote {args.out}")
 
 

@@ -40,19 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax.core import optim
-
-from dscl_jax.input import pixels
-
-from dscl_jax.core import sharding
-
-from dscl_jax.input import synthetic
-from dscl_jax.config.schema import load_config_file
 from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
-from dscl_jax.methods import OnlineForward
-from dscl_jax.methods.queue_contrastive import batch_major
+from dscl_jax.config.schema import load_config_file
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
-from dscl_jax.methods import get_method
+from dscl_jax.input import pixels, synthetic
+from dscl_jax.methods import OnlineForward, get_method
+from dscl_jax.methods.queue_contrastive import batch_major
 
 
 def resnet50_config(pbsd: bool):
@@ -73,12 +67,12 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 CASES = {
-    "resnet50_dscl": (lambda: resnet50_config(False), 3, 1000),
-    "resnet50_dscl_pbsd": (lambda: resnet50_config(True), 3, 1000),
-    "fashion_dscl": (lambda: fashion_config(False), 1, 10),
-    "fashion_dscl_pbsd": (lambda: fashion_config(True), 1, 10),
-    "fashion_paco": (lambda: load_config_file(os.path.join(CONFIGS, "fashion_mnist_lt_paco.py")), 1, 10),
-    "fashion_ce": (lambda: fashion_config(False, "ce"), 1, 10),
+  "resnet50_dscl": (lambda: resnet50_config(False), 3, 1000),
+  "resnet50_dscl_pbsd": (lambda: resnet50_config(True), 3, 1000),
+  "fashion_dscl": (lambda: fashion_config(False), 1, 10),
+  "fashion_dscl_pbsd": (lambda: fashion_config(True), 1, 10),
+  "fashion_paco": (lambda: load_config_file(os.path.join(CONFIGS, "fashion_mnist_lt_paco.py")), 1, 10),
+  "fashion_ce": (lambda: fashion_config(False, "ce"), 1, 10),
 }
 
 
@@ -88,6 +82,7 @@ def make_bare_step(online, target, tx, cfg_augment):
 
   def step(state, batch):
     batch = pixels.normalize_views(batch, cfg_augment)
+
     def output(out):  # the head the method trains: the projection, or the classifier (cross-entropy)
       return out["embedding"] if "embedding" in out else out["logits"]
 
@@ -101,12 +96,20 @@ def make_bare_step(online, target, tx, cfg_augment):
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(params=jax.tree.map(jnp.add, state.params, updates), batch_stats=batch_stats,
-                          opt_state=opt_state, step=state.step + 1)
+    state = state.replace(
+      params=jax.tree.map(jnp.add, state.params, updates),
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      step=state.step + 1,
+    )
     metrics = {"loss": loss}
     if target is not None:  # the keys are an output, so XLA cannot drop the target's forward
-      out, mutated = target.apply({"params": state.target_params, "batch_stats": state.target_batch_stats},
-                                  batch["key"], train=True, mutable=["batch_stats"])
+      out, mutated = target.apply(
+        {"params": state.target_params, "batch_stats": state.target_batch_stats},
+        batch["key"],
+        train=True,
+        mutable=["batch_stats"],
+      )
       state = state.replace(target_batch_stats=mutated["batch_stats"])
       metrics["key_mean"] = jnp.mean(out["embedding"])
     return state, metrics
@@ -122,8 +125,9 @@ def op_times(trace_dir: str, steps: int) -> list[tuple[str, float]]:
     raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}/plugins/profile")
   with gzip.open(paths[-1]) as f:
     events = json.load(f)["traceEvents"]
-  threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+  threads = {
+    (e["pid"], e["tid"]): e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+  }
   totals = collections.Counter()
   for e in events:
     thread = threads.get((e.get("pid"), e.get("tid")), "")
@@ -146,11 +150,17 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, prof
   state = init_pretrain_state(config, get_method(config), online, tx, num_classes, channels, mesh, counts)
   if bare:
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    step = jax.jit(make_bare_step(online, target, tx, config.augment), in_shardings=(rep, data),
-                   out_shardings=(rep, rep), donate_argnums=0)
+    step = jax.jit(
+      make_bare_step(online, target, tx, config.augment),
+      in_shardings=(rep, data),
+      out_shardings=(rep, rep),
+      donate_argnums=0,
+    )
   else:
     step = jit_pretrain_step(config, get_method(config), online, target, tx, schedule, mesh)
-  batch = synthetic.pretrain_batch(config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0), pixels=True)
+  batch = synthetic.pretrain_batch(
+    config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0), pixels=True
+  )
   batch = sharding.to_global(batch, mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
@@ -175,16 +185,26 @@ def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, prof
   for op, ms in profiled:  # "transpose_copy_fusion.53" -> "transpose_copy_fusion"
     by_kind[op.rsplit(".", 1)[0] if op.rsplit(".", 1)[-1].isdigit() else op] += ms
   result = {
-      "case": name, "bare": bare, "batch": config.train.batch_size, "image_size": config.augment.image_size,
-      "queue": config.moco.queue_size, "pbsd_crops": config.pbsd.num_crops if config.pbsd.enabled else 0,
-      "devices": mesh.devices.size, "compile_s": compile_seconds, "median_step_s": median,
-      "min_step_s": min(times), "images_per_s": config.train.batch_size / median, "repeats": repeats,
-      "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-      "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-      "loss": float(metrics["loss"]), "backend": jax.default_backend(),
-      "load_average": os.getloadavg(),  # the machine may be shared: read medians with this in mind
-      "profile_ms_per_step": profiled[:40], "profile_ms_per_step_by_kind": by_kind.most_common(),
+    "case": name,
+    "bare": bare,
+    "batch": config.train.batch_size,
+    "image_size": config.augment.image_size,
+    "queue": config.moco.queue_size,
+    "pbsd_crops": config.pbsd.num_crops if config.pbsd.enabled else 0,
+    "devices": mesh.devices.size,
+    "compile_s": compile_seconds,
+    "median_step_s": median,
+    "min_step_s": min(times),
+    "images_per_s": config.train.batch_size / median,
+    "repeats": repeats,
+    "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+    "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "loss": float(metrics["loss"]),
+    "backend": jax.default_backend(),
+    "load_average": os.getloadavg(),  # the machine may be shared: read medians with this in mind
+    "profile_ms_per_step": profiled[:40],
+    "profile_ms_per_step_by_kind": by_kind.most_common(),
   }
   return result
 
@@ -207,17 +227,35 @@ def main():
     if len(args.cases) > 1:  # one process per case, so that peak RSS is the case's own
       with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "case.json")
-        subprocess.run([sys.executable, __file__, "--cases", name, "--repeats", str(args.repeats), "--out", out,
-                        "--batch", str(args.batch), "--quiet"] + ["--bare"] * args.bare
-                       + (["--profile", os.path.join(args.profile, name)] if args.profile else []), check=True)
+        subprocess.run(
+          [
+            sys.executable,
+            __file__,
+            "--cases",
+            name,
+            "--repeats",
+            str(args.repeats),
+            "--out",
+            out,
+            "--batch",
+            str(args.batch),
+            "--quiet",
+          ]
+          + ["--bare"] * args.bare
+          + (["--profile", os.path.join(args.profile, name)] if args.profile else []),
+          check=True,
+        )
         with open(out) as f:
           r = json.load(f)[0]
     else:
       r = bench(name, args.repeats, args.batch, args.bare, args.profile)
     results.append(r)
     temp = r["temp_bytes"] / 2**20 if r["temp_bytes"] is not None else float("nan")
-    emit(f"| {name} | {r['batch']} | {r['devices']} | {r['compile_s']:.1f} | {r['median_step_s']:.3f} | "
-          f"{r['images_per_s']:.1f} | {temp:.0f} | {r['peak_rss_bytes'] / 2**20:.0f} |", flush=True)
+    emit(
+      f"| {name} | {r['batch']} | {r['devices']} | {r['compile_s']:.1f} | {r['median_step_s']:.3f} | "
+      f"{r['images_per_s']:.1f} | {temp:.0f} | {r['peak_rss_bytes'] / 2**20:.0f} |",
+      flush=True,
+    )
   by_name = {r["case"]: r for r in results}
   for base in ("resnet50_dscl", "fashion_dscl"):
     if base in by_name and base + "_pbsd" in by_name:
@@ -226,8 +264,10 @@ def main():
   for r in results:
     if r["profile_ms_per_step_by_kind"]:
       total = sum(ms for _, ms in r["profile_ms_per_step_by_kind"])
-      emit(f"\n{r['case']}: time on the XLA threads per step by kind of compiled op ({total:.0f} ms in all for a "
-           f"{1e3 * r['median_step_s']:.0f} ms step: two threads may run ops at once)")
+      emit(
+        f"\n{r['case']}: time on the XLA threads per step by kind of compiled op ({total:.0f} ms in all for a "
+        f"{1e3 * r['median_step_s']:.0f} ms step: two threads may run ops at once)"
+      )
       emit("| kind of op | ms per step | share |\n|---|---|---|")
       for kind, ms in r["profile_ms_per_step_by_kind"][:12]:
         emit(f"| {kind} | {ms:.1f} | {100 * ms / total:.0f}% |")

@@ -21,8 +21,7 @@ import statistics
 import time
 
 import torch
-from PIL import Image
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 from torch.utils import data
 from torchvision import transforms
 from torchvision.transforms import functional as F
@@ -41,13 +40,15 @@ class PilGaussianBlur:
 
 
 def query_colours():
-  return transforms.Compose([
+  return transforms.Compose(
+    [
       transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
       transforms.RandomGrayscale(p=0.2),
       transforms.RandomApply([PilGaussianBlur((0.1, 2.0))], p=0.5),
       transforms.ToTensor(),
       transforms.Normalize(MEAN, STD),
-  ])
+    ]
+  )
 
 
 class PretrainViews(data.Dataset):
@@ -56,16 +57,20 @@ class PretrainViews(data.Dataset):
   def __init__(self, root, split_list, image_size=224, num_crops=5, crop_size=64):
     with open(split_list) as f:
       self.samples = [(os.path.join(root, path), int(label)) for path, label in (l.split() for l in f)]
-    self.global_crop = transforms.Compose([
+    self.global_crop = transforms.Compose(
+      [
         transforms.RandomResizedCrop(image_size, scale=(0.08, 1.0)),
         transforms.RandomHorizontalFlip(),
-    ])
+      ]
+    )
     self.query_colours = query_colours()
-    self.key_colours = transforms.Compose([
+    self.key_colours = transforms.Compose(
+      [
         transforms.ColorJitter(0.4, 0.4, 0.4, 0.0),
         transforms.ToTensor(),
         transforms.Normalize(MEAN, STD),
-    ])
+      ]
+    )
     self.num_crops, self.crop_size = num_crops, crop_size
 
   def __len__(self):
@@ -80,12 +85,18 @@ class PretrainViews(data.Dataset):
     small_crops, boxes = [], []
     for _ in range(self.num_crops):
       top, left, height, width = transforms.RandomResizedCrop.get_params(
-          query_crop, scale=(0.05, 0.6), ratio=(3 / 4, 4 / 3))
+        query_crop, scale=(0.05, 0.6), ratio=(3 / 4, 4 / 3)
+      )
       small = F.resized_crop(query_crop, top, left, height, width, [self.crop_size, self.crop_size])
       small_crops.append(self.query_colours(small))
       boxes.append(torch.tensor([left, top, left + width, top + height], dtype=torch.float32))
-    return (self.query_colours(query_crop), self.key_colours(key_crop), torch.stack(small_crops),
-            torch.stack(boxes), label)
+    return (
+      self.query_colours(query_crop),
+      self.key_colours(key_crop),
+      torch.stack(small_crops),
+      torch.stack(boxes),
+      label,
+    )
 
 
 def main():
@@ -100,10 +111,10 @@ def main():
   dataset = PretrainViews(args.root, args.split_list)
   total = args.batch_size * (args.warmup + args.batches)
   # Sampling with replacement: one endless stream, so no epoch boundary falls in the timed window.
-  sampler = data.RandomSampler(dataset, replacement=True, num_samples=total,
-                               generator=torch.Generator().manual_seed(0))
-  loader = data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                           num_workers=args.num_workers, drop_last=True)
+  sampler = data.RandomSampler(dataset, replacement=True, num_samples=total, generator=torch.Generator().manual_seed(0))
+  loader = data.DataLoader(
+    dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers, drop_last=True
+  )
   intervals = []
   iterator = iter(loader)
   for _ in range(args.warmup):
@@ -115,10 +126,17 @@ def main():
     intervals.append(now - last)
     last = now
   assert batch[0].shape == (args.batch_size, 3, 224, 224) and batch[2].shape == (args.batch_size, 5, 3, 64, 64)
-  print(json.dumps({"num_workers": args.num_workers, "batch_size": args.batch_size,
-                    "images_per_s": args.batch_size * len(intervals) / sum(intervals),
-                    "images_per_s_median_interval": args.batch_size / statistics.median(intervals),
-                    "batch_seconds": intervals}))
+  print(
+    json.dumps(
+      {
+        "num_workers": args.num_workers,
+        "batch_size": args.batch_size,
+        "images_per_s": args.batch_size * len(intervals) / sum(intervals),
+        "images_per_s_median_interval": args.batch_size / statistics.median(intervals),
+        "batch_seconds": intervals,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

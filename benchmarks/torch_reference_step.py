@@ -37,22 +37,50 @@ from torch import nn
 # Each case mirrors our config: dscl_jax/config/schema.py fashion_mnist_lt_config (batch 128, K 4096,
 # m 0.99, key BatchNorm groups of 64), paco_recipe (alpha 0.05, T 0.2, beta = gamma = 1), and
 # benchmarks/step.py's resnet50 case (imagenet recipe at batch 32, key BatchNorm groups of 16).
-_FASHION = dict(style="cifar", depth=20, channels=1, image_size=28, batch=128, queue=4096, classes=10,
-                ema=0.99, key_bn_group=64, crops=0, crop_size=12, method="dscl", head="mlp", lr=0.05,
-                temperature=0.07)
+_FASHION = dict(
+  style="cifar",
+  depth=20,
+  channels=1,
+  image_size=28,
+  batch=128,
+  queue=4096,
+  classes=10,
+  ema=0.99,
+  key_bn_group=64,
+  crops=0,
+  crop_size=12,
+  method="dscl",
+  head="mlp",
+  lr=0.05,
+  temperature=0.07,
+)
 CASES = {
-    "fashion_dscl": dict(_FASHION),
-    "fashion_dscl_pbsd": dict(_FASHION, crops=5),
-    "fashion_paco": dict(_FASHION, method="paco", head="mlp_bn", temperature=0.2, lr=0.02),
-    "fashion_ce": dict(_FASHION, method="ce", head=None, queue=0, key_bn_group=0, ema=0.0),
-    "resnet50_dscl_pbsd": dict(style="imagenet", depth=50, channels=3, image_size=224, batch=32, queue=65536,
-                               classes=1000, ema=0.999, key_bn_group=16, crops=5, crop_size=64, method="dscl",
-                               head="mlp", lr=0.0125, temperature=0.07),
+  "fashion_dscl": dict(_FASHION),
+  "fashion_dscl_pbsd": dict(_FASHION, crops=5),
+  "fashion_paco": dict(_FASHION, method="paco", head="mlp_bn", temperature=0.2, lr=0.02),
+  "fashion_ce": dict(_FASHION, method="ce", head=None, queue=0, key_bn_group=0, ema=0.0),
+  "resnet50_dscl_pbsd": dict(
+    style="imagenet",
+    depth=50,
+    channels=3,
+    image_size=224,
+    batch=32,
+    queue=65536,
+    classes=1000,
+    ema=0.999,
+    key_bn_group=16,
+    crops=5,
+    crop_size=64,
+    method="dscl",
+    head="mlp",
+    lr=0.0125,
+    temperature=0.07,
+  ),
 }
 EMBED_DIM = 128
-DSCL_BETA = 8.0                       # config_base: loss.beta
-PBSD_WEIGHT = 1.5                     # augment.default_pbsd_config: weight
-PBSD_CROP_SCALE = (0.05, 0.6)         # augment.default_pbsd_config: crop_scale
+DSCL_BETA = 8.0  # config_base: loss.beta
+PBSD_WEIGHT = 1.5  # augment.default_pbsd_config: weight
+PBSD_CROP_SCALE = (0.05, 0.6)  # augment.default_pbsd_config: crop_scale
 PACO_ALPHA, PACO_BETA, PACO_GAMMA, PACO_SUP_T = 0.05, 1.0, 1.0, 1.0
 LOG_EPSILON, PRIOR_EPSILON = 1e-12, 1e-9
 
@@ -139,9 +167,9 @@ def dscl_loss(q, k, queue, labels, queue_labels, beta=DSCL_BETA, temperature=0.0
   Row max (self column included) subtracted, self column excluded from the denominator, 1e-12 in the log;
   weight 1 on the own key k_i and beta / |P_i| on the other same-class candidates, over 1 + beta."""
   b = q.shape[0]
-  cand = torch.cat([q, k, queue], 0)                                     # [2B+K, D]
-  cand_labels = torch.cat([labels, labels, queue_labels], 0)             # [2B+K]
-  logits = q @ cand.t() / temperature                                    # [B, 2B+K]
+  cand = torch.cat([q, k, queue], 0)  # [2B+K, D]
+  cand_labels = torch.cat([labels, labels, queue_labels], 0)  # [2B+K]
+  logits = q @ cand.t() / temperature  # [B, 2B+K]
   logits = logits - logits.max(dim=1, keepdim=True)[0].detach()
   rows = torch.arange(b)
   is_self = torch.zeros_like(logits, dtype=torch.bool)
@@ -149,7 +177,7 @@ def dscl_loss(q, k, queue, labels, queue_labels, beta=DSCL_BETA, temperature=0.0
   exp = torch.exp(logits).masked_fill(is_self, 0.0)
   log_prob = logits - torch.log(exp.sum(1, keepdim=True) + LOG_EPSILON)  # [B, 2B+K]
   positive = (labels[:, None] == cand_labels[None, :]) & ~is_self
-  positive[rows, b + rows] = False                                       # P_i: own key excluded
+  positive[rows, b + rows] = False  # P_i: own key excluded
   num_others = positive.sum(1)
   others_mean = (log_prob * positive).sum(1) / num_others.clamp(min=1)
   total_weight = 1.0 + beta * (num_others > 0).float()
@@ -161,8 +189,10 @@ def pbsd_loss(teacher, student, k, queue, temperature=0.07):
   queue [K, D]: mean over crops and anchors of H(softmax(t), log_softmax(s)) over [own key, queue]."""
   total = 0.0
   for t, s in zip(teacher, student):  # one crop at a time: [B, 1+K] temporaries
+
     def logits(z):
       return torch.cat([(z * k).sum(1, keepdim=True), z @ queue.t()], 1) / temperature
+
     with torch.no_grad():
       target = F.softmax(logits(t), dim=1)
     total = total - (target * F.log_softmax(logits(s), dim=1)).sum(1).mean()
@@ -173,18 +203,19 @@ def paco_loss(q, k, queue, labels, queue_labels, class_logits, log_prior, temper
   """METHODS.md section 5 (PaCo, the B queries as anchors). class_logits [B, C], log_prior [C] = log(pi +
   1e-9). One row max over the class and feature columns together (self included), 1e-12 inside log D_i."""
   b = q.shape[0]
-  cand = torch.cat([q, k, queue], 0)                                     # [2B+K, D]
+  cand = torch.cat([q, k, queue], 0)  # [2B+K, D]
   cand_labels = torch.cat([labels, labels, queue_labels], 0)
-  contrast = q @ cand.t() / temperature                                  # [B, 2B+K]
-  scores = (class_logits + log_prior) / PACO_SUP_T                       # [B, C]
+  contrast = q @ cand.t() / temperature  # [B, 2B+K]
+  scores = (class_logits + log_prior) / PACO_SUP_T  # [B, C]
   row_max = torch.maximum(scores.max(1, keepdim=True)[0], contrast.max(1, keepdim=True)[0]).detach()
   scores, contrast = scores - row_max, contrast - row_max
   rows = torch.arange(b)
   is_self = torch.zeros_like(contrast, dtype=torch.bool)
   is_self[rows, rows] = True
   contrast_exp = torch.exp(contrast).masked_fill(is_self, 0.0)
-  log_d = torch.log(torch.exp(scores).sum(1, keepdim=True) + PACO_GAMMA * contrast_exp.sum(1, keepdim=True)
-                    + LOG_EPSILON)                                       # [B, 1]
+  log_d = torch.log(
+    torch.exp(scores).sum(1, keepdim=True) + PACO_GAMMA * contrast_exp.sum(1, keepdim=True) + LOG_EPSILON
+  )  # [B, 1]
   class_term = scores.gather(1, labels[:, None])[:, 0] - log_d[:, 0]
   positive = (labels[:, None] == cand_labels[None, :]) & ~is_self
   contrast_term = ((contrast - log_d) * positive).sum(1)
@@ -206,8 +237,8 @@ class Trainer:
       self.key_encoder.load_state_dict(self.online.state_dict())
       for p in self.key_encoder.parameters():
         p.requires_grad_(False)
-      self.queue = F.normalize(torch.randn(case["queue"], EMBED_DIM), dim=1)      # [K, D]
-      self.queue_labels = torch.randint(0, case["classes"], (case["queue"],))     # [K]
+      self.queue = F.normalize(torch.randn(case["queue"], EMBED_DIM), dim=1)  # [K, D]
+      self.queue_labels = torch.randint(0, case["classes"], (case["queue"],))  # [K]
       self.ptr = 0
     if case["method"] == "paco":  # a long-tailed prior, as benchmarks/step.py
       counts = np.geomspace(1000, 10, case["classes"]).round()
@@ -234,29 +265,43 @@ class Trainer:
     if case["method"] == "ce":
       loss = F.cross_entropy(out["logits"], labels)
     elif case["method"] == "paco":
-      loss = paco_loss(F.normalize(out["embedding"], dim=1), k, self.queue, labels, self.queue_labels,
-                       out["logits"], self.log_prior, case["temperature"])
+      loss = paco_loss(
+        F.normalize(out["embedding"], dim=1),
+        k,
+        self.queue,
+        labels,
+        self.queue_labels,
+        out["logits"],
+        self.log_prior,
+        case["temperature"],
+      )
     else:
-      loss = dscl_loss(F.normalize(out["embedding"], dim=1), k, self.queue, labels, self.queue_labels,
-                       temperature=case["temperature"])
+      loss = dscl_loss(
+        F.normalize(out["embedding"], dim=1), k, self.queue, labels, self.queue_labels, temperature=case["temperature"]
+      )
       if case["crops"]:
-        crops = batch["crops"]                                                    # [n, B, C, s, s]
+        crops = batch["crops"]  # [n, B, C, s, s]
         student = torch.stack([F.normalize(self.online(c)["embedding"], dim=1) for c in crops])  # [n, B, D]
-        fmap = out["feature_map"].detach()                                        # [B, F, h, w]
+        fmap = out["feature_map"].detach()  # [B, F, h, w]
         with torch.no_grad():
-          pooled = torchvision.ops.roi_align(fmap, batch["rois"], output_size=(2, 2),
-                                             spatial_scale=fmap.shape[-1] / batch["query"].shape[-1],
-                                             sampling_ratio=-1, aligned=False)    # [n*B, F, 2, 2]
+          pooled = torchvision.ops.roi_align(
+            fmap,
+            batch["rois"],
+            output_size=(2, 2),
+            spatial_scale=fmap.shape[-1] / batch["query"].shape[-1],
+            sampling_ratio=-1,
+            aligned=False,
+          )  # [n*B, F, 2, 2]
           teacher = F.normalize(self.online.head(pooled.mean(dim=(2, 3))), dim=1)
-        teacher = teacher.view(crops.shape[0], labels.shape[0], -1)              # [n, B, D]
+        teacher = teacher.view(crops.shape[0], labels.shape[0], -1)  # [n, B, D]
         loss = loss + PBSD_WEIGHT * pbsd_loss(teacher, student, k, self.queue, case["temperature"])
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     self.optimizer.step()
     if self.uses_key and case["queue"]:
       b = labels.shape[0]
-      self.queue[self.ptr:self.ptr + b] = k
-      self.queue_labels[self.ptr:self.ptr + b] = labels
+      self.queue[self.ptr : self.ptr + b] = k
+      self.queue_labels[self.ptr : self.ptr + b] = labels
       self.ptr = (self.ptr + b) % case["queue"]
     return float(loss.detach())
 
@@ -268,8 +313,11 @@ def make_batch(case, seed=0):
   rng = np.random.default_rng(seed)
   b, s, c = case["batch"], case["image_size"], case["channels"]
   normal = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(np.float32))
-  batch = {"query": normal(b, c, s, s), "key": normal(b, c, s, s),
-           "label": torch.from_numpy(rng.integers(0, case["classes"], size=b).astype(np.int64))}
+  batch = {
+    "query": normal(b, c, s, s),
+    "key": normal(b, c, s, s),
+    "label": torch.from_numpy(rng.integers(0, case["classes"], size=b).astype(np.int64)),
+  }
   n = case["crops"]
   if n:
     cs = case["crop_size"]
@@ -299,8 +347,10 @@ def main():
   if args.batch:
     case["batch"] = args.batch
   if case["queue"] % case["batch"] or (case["key_bn_group"] and case["batch"] % case["key_bn_group"]):
-    sys.exit(f"queue {case['queue']} must be a multiple of the batch {case['batch']}, and the batch of the "
-             f"key BatchNorm group {case['key_bn_group']}")
+    sys.exit(
+      f"queue {case['queue']} must be a multiple of the batch {case['batch']}, and the batch of the "
+      f"key BatchNorm group {case['key_bn_group']}"
+    )
   trainer = Trainer(case, make_batch(case, args.seed))
 
   if args.check_decreases:  # hidden: losses on the fixed batch must be finite and go down
@@ -317,13 +367,28 @@ def main():
     if i:  # the first step also allocates and warms caches
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
-  result = {"case": args.case, "batch": case["batch"], "image_size": case["image_size"], "queue": case["queue"],
-            "crops": case["crops"], "threads": args.threads, "median_step_s": median, "min_step_s": min(times),
-            "images_per_s": case["batch"] / median, "repeats": args.repeats, "torch_version": torch.__version__,
-            "loss": loss, "step_times_s": times, "key_bn_group": case["key_bn_group"], "ema": case["ema"],
-            "load_average": os.getloadavg()}
-  print(f"{args.case}: batch {case['batch']} threads {args.threads} median {median:.3f} s/step "
-        f"(min {min(times):.3f}) {result['images_per_s']:.1f} img/s loss {loss:.4f} torch {torch.__version__}")
+  result = {
+    "case": args.case,
+    "batch": case["batch"],
+    "image_size": case["image_size"],
+    "queue": case["queue"],
+    "crops": case["crops"],
+    "threads": args.threads,
+    "median_step_s": median,
+    "min_step_s": min(times),
+    "images_per_s": case["batch"] / median,
+    "repeats": args.repeats,
+    "torch_version": torch.__version__,
+    "loss": loss,
+    "step_times_s": times,
+    "key_bn_group": case["key_bn_group"],
+    "ema": case["ema"],
+    "load_average": os.getloadavg(),
+  }
+  print(
+    f"{args.case}: batch {case['batch']} threads {args.threads} median {median:.3f} s/step "
+    f"(min {min(times):.3f}) {result['images_per_s']:.1f} img/s loss {loss:.4f} torch {torch.__version__}"
+  )
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

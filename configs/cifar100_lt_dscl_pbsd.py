@@ -8,8 +8,8 @@ The DSCL paper reports no CIFAR recipe; these settings are ours, chosen from the
 feature map is 8x8 at stride 4). `--config.data.imbalance_factor=50` or `10` gives the other standard splits.
 """
 
-from dscl_jax.input import augment
 from configs.common import cifar100_lt_config
+from dscl_jax.input import augment
 
 
 def get_config():

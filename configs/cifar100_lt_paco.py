@@ -14,8 +14,9 @@ from configs.common import cifar100_lt_config, paco_recipe
 
 
 def get_config():
-  c = paco_recipe(cifar100_lt_config("paco"), "paco", alpha=0.01, temperature=0.05, lr=0.05, weight_decay=5e-4,
-                  queue_size=1024)
+  c = paco_recipe(
+    cifar100_lt_config("paco"), "paco", alpha=0.01, temperature=0.05, lr=0.05, weight_decay=5e-4, queue_size=1024
+  )
   c.model.embed_dim = 32
   c.model.key_bn_group_size = 0
   return c

@@ -17,8 +17,7 @@ def fashion_mnist_lt_config(method: str) -> ml_collections.ConfigDict:
   The schedule is short so that pretrain + probe + eval fit a CPU; on an accelerator raise
   `train.epochs` (e.g. 200) and `probe.epochs`.
   """
-  c = base_config(dataset="fashion_mnist_lt", image_size=28, channels=1, depth=20, style="cifar",
-                  method=method)
+  c = base_config(dataset="fashion_mnist_lt", image_size=28, channels=1, depth=20, style="cifar", method=method)
   c.data.imbalance_factor = 100.0
   c.augment.crop_scale = (0.2, 1.0)
   c.augment.probe_crop_scale = (0.5, 1.0)
@@ -86,8 +85,17 @@ def imagenet_recipe_config(dataset: str, depth: int = 50) -> ml_collections.Conf
   return c
 
 
-def paco_recipe(c: ml_collections.ConfigDict, method: str, *, alpha: float, temperature: float, lr: float,
-                weight_decay: float, queue_size: int, key_randaugment: bool = False) -> ml_collections.ConfigDict:
+def paco_recipe(
+  c: ml_collections.ConfigDict,
+  method: str,
+  *,
+  alpha: float,
+  temperature: float,
+  lr: float,
+  weight_decay: float,
+  queue_size: int,
+  key_randaugment: bool = False,
+) -> ml_collections.ConfigDict:
   """PaCo / GPaCo's stage 1 (METHODS.md section 5) on top of a dataset config `c`.
 
   `lr` is the public scripts' learning rate at their global batch of 128 (written here as the
@@ -114,8 +122,20 @@ def paco_recipe(c: ml_collections.ConfigDict, method: str, *, alpha: float, temp
   c.train.weight_decay = weight_decay
   c.train.epochs = 400
   c.train.warmup_epochs = 10
-  c.augment.query = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
-                         randaugment_ops=2, randaugment_magnitude=10)
-  c.augment.key = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.2, blur_prob=0.5,
-                       randaugment_ops=2 if key_randaugment else 0, randaugment_magnitude=10)
+  c.augment.query = dict(
+    jitter=(0.4, 0.4, 0.4, 0.0),
+    jitter_prob=1.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    randaugment_ops=2,
+    randaugment_magnitude=10,
+  )
+  c.augment.key = dict(
+    jitter=(0.4, 0.4, 0.4, 0.0),
+    jitter_prob=1.0,
+    grayscale_prob=0.2,
+    blur_prob=0.5,
+    randaugment_ops=2 if key_randaugment else 0,
+    randaugment_magnitude=10,
+  )
   return c

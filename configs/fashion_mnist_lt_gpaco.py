@@ -14,8 +14,9 @@ from configs.common import fashion_mnist_lt_config, paco_recipe
 
 def get_config():
   c = fashion_mnist_lt_config("gpaco")
-  c = paco_recipe(c, "gpaco", alpha=0.045, temperature=0.2, lr=0.04, weight_decay=5e-4, queue_size=4096,
-                  key_randaugment=True)
+  c = paco_recipe(
+    c, "gpaco", alpha=0.045, temperature=0.2, lr=0.04, weight_decay=5e-4, queue_size=4096, key_randaugment=True
+  )
   c.train.epochs = 15
   c.train.warmup_epochs = 1
   return c

@@ -1,6 +1,6 @@
 """SupCon baseline (MoCo-style queue, every positive weighted equally) on Fashion-MNIST-LT.
 
-  python -m dscl_jax.main --config configs/fashion_mnist_lt_supcon.py --workdir /tmp/fmnist_supcon
+python -m dscl_jax.main --config configs/fashion_mnist_lt_supcon.py --workdir /tmp/fmnist_supcon
 """
 
 from configs.common import fashion_mnist_lt_config

@@ -13,5 +13,6 @@ from configs.common import imagenet_recipe_config, paco_recipe
 
 def get_config():
   c = imagenet_recipe_config("imagenet_lt", depth=50)
-  return paco_recipe(c, "gpaco", alpha=0.045, temperature=0.2, lr=0.04, weight_decay=5e-4, queue_size=8192,
-                     key_randaugment=True)
+  return paco_recipe(
+    c, "gpaco", alpha=0.045, temperature=0.2, lr=0.04, weight_decay=5e-4, queue_size=8192, key_randaugment=True
+  )

@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from data import base
-from data import long_tail
-from data import tfds_common
+from data import base, long_tail, tfds_common
 
 # Images per class of each builder's train split: the head class keeps them all.
 TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500}
@@ -34,9 +32,11 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 def _build_hint(builder_name: str) -> str:
   """How to prepare `builder_name`'s files, for the end of `tfds_common.open_split`'s errors."""
-  return (f"Prepare it once as ArrayRecord: `tfds build {builder_name} --file_format=array_record "
-          f"--data_dir=<dir>` on a machine with network access and tensorflow, copy <dir>/{builder_name} "
-          f"here and pass --config.data.tfds_data_dir=<dir> (or set TFDS_DATA_DIR)")
+  return (
+    f"Prepare it once as ArrayRecord: `tfds build {builder_name} --file_format=array_record "
+    f"--data_dir=<dir>` on a machine with network access and tensorflow, copy <dir>/{builder_name} "
+    f"here and pass --config.data.tfds_data_dir=<dir> (or set TFDS_DATA_DIR)"
+  )
 
 
 def read_all(source: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +53,9 @@ def read_all(source: Any) -> tuple[np.ndarray, np.ndarray]:
   return np.stack(images), np.asarray(labels, dtype=np.int32)
 
 
-def load_cifar_lt(builder_name: str, imbalance_factor: float = 100, seed: int = 0,
-                  data_dir: str | None = None, n_max: int | None = None) -> base.LongTailedDataset:
+def load_cifar_lt(
+  builder_name: str, imbalance_factor: float = 100, seed: int = 0, data_dir: str | None = None, n_max: int | None = None
+) -> base.LongTailedDataset:
   """CIFAR-10-LT (`builder_name` 'cifar10') or CIFAR-100-LT ('cifar100') at `imbalance_factor`.
 
   `n_max` defaults to the full class size (5000 / 500), so class 0 keeps every image; `seed` picks which
@@ -65,8 +66,7 @@ def load_cifar_lt(builder_name: str, imbalance_factor: float = 100, seed: int = 
   num_classes = NUM_CLASSES[builder_name]
   n_max = TRAIN_PER_CLASS[builder_name] if n_max is None else n_max
   hint = _build_hint(builder_name)
-  train_images, train_labels = read_all(
-      tfds_common.open_split(builder_name, "train", data_dir, build_hint=hint))
+  train_images, train_labels = read_all(tfds_common.open_split(builder_name, "train", data_dir, build_hint=hint))
   test_images, test_labels = read_all(tfds_common.open_split(builder_name, "test", data_dir, build_hint=hint))
   for split, labels in (("train", train_labels), ("test", test_labels)):
     if labels.max() >= num_classes:
@@ -77,31 +77,34 @@ def load_cifar_lt(builder_name: str, imbalance_factor: float = 100, seed: int = 
     return base.Split(name=name, source=base.ArraySource(images, labels), labels=labels)
 
   return base.LongTailedDataset(
-      name=f"{builder_name}_lt", num_classes=num_classes, channels=3,
-      train=split("train", train_images[keep], train_labels[keep]),
-      test=split("test", test_images, test_labels),
-      class_names=tfds_common.class_names(builder_name, data_dir, num_classes))
+    name=f"{builder_name}_lt",
+    num_classes=num_classes,
+    channels=3,
+    train=split("train", train_images[keep], train_labels[keep]),
+    test=split("test", test_images, test_labels),
+    class_names=tfds_common.class_names(builder_name, data_dir, num_classes),
+  )
 
 
-def load_cifar10_lt(imbalance_factor: float = 100, seed: int = 0,
-                    data_dir: str | None = None) -> base.LongTailedDataset:
+def load_cifar10_lt(
+  imbalance_factor: float = 100, seed: int = 0, data_dir: str | None = None
+) -> base.LongTailedDataset:
   """CIFAR-10-LT: train `int(5000 * IF ** (-c / 9))` images of class c, test 1,000 per class."""
   return load_cifar_lt("cifar10", imbalance_factor, seed, data_dir)
 
 
-def load_cifar100_lt(imbalance_factor: float = 100, seed: int = 0,
-                     data_dir: str | None = None) -> base.LongTailedDataset:
+def load_cifar100_lt(
+  imbalance_factor: float = 100, seed: int = 0, data_dir: str | None = None
+) -> base.LongTailedDataset:
   """CIFAR-100-LT: train `int(500 * IF ** (-c / 99))` images of class c, test 100 per class."""
   return load_cifar_lt("cifar100", imbalance_factor, seed, data_dir)
 
 
 def build_cifar10_lt(data_config: Any) -> base.LongTailedDataset:
   """Registry builder: imbalance_factor, seed and the tfds data directory from `data_config`."""
-  return load_cifar10_lt(data_config.imbalance_factor, data_config.seed,
-                         tfds_common.tfds_data_dir(data_config))
+  return load_cifar10_lt(data_config.imbalance_factor, data_config.seed, tfds_common.tfds_data_dir(data_config))
 
 
 def build_cifar100_lt(data_config: Any) -> base.LongTailedDataset:
   """Registry builder: imbalance_factor, seed and the tfds data directory from `data_config`."""
-  return load_cifar100_lt(data_config.imbalance_factor, data_config.seed,
-                          tfds_common.tfds_data_dir(data_config))
+  return load_cifar100_lt(data_config.imbalance_factor, data_config.seed, tfds_common.tfds_data_dir(data_config))

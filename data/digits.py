@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data import base
-from data import long_tail
+from data import base, long_tail
 
 # The test split is drawn with this seed whatever the long-tailed `seed` is.
 TEST_SPLIT_SEED = 0
@@ -25,14 +24,16 @@ def _balanced_test_indices(labels: np.ndarray, per_class: int, seed: int) -> np.
   for c in range(int(labels.max()) + 1):
     members = np.flatnonzero(labels == c)
     if members.size <= per_class:
-      raise ValueError(f"digits class {c} has {members.size} images; test_per_class {per_class} would "
-                       f"leave none for training")
+      raise ValueError(
+        f"digits class {c} has {members.size} images; test_per_class {per_class} would leave none for training"
+      )
     chosen.append(rng.choice(members, size=per_class, replace=False))
   return np.sort(np.concatenate(chosen))
 
 
-def split_indices(labels: np.ndarray, imbalance_factor: float, seed: int,
-                  test_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+  labels: np.ndarray, imbalance_factor: float, seed: int, test_per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) indices into `labels`: a balanced test split, then a long-tailed train subset of the rest."""
   if test_per_class < 1:
     raise ValueError(f"test_per_class must be >= 1, got {test_per_class}")
@@ -41,8 +42,7 @@ def split_indices(labels: np.ndarray, imbalance_factor: float, seed: int,
   return rest[long_tail.long_tail_subset(labels[rest], imbalance_factor, seed)], test_indices
 
 
-def load_digits_lt(imbalance_factor: float = 10, seed: int = 0,
-                   test_per_class: int = 50) -> base.LongTailedDataset:
+def load_digits_lt(imbalance_factor: float = 10, seed: int = 0, test_per_class: int = 50) -> base.LongTailedDataset:
   """Digits-LT: train long-tailed (class 0 the head), test balanced; images uint8 `[N, 8, 8, 1]`."""
   # Imported here: scikit-learn takes about a second to import and only this dataset needs it.
   from sklearn import datasets as sklearn_datasets  # pylint: disable=g-import-not-at-top
@@ -58,6 +58,10 @@ def load_digits_lt(imbalance_factor: float = 10, seed: int = 0,
     return base.Split(name=name, source=source, labels=source.labels)
 
   return base.LongTailedDataset(
-      name="digits_lt", num_classes=10, channels=1,
-      train=split("train", train_indices), test=split("test", test_indices),
-      class_names=[str(d) for d in range(10)])
+    name="digits_lt",
+    num_classes=10,
+    channels=1,
+    train=split("train", train_indices),
+    test=split("test", test_indices),
+    class_names=[str(d) for d in range(10)],
+  )

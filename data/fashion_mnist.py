@@ -14,15 +14,13 @@ import os
 
 import numpy as np
 
-from data import base
-from data import long_tail
+from data import base, long_tail
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-               "Bag", "Ankle boot")
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type these files use
 
@@ -45,8 +43,10 @@ def read_idx(path: str, expected_ndim: int) -> np.ndarray:
   header_size = 4 + 4 * ndim
   shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
   if len(raw) - header_size != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes) but "
-                     f"{len(raw) - header_size} data bytes follow; the file is truncated or corrupt")
+    raise ValueError(
+      f"{path}: header says {shape} ({int(np.prod(shape))} bytes) but "
+      f"{len(raw) - header_size} data bytes follow; the file is truncated or corrupt"
+    )
   return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
@@ -56,8 +56,9 @@ def _read_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   for path in (image_file, label_file):
     if not os.path.exists(path):
       raise FileNotFoundError(
-          f"Fashion-MNIST file {path} not found. Install with `sudo apt-get install dataset-fashion-mnist` "
-          f"(Debian package, files in {DEFAULT_ROOT}) or pass --config.data.root=<dir with the IDX files>")
+        f"Fashion-MNIST file {path} not found. Install with `sudo apt-get install dataset-fashion-mnist` "
+        f"(Debian package, files in {DEFAULT_ROOT}) or pass --config.data.root=<dir with the IDX files>"
+      )
   images = read_idx(image_file, expected_ndim=3)
   labels = read_idx(label_file, expected_ndim=1)
   if len(images) != len(labels):
@@ -65,8 +66,9 @@ def _read_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images[..., None], labels.astype(np.int32)
 
 
-def load_fashion_mnist_lt(imbalance_factor: float = 100, seed: int = 0, root: str = DEFAULT_ROOT,
-                          val_per_class: int = 0) -> base.LongTailedDataset:
+def load_fashion_mnist_lt(
+  imbalance_factor: float = 100, seed: int = 0, root: str = DEFAULT_ROOT, val_per_class: int = 0
+) -> base.LongTailedDataset:
   """Fashion-MNIST-LT: train `6000 * IF ** (-c / 9)` images of class c, test 1,000 per class, and with
   `val_per_class` > 0 a validation split of up to that many left-out training images per class."""
   train_images, train_labels = _read_split(root, "train")
@@ -82,8 +84,11 @@ def load_fashion_mnist_lt(imbalance_factor: float = 100, seed: int = 0, root: st
     return base.Split(name=name, source=source, labels=labels)
 
   return base.LongTailedDataset(
-      name="fashion_mnist_lt", num_classes=10, channels=1,
-      train=split("train", train_images[keep], train_labels[keep]),
-      test=split("test", test_images, test_labels),
-      val=None if val is None else split("val", *val),
-      class_names=list(CLASS_NAMES))
+    name="fashion_mnist_lt",
+    num_classes=10,
+    channels=1,
+    train=split("train", train_images[keep], train_labels[keep]),
+    test=split("test", test_images, test_labels),
+    val=None if val is None else split("val", *val),
+    class_names=list(CLASS_NAMES),
+  )

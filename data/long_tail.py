@@ -30,17 +30,17 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> n
     return np.array([n_max], dtype=np.int64)
   # Python floats, class by class, so the truncation matches the reference CIFAR-LT lists exactly.
   counts = np.array(
-      [int(n_max * imbalance_factor ** (-c / (num_classes - 1))) for c in range(num_classes)],
-      dtype=np.int64)
+    [int(n_max * imbalance_factor ** (-c / (num_classes - 1))) for c in range(num_classes)], dtype=np.int64
+  )
   if counts[-1] < 1:
     raise ValueError(
-        f"imbalance_factor {imbalance_factor} with n_max {n_max} leaves class {num_classes - 1} with no "
-        f"image; use imbalance_factor <= n_max ({n_max})")
+      f"imbalance_factor {imbalance_factor} with n_max {n_max} leaves class {num_classes - 1} with no "
+      f"image; use imbalance_factor <= n_max ({n_max})"
+    )
   return counts
 
 
-def long_tail_subset(labels: np.ndarray, imbalance_factor: float, seed: int,
-                     n_max: int | None = None) -> np.ndarray:
+def long_tail_subset(labels: np.ndarray, imbalance_factor: float, seed: int, n_max: int | None = None) -> np.ndarray:
   """Indices into `labels` `[N]` of a long-tailed subset, sorted, int64.
 
   Class `c` (classes are `0 .. labels.max()`) keeps a fixed-seed random choice of
@@ -57,20 +57,23 @@ def long_tail_subset(labels: np.ndarray, imbalance_factor: float, seed: int,
   num_classes = int(labels.max()) + 1
   available = np.bincount(labels, minlength=num_classes)
   if available.min() == 0:
-    raise ValueError(f"class {int(np.argmin(available))} has no image among the {labels.size} labels; "
-                     f"labels must cover 0 .. {num_classes - 1}")
+    raise ValueError(
+      f"class {int(np.argmin(available))} has no image among the {labels.size} labels; "
+      f"labels must cover 0 .. {num_classes - 1}"
+    )
   if n_max is None:
     n_max = int(available.min())
   wanted = long_tail_counts(n_max, num_classes, imbalance_factor)
   short = np.flatnonzero(wanted > available)
   if short.size:
     c = int(short[0])
-    raise ValueError(f"class {c} has {available[c]} images but the profile (n_max {n_max}, imbalance_factor "
-                     f"{imbalance_factor}) asks for {wanted[c]}; lower n_max (default: the smallest class "
-                     f"count, {available.min()})")
+    raise ValueError(
+      f"class {c} has {available[c]} images but the profile (n_max {n_max}, imbalance_factor "
+      f"{imbalance_factor}) asks for {wanted[c]}; lower n_max (default: the smallest class "
+      f"count, {available.min()})"
+    )
   rng = np.random.default_rng(seed)
-  chosen = [rng.choice(np.flatnonzero(labels == c), size=wanted[c], replace=False)
-            for c in range(num_classes)]
+  chosen = [rng.choice(np.flatnonzero(labels == c), size=wanted[c], replace=False) for c in range(num_classes)]
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -120,14 +123,17 @@ def shot_classes(class_counts) -> dict[str, np.ndarray]:
   each possibly empty."""
   counts = _counts(class_counts)
   classes = np.arange(counts.size, dtype=np.int64)
-  return {"many": classes[counts >= MANY_SHOT_MIN],
-          "medium": classes[(counts > FEW_SHOT_MAX) & (counts < MANY_SHOT_MIN)],
-          "few": classes[counts <= FEW_SHOT_MAX]}
+  return {
+    "many": classes[counts >= MANY_SHOT_MIN],
+    "medium": classes[(counts > FEW_SHOT_MAX) & (counts < MANY_SHOT_MIN)],
+    "few": classes[counts <= FEW_SHOT_MAX],
+  }
 
 
 def count_thirds(class_counts) -> dict[str, np.ndarray]:
   """'head', 'middle', 'tail': thirds of the classes ranked by training images (descending, ties by class
   index), sizes as equal as possible (larger groups first); sorted class indices, int64."""
   ranking = np.argsort(-_counts(class_counts), kind="stable")
-  return {name: np.sort(part).astype(np.int64)
-          for name, part in zip(("head", "middle", "tail"), np.array_split(ranking, 3))}
+  return {
+    name: np.sort(part).astype(np.int64) for name, part in zip(("head", "middle", "tail"), np.array_split(ranking, 3))
+  }

@@ -64,22 +64,24 @@ def read_split_list(path: str, num_classes: int | None = None) -> tuple[list[str
         first_blank_line = first_blank_line or line_number
         continue
       if first_blank_line is not None:
-        raise ValueError(f"{path}, line {first_blank_line}: blank line before the sample on line "
-                         f"{line_number}; only trailing blank lines are allowed")
+        raise ValueError(
+          f"{path}, line {first_blank_line}: blank line before the sample on line "
+          f"{line_number}; only trailing blank lines are allowed"
+        )
       content = line.rstrip("\r\n")
       if len(fields) != 2:
-        raise ValueError(f"{path}, line {line_number}: expected 'relative/path label' (2 fields), got "
-                         f"{len(fields)} fields: {content!r}")
+        raise ValueError(
+          f"{path}, line {line_number}: expected 'relative/path label' (2 fields), got "
+          f"{len(fields)} fields: {content!r}"
+        )
       relative_path, label_text = fields
       try:
         label = int(label_text)
       except ValueError:
-        raise ValueError(f"{path}, line {line_number}: label {label_text!r} is not an integer: "
-                         f"{content!r}") from None
+        raise ValueError(f"{path}, line {line_number}: label {label_text!r} is not an integer: {content!r}") from None
       if label < 0 or (num_classes is not None and label >= num_classes):
         allowed = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-        raise ValueError(f"{path}, line {line_number}: label {label} is outside {allowed}: "
-                         f"{content!r}")
+        raise ValueError(f"{path}, line {line_number}: label {label} is outside {allowed}: {content!r}")
       paths.append(relative_path)
       labels.append(label)
   if not paths:
@@ -96,8 +98,10 @@ def check_files(root: str, paths: Sequence[str], split_file: str) -> None:
   keeps the check cheap on network file systems.
   """
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"image root {root} does not exist; pass --config.data.root=<dir> (the "
-                            f"directory the paths in {split_file} are relative to)")
+    raise FileNotFoundError(
+      f"image root {root} does not exist; pass --config.data.root=<dir> (the "
+      f"directory the paths in {split_file} are relative to)"
+    )
   by_directory: dict[str, list[int]] = collections.defaultdict(list)
   for index, relative_path in enumerate(paths):
     by_directory[os.path.dirname(relative_path)].append(index)
@@ -112,8 +116,9 @@ def check_files(root: str, paths: Sequence[str], split_file: str) -> None:
     missing.sort()
     shown = ", ".join(f"line {i + 1}: {paths[i]}" for i in missing[:_MISSING_SHOWN])
     more = f", ... ({len(missing) - _MISSING_SHOWN} more)" if len(missing) > _MISSING_SHOWN else ""
-    raise FileNotFoundError(f"{len(missing)} of the {len(paths)} images listed in {split_file} are missing "
-                            f"under {root}: {shown}{more}")
+    raise FileNotFoundError(
+      f"{len(missing)} of the {len(paths)} images listed in {split_file} are missing under {root}: {shown}{more}"
+    )
 
 
 class JpegFileSource:
@@ -131,8 +136,7 @@ class JpegFileSource:
   anyway. Non-JPEG files ignore it.
   """
 
-  def __init__(self, root: str, paths: Sequence[str], labels: np.ndarray,
-               decode_size_hint: int | None = None):
+  def __init__(self, root: str, paths: Sequence[str], labels: np.ndarray, decode_size_hint: int | None = None):
     if len(paths) != len(labels):
       raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     if decode_size_hint is not None and decode_size_hint < 1:
@@ -157,8 +161,7 @@ class JpegFileSource:
     return {"image": pixels, "label": int(self.labels[index])}
 
   def __repr__(self) -> str:
-    return (f"JpegFileSource(root={self.root!r}, {len(self)} images, "
-            f"decode_size_hint={self.decode_size_hint})")
+    return f"JpegFileSource(root={self.root!r}, {len(self)} images, decode_size_hint={self.decode_size_hint})"
 
 
 def _draft_request(size: tuple[int, int], shorter_side: int) -> tuple[int, int]:
@@ -172,8 +175,9 @@ def _draft_request(size: tuple[int, int], shorter_side: int) -> tuple[int, int]:
   return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
-def split_from_list(name: str, root: str, split_file: str, num_classes: int,
-                    decode_size_hint: int | None = None, check: bool = True) -> base.Split:
+def split_from_list(
+  name: str, root: str, split_file: str, num_classes: int, decode_size_hint: int | None = None, check: bool = True
+) -> base.Split:
   """One `Split` from a split list: labels read and range-checked, every image checked to exist."""
   paths, labels = read_split_list(split_file, num_classes)
   if check:
@@ -182,27 +186,44 @@ def split_from_list(name: str, root: str, split_file: str, num_classes: int,
   return base.Split(name=name, source=source, labels=labels)
 
 
-def _load(name: str, num_classes: int, root: str, split_dir: str, files: dict[str, str | None],
-          train_decode_size_hint: int | None, eval_decode_size_hint: int | None,
-          check: bool) -> base.LongTailedDataset:
+def _load(
+  name: str,
+  num_classes: int,
+  root: str,
+  split_dir: str,
+  files: dict[str, str | None],
+  train_decode_size_hint: int | None,
+  eval_decode_size_hint: int | None,
+  check: bool,
+) -> base.LongTailedDataset:
   """The dataset whose `files` maps 'train' / 'val' / 'test' to list names in `split_dir` (None: no such split)."""
   if not os.path.isdir(split_dir):
-    raise FileNotFoundError(f"split list directory {split_dir} does not exist; pass --config.data.split_dir="
-                            f"<dir holding {', '.join(f for f in files.values() if f)}>")
+    raise FileNotFoundError(
+      f"split list directory {split_dir} does not exist; pass --config.data.split_dir="
+      f"<dir holding {', '.join(f for f in files.values() if f)}>"
+    )
   splits = {}
   for split_name, file_name in files.items():
     if file_name is None:
       splits[split_name] = None
       continue
     hint = train_decode_size_hint if split_name == "train" else eval_decode_size_hint
-    splits[split_name] = split_from_list(split_name, root, os.path.join(split_dir, file_name), num_classes,
-                                         decode_size_hint=hint, check=check)
-  return base.LongTailedDataset(name=name, num_classes=num_classes, channels=3, train=splits["train"],
-                                test=splits["test"], val=splits["val"])
+    splits[split_name] = split_from_list(
+      split_name, root, os.path.join(split_dir, file_name), num_classes, decode_size_hint=hint, check=check
+    )
+  return base.LongTailedDataset(
+    name=name, num_classes=num_classes, channels=3, train=splits["train"], test=splits["test"], val=splits["val"]
+  )
 
 
-def load_imagenet_lt(root: str, split_dir: str, *, train_decode_size_hint: int | None = None,
-                     eval_decode_size_hint: int | None = None, check: bool = True) -> base.LongTailedDataset:
+def load_imagenet_lt(
+  root: str,
+  split_dir: str,
+  *,
+  train_decode_size_hint: int | None = None,
+  eval_decode_size_hint: int | None = None,
+  check: bool = True,
+) -> base.LongTailedDataset:
   """ImageNet-LT (Liu et al. 2019): 1000 classes, train 115,846 images (1280 .. 5 per class).
 
   `root` holds ILSVRC2012 `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` (val sorted into class folders);
@@ -211,12 +232,19 @@ def load_imagenet_lt(root: str, split_dir: str, *, train_decode_size_hint: int |
   `check` verifies every listed image exists (seconds); the decode hints are `JpegFileSource`'s.
   """
   files = {"train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt", "test": "ImageNet_LT_test.txt"}
-  return _load("imagenet_lt", IMAGENET_LT_CLASSES, root, split_dir, files, train_decode_size_hint,
-               eval_decode_size_hint, check)
+  return _load(
+    "imagenet_lt", IMAGENET_LT_CLASSES, root, split_dir, files, train_decode_size_hint, eval_decode_size_hint, check
+  )
 
 
-def load_places_lt(root: str, split_dir: str, *, train_decode_size_hint: int | None = None,
-                   eval_decode_size_hint: int | None = None, check: bool = True) -> base.LongTailedDataset:
+def load_places_lt(
+  root: str,
+  split_dir: str,
+  *,
+  train_decode_size_hint: int | None = None,
+  eval_decode_size_hint: int | None = None,
+  check: bool = True,
+) -> base.LongTailedDataset:
   """Places-LT (Liu et al. 2019): 365 classes, train 62,500 images (4980 .. 5 per class).
 
   `root` holds Places365-Standard's 256x256 images (`data_256/...` for train and val, and the folder
@@ -224,12 +252,19 @@ def load_places_lt(root: str, split_dir: str, *, train_decode_size_hint: int | N
   `split_dir` holds Places_LT_train.txt, Places_LT_val.txt (20 per class) and Places_LT_test.txt.
   """
   files = {"train": "Places_LT_train.txt", "val": "Places_LT_val.txt", "test": "Places_LT_test.txt"}
-  return _load("places_lt", PLACES_LT_CLASSES, root, split_dir, files, train_decode_size_hint,
-               eval_decode_size_hint, check)
+  return _load(
+    "places_lt", PLACES_LT_CLASSES, root, split_dir, files, train_decode_size_hint, eval_decode_size_hint, check
+  )
 
 
-def load_inat18(root: str, split_dir: str, *, train_decode_size_hint: int | None = None,
-                eval_decode_size_hint: int | None = None, check: bool = True) -> base.LongTailedDataset:
+def load_inat18(
+  root: str,
+  split_dir: str,
+  *,
+  train_decode_size_hint: int | None = None,
+  eval_decode_size_hint: int | None = None,
+  check: bool = True,
+) -> base.LongTailedDataset:
   """iNaturalist 2018: 8142 species, train 437,513 images (naturally long-tailed).
 
   `root` holds `train_val2018/<kingdom>/<class>/*.jpg`; `split_dir` holds iNaturalist18_train.txt and
@@ -238,16 +273,14 @@ def load_inat18(root: str, split_dir: str, *, train_decode_size_hint: int | None
   there is no held-out split for choices made during training, and none may be made on `test`.
   """
   files = {"train": "iNaturalist18_train.txt", "val": None, "test": "iNaturalist18_val.txt"}
-  return _load("inat18", INAT18_CLASSES, root, split_dir, files, train_decode_size_hint,
-               eval_decode_size_hint, check)
+  return _load("inat18", INAT18_CLASSES, root, split_dir, files, train_decode_size_hint, eval_decode_size_hint, check)
 
 
 def _build(loader, data_config: Any, root_holds: str) -> base.LongTailedDataset:
   """`loader(root, split_dir)` from a data config: `root` is required, `split_dir` defaults to `root`."""
   root = data_config.root
   if not root:
-    raise ValueError(f"{data_config.name} reads images from disk: pass --config.data.root=<dir holding "
-                     f"{root_holds}>")
+    raise ValueError(f"{data_config.name} reads images from disk: pass --config.data.root=<dir holding {root_holds}>")
   return loader(root, data_config.get("split_dir") or root)
 
 

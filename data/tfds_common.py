@@ -24,8 +24,7 @@ def tfds_data_dir(data_config: Any) -> str | None:
   return data_config.get("tfds_data_dir") or data_config.get("root") or None
 
 
-def open_split(builder_name: str, split: str, data_dir: str | None, *, build_hint: str,
-               decoders: Any = None) -> Any:
+def open_split(builder_name: str, split: str, data_dir: str | None, *, build_hint: str, decoders: Any = None) -> Any:
   """The tfds random-access source of one split; a clear error when the prepared files are missing.
 
   `build_hint` ends both errors (data not prepared, data not ArrayRecord): the caller's sentence on how to
@@ -35,19 +34,21 @@ def open_split(builder_name: str, split: str, data_dir: str | None, *, build_hin
   """
   try:
     # download=False: missing data must fail here, never start a download.
-    return tfds.data_source(builder_name, split=split, data_dir=data_dir or None, download=False,
-                            decoders=decoders)
+    return tfds.data_source(builder_name, split=split, data_dir=data_dir or None, download=False, decoders=decoders)
   except Exception as error:  # tfds raises several exception types for missing or unprepared data
     builder = tfds.builder(builder_name, data_dir=data_dir or None)
     if not builder.is_prepared():
       searched = data_dir or default_data_dir()
-      raise FileNotFoundError(f"tfds dataset {builder_name} is not prepared in {searched} (looked for "
-                              f"{builder.data_dir}). {build_hint}") from error
+      raise FileNotFoundError(
+        f"tfds dataset {builder_name} is not prepared in {searched} (looked for {builder.data_dir}). {build_hint}"
+      ) from error
     file_format = builder.info.file_format
     if file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      raise ValueError(f"tfds dataset {builder_name} in {builder.data_dir} is prepared as "
-                       f"{getattr(file_format, 'value', file_format)}, which tfds cannot random-access. "
-                       f"{build_hint}") from error
+      raise ValueError(
+        f"tfds dataset {builder_name} in {builder.data_dir} is prepared as "
+        f"{getattr(file_format, 'value', file_format)}, which tfds cannot random-access. "
+        f"{build_hint}"
+      ) from error
     raise
 
 

@@ -46,36 +46,44 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data import base
-from data import split_list
-from data import tfds_common
+from data import base, split_list, tfds_common
 
 IMAGENET_LT = "imagenet_lt"
 INAT18 = "i_naturalist2018"
 
 # How to prepare each builder, and the split-list route that needs no preparation.
 _PREPARE = {
-    IMAGENET_LT: ("`tfds build imagenet_lt --file_format=array_record --data_dir=<dir> --manual_dir=<dir "
-                  "holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar>` on a machine with those "
-                  "manual-download archives, network access (for the ImageNet-LT subset lists) and "
-                  "tensorflow"),
-    INAT18: ("`tfds build i_naturalist2018 --file_format=array_record --data_dir=<dir>` on a machine with "
-             "network access (it downloads the iNat 2018 archives) and tensorflow"),
+  IMAGENET_LT: (
+    "`tfds build imagenet_lt --file_format=array_record --data_dir=<dir> --manual_dir=<dir "
+    "holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar>` on a machine with those "
+    "manual-download archives, network access (for the ImageNet-LT subset lists) and "
+    "tensorflow"
+  ),
+  INAT18: (
+    "`tfds build i_naturalist2018 --file_format=array_record --data_dir=<dir>` on a machine with "
+    "network access (it downloads the iNat 2018 archives) and tensorflow"
+  ),
 }
 _SPLIT_LIST_ROUTE = {
-    IMAGENET_LT: ("--config.data.name=imagenet_lt --config.data.root=<dir holding ILSVRC2012 train/ and "
-                  "val/> [--config.data.split_dir=<dir holding ImageNet_LT_*.txt>]"),
-    INAT18: ("--config.data.name=inat18 --config.data.root=<dir holding train_val2018/> "
-             "[--config.data.split_dir=<dir holding iNaturalist18_*.txt>]"),
+  IMAGENET_LT: (
+    "--config.data.name=imagenet_lt --config.data.root=<dir holding ILSVRC2012 train/ and "
+    "val/> [--config.data.split_dir=<dir holding ImageNet_LT_*.txt>]"
+  ),
+  INAT18: (
+    "--config.data.name=inat18 --config.data.root=<dir holding train_val2018/> "
+    "[--config.data.split_dir=<dir holding iNaturalist18_*.txt>]"
+  ),
 }
 
 
 def _build_hint(builder_name: str) -> str:
   """How to prepare `builder_name`'s files, and the split-list route that needs none."""
-  prepare = _PREPARE.get(builder_name, f"`tfds build {builder_name} --file_format=array_record "
-                         f"--data_dir=<dir>` on a machine with network access and tensorflow")
-  hint = (f"Prepare it once with {prepare}, copy <dir>/{builder_name} here and pass "
-          f"--config.data.tfds_data_dir=<dir>")
+  prepare = _PREPARE.get(
+    builder_name,
+    f"`tfds build {builder_name} --file_format=array_record "
+    f"--data_dir=<dir>` on a machine with network access and tensorflow",
+  )
+  hint = f"Prepare it once with {prepare}, copy <dir>/{builder_name} here and pass --config.data.tfds_data_dir=<dir>"
   if builder_name in _SPLIT_LIST_ROUTE:
     hint += f". Or read the original images through split lists: {_SPLIT_LIST_ROUTE[builder_name]}"
   return hint
@@ -86,8 +94,9 @@ def _open_encoded_split(builder_name: str, split: str, data_dir: str | None) -> 
 
   Records are `{"image": encoded bytes, "label": int, ...}`.
   """
-  return tfds_common.open_split(builder_name, split, data_dir, build_hint=_build_hint(builder_name),
-                                decoders={"image": tfds.decode.SkipDecoding()})
+  return tfds_common.open_split(
+    builder_name, split, data_dir, build_hint=_build_hint(builder_name), decoders={"image": tfds.decode.SkipDecoding()}
+  )
 
 
 def decode_rgb(encoded: bytes) -> np.ndarray:
@@ -100,8 +109,7 @@ def read_labels(source: Any) -> np.ndarray:
   """The label of every record of a source that leaves images encoded, int32 `[N]`, in record order."""
   # One record at a time: `__getitems__` was 3x slower per record on ArrayRecord files (measured) and
   # tfds's mock source (tfds.testing.mock_data, 4.9.10) cannot serve it.
-  return np.fromiter((int(source[index]["label"]) for index in range(len(source))), dtype=np.int32,
-                     count=len(source))
+  return np.fromiter((int(source[index]["label"]) for index in range(len(source))), dtype=np.int32, count=len(source))
 
 
 class TfdsImageSource:
@@ -125,9 +133,11 @@ class TfdsImageSource:
     bad = (self.labels < 0) | (self.labels >= num_classes)
     if bad.any():
       index = int(np.argmax(bad))
-      raise ValueError(f"tfds dataset {builder_name} split {split!r}: record {index} has label "
-                       f"{self.labels[index]}, expected [0, {num_classes}) ({int(bad.sum())} such records; "
-                       f"tfds marks unlabelled records with -1)")
+      raise ValueError(
+        f"tfds dataset {builder_name} split {split!r}: record {index} has label "
+        f"{self.labels[index]}, expected [0, {num_classes}) ({int(bad.sum())} such records; "
+        f"tfds marks unlabelled records with -1)"
+      )
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -139,8 +149,9 @@ class TfdsImageSource:
     try:
       image = decode_rgb(record["image"])
     except (OSError, ValueError) as error:
-      raise OSError(f"cannot decode image {index} of {len(self)} in tfds dataset {self.builder_name} split "
-                    f"{self.split!r}: {error}") from error
+      raise OSError(
+        f"cannot decode image {index} of {len(self)} in tfds dataset {self.builder_name} split {self.split!r}: {error}"
+      ) from error
     return {"image": image, "label": int(self.labels[index])}
 
   def __getstate__(self) -> dict[str, Any]:
@@ -152,8 +163,7 @@ class TfdsImageSource:
     return f"TfdsImageSource({self.builder_name!r}, split={self.split!r}, {len(self)} images)"
 
 
-def _split(name: str, builder_name: str, tfds_split: str, data_dir: str | None,
-           num_classes: int) -> base.Split:
+def _split(name: str, builder_name: str, tfds_split: str, data_dir: str | None, num_classes: int) -> base.Split:
   source = TfdsImageSource(builder_name, tfds_split, data_dir, num_classes)
   return base.Split(name=name, source=source, labels=source.labels)
 
@@ -165,11 +175,14 @@ def load_imagenet_lt_tfds(data_dir: str | None = None) -> base.LongTailedDataset
   """
   num_classes = split_list.IMAGENET_LT_CLASSES
   return base.LongTailedDataset(
-      name="imagenet_lt", num_classes=num_classes, channels=3,
-      train=_split("train", IMAGENET_LT, "train", data_dir, num_classes),
-      val=_split("val", IMAGENET_LT, "validation", data_dir, num_classes),
-      test=_split("test", IMAGENET_LT, "test", data_dir, num_classes),
-      class_names=tfds_common.class_names(IMAGENET_LT, data_dir, num_classes))
+    name="imagenet_lt",
+    num_classes=num_classes,
+    channels=3,
+    train=_split("train", IMAGENET_LT, "train", data_dir, num_classes),
+    val=_split("val", IMAGENET_LT, "validation", data_dir, num_classes),
+    test=_split("test", IMAGENET_LT, "test", data_dir, num_classes),
+    class_names=tfds_common.class_names(IMAGENET_LT, data_dir, num_classes),
+  )
 
 
 def load_inat18_tfds(data_dir: str | None = None) -> base.LongTailedDataset:
@@ -180,10 +193,13 @@ def load_inat18_tfds(data_dir: str | None = None) -> base.LongTailedDataset:
   """
   num_classes = split_list.INAT18_CLASSES
   return base.LongTailedDataset(
-      name="inat18", num_classes=num_classes, channels=3,
-      train=_split("train", INAT18, "train", data_dir, num_classes),
-      test=_split("test", INAT18, "validation", data_dir, num_classes),
-      class_names=tfds_common.class_names(INAT18, data_dir, num_classes))
+    name="inat18",
+    num_classes=num_classes,
+    channels=3,
+    train=_split("train", INAT18, "train", data_dir, num_classes),
+    test=_split("test", INAT18, "validation", data_dir, num_classes),
+    class_names=tfds_common.class_names(INAT18, data_dir, num_classes),
+  )
 
 
 def build_imagenet_lt_tfds(data_config: Any) -> base.LongTailedDataset:

@@ -35,6 +35,7 @@ def run(config, workdir) -> None:
   validation.validate(config, len(jax.devices()), jax.process_count())
   if config.dry_run:
     from dscl_jax.jobs.dry_run import dry_run
+
     dry_run(config)  # touches neither the data nor the workdir
     return
   with WorkdirLock(workdir):
@@ -66,7 +67,7 @@ def unknown_override(argv) -> str | None:
   for arg in argv[1:]:
     if not arg.startswith("--config."):
       continue
-    field = arg[len("--config."):].split("=", 1)[0]
+    field = arg[len("--config.") :].split("=", 1)[0]
     if field not in known:
       close = schema.closest_fields(field)
       hint = f"; did you mean {' or '.join(close)}?" if close else ""

@@ -11,13 +11,10 @@ import os
 import jax
 import numpy as np
 
-from dscl_jax.core import optim
-
-from dscl_jax.core import sharding
-
-from dscl_jax.input import synthetic
 from dscl_jax.config.schema import base_config
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.input import synthetic
 from dscl_jax.methods import get_method
 
 # Training images per class of the synthetic data set: long-tailed, so PaCo's prior is not uniform.
@@ -88,13 +85,22 @@ def run(config, num_steps, num_classes=10):
 
 
 def flatten_state(history, state):
-  flat = {"devices": np.array(jax.device_count()), "processes": np.array(jax.process_count()),
-          "loss": np.array([h["loss"] for h in history]), "lr": np.array([h["lr"] for h in history]),
-          "queue_ptr": np.asarray(state.queue_ptr)}
+  flat = {
+    "devices": np.array(jax.device_count()),
+    "processes": np.array(jax.process_count()),
+    "loss": np.array([h["loss"] for h in history]),
+    "lr": np.array([h["lr"] for h in history]),
+    "queue_ptr": np.asarray(state.queue_ptr),
+  }
   if state.queue is not None:  # cross-entropy keeps no queue
     flat.update(queue=np.asarray(state.queue), queue_labels=np.asarray(state.queue_labels))
-  trees = (("params", state.params), ("target", state.target_params), ("stats", state.batch_stats),
-           ("target_stats", state.target_batch_stats), ("method", state.method_state))
+  trees = (
+    ("params", state.params),
+    ("target", state.target_params),
+    ("stats", state.batch_stats),
+    ("target_stats", state.target_batch_stats),
+    ("method", state.method_state),
+  )
   for name, tree in trees:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
       flat[name + jax.tree_util.keystr(path)] = np.asarray(leaf)

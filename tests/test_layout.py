@@ -18,16 +18,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "dscl_jax"
 FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "pre_layout_checkpoint"
 # Layer -> packages of dscl_jax it must never import. Jobs sit on top; nothing imports them.
 FORBIDDEN = {
-    "core": {"jobs"},
-    "input": {"jobs", "core", "methods", "losses", "models", "evaluation", "runtime", "convert", "config"},
-    "models": {"jobs", "core", "runtime", "convert", "methods", "input", "evaluation"},
-    "losses": {"jobs", "core", "runtime", "convert", "methods", "input", "models", "evaluation"},
-    "ops": {"jobs", "core", "runtime", "convert", "methods", "input", "models", "evaluation"},
-    "methods": {"jobs", "core", "runtime", "convert", "evaluation"},
-    "evaluation": {"jobs"},
-    "runtime": {"jobs", "core", "methods", "models", "input", "evaluation", "convert", "config"},
-    "config": {"jobs", "core", "runtime", "evaluation", "convert"},
-    "convert": {"jobs", "core"},
+  "core": {"jobs"},
+  "input": {"jobs", "core", "methods", "losses", "models", "evaluation", "runtime", "convert", "config"},
+  "models": {"jobs", "core", "runtime", "convert", "methods", "input", "evaluation"},
+  "losses": {"jobs", "core", "runtime", "convert", "methods", "input", "models", "evaluation"},
+  "ops": {"jobs", "core", "runtime", "convert", "methods", "input", "models", "evaluation"},
+  "methods": {"jobs", "core", "runtime", "convert", "evaluation"},
+  "evaluation": {"jobs"},
+  "runtime": {"jobs", "core", "methods", "models", "input", "evaluation", "convert", "config"},
+  "config": {"jobs", "core", "runtime", "evaluation", "convert"},
+  "convert": {"jobs", "core"},
 }
 
 
@@ -48,8 +48,10 @@ def imported_packages(path: pathlib.Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_a_layer_imports_only_what_is_below_it(layer):
-  offenders = {str(path.relative_to(PACKAGE)): sorted(imported_packages(path) & FORBIDDEN[layer])
-               for path in (PACKAGE / layer).rglob("*.py")}
+  offenders = {
+    str(path.relative_to(PACKAGE)): sorted(imported_packages(path) & FORBIDDEN[layer])
+    for path in (PACKAGE / layer).rglob("*.py")
+  }
   assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -75,10 +77,15 @@ def fixture_config():
   """The config the fixture was written with (its saved config.json, on today's schema)."""
   saved = json.loads((FIXTURE / "pretrain" / "config.json").read_text())
   c = base_config(dataset="digits_lt", image_size=16, channels=1, depth=8, style="cifar")
-  c.update_from_flattened_dict({
-      "moco.queue_size": saved["moco"]["queue_size"], "model.embed_dim": saved["model"]["embed_dim"],
-      "model.head_hidden_dim": saved["model"]["head_hidden_dim"], "train.batch_size": saved["train"]["batch_size"],
-      "model.key_bn_group_size": saved["model"]["key_bn_group_size"]})
+  c.update_from_flattened_dict(
+    {
+      "moco.queue_size": saved["moco"]["queue_size"],
+      "model.embed_dim": saved["model"]["embed_dim"],
+      "model.head_hidden_dim": saved["model"]["head_hidden_dim"],
+      "train.batch_size": saved["train"]["batch_size"],
+      "model.key_bn_group_size": saved["model"]["key_bn_group_size"],
+    }
+  )
   return c
 
 
@@ -90,11 +97,11 @@ def test_a_checkpoint_written_before_the_layout_change_restores():
   method = get_method(c)
   online, _ = build.build_models(c, method, 10)
   schedule, _, _ = build.pretrain_schedule(c, 503)
-  template = build.abstract_pretrain_state(c, method, online, build.pretrain_optimizer(c, schedule), 10, 1,
-                                           np.ones(10))
+  template = build.abstract_pretrain_state(c, method, online, build.pretrain_optimizer(c, schedule), 10, 1, np.ones(10))
   mesh = sharding.make_mesh(1)
-  state, source = checkpoint.restore_from(FIXTURE / "pretrain" / "checkpoints", template,
-                                          sharding.replicated(mesh), job="pre-layout checkpoint")
+  state, source = checkpoint.restore_from(
+    FIXTURE / "pretrain" / "checkpoints", template, sharding.replicated(mesh), job="pre-layout checkpoint"
+  )
   assert source.endswith("checkpoints/2")
   assert int(state.step) == 2 and int(state.queue_ptr) == 2 * 32 % 64
   assert state.queue.shape == (64, 8) and state.params["head"] is not None

@@ -25,15 +25,15 @@ def main(case_dir):
     features = np.load(prefix + "_features.npy")
     boxes = np.load(prefix + "_boxes.npy")
     box_indices = np.load(prefix + "_box_indices.npy")
-    rois = np.concatenate(
-        [box_indices[:, None].astype(boxes.dtype), boxes], axis=1)
+    rois = np.concatenate([box_indices[:, None].astype(boxes.dtype), boxes], axis=1)
     out = torchvision.ops.roi_align(
-        torch.from_numpy(np.ascontiguousarray(features.transpose(0, 3, 1, 2))),
-        torch.from_numpy(rois),
-        output_size=tuple(case["output_size"]),
-        spatial_scale=case["spatial_scale"],
-        sampling_ratio=case["sampling_ratio"],
-        aligned=case["aligned"])
+      torch.from_numpy(np.ascontiguousarray(features.transpose(0, 3, 1, 2))),
+      torch.from_numpy(rois),
+      output_size=tuple(case["output_size"]),
+      spatial_scale=case["spatial_scale"],
+      sampling_ratio=case["sampling_ratio"],
+      aligned=case["aligned"],
+    )
     np.save(prefix + "_out.npy", out.numpy().transpose(0, 2, 3, 1))
 
 

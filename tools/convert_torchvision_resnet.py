@@ -129,8 +129,10 @@ def _torch_weights_only_reads_floats():
 def load_checkpoint(path, trust_pickle=False):
   """torch.load without running the file's code, unless `trust_pickle`; exits with one line if it would."""
   if trust_pickle:
-    print(f"warning: --trust-pickle: unpickling {path} runs any code it holds; use it only on files "
-          "you trust", file=sys.stderr)
+    print(
+      f"warning: --trust-pickle: unpickling {path} runs any code it holds; use it only on files you trust",
+      file=sys.stderr,
+    )
     return torch.load(path, map_location="cpu", weights_only=False)
   # torch.load(weights_only=True) looks this module up by name on every call; swapped for this call only.
   original = torch.serialization._weights_only_unpickler
@@ -143,9 +145,11 @@ def load_checkpoint(path, trust_pickle=False):
     detail = str(e).split("WeightsUnpickler error:")[-1].strip()
     detail = detail.splitlines()[0] if detail else type(e).__name__
     # One line and no traceback: refusing such a file is the expected outcome, not a crash.
-    sys.exit(f"error: {path} holds objects beyond tensors, dicts, lists, numbers and strings ({detail}); "
-             "it was not loaded, since unpickling it could run code from the file. Pass --trust-pickle "
-             "to load it anyway, only if you trust where it came from.")
+    sys.exit(
+      f"error: {path} holds objects beyond tensors, dicts, lists, numbers and strings ({detail}); "
+      "it was not loaded, since unpickling it could run code from the file. Pass --trust-pickle "
+      "to load it anyway, only if you trust where it came from."
+    )
   finally:
     torch.serialization._weights_only_unpickler = original
 
@@ -159,28 +163,36 @@ def read_state_dict(path, strip_prefix, trust_pickle=False):
         checkpoint = checkpoint[field]
         break
   if not isinstance(checkpoint, dict):
-    raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state_dict; save "
-                     "model.state_dict() instead of the whole model")
+    raise ValueError(
+      f"{path} holds a {type(checkpoint).__name__}, not a state_dict; save "
+      "model.state_dict() instead of the whole model"
+    )
   tensors = {k: v for k, v in checkpoint.items() if torch.is_tensor(v)}
   if strip_prefix:
-    kept = {k[len(strip_prefix):]: v for k, v in tensors.items() if k.startswith(strip_prefix)}
+    kept = {k[len(strip_prefix) :]: v for k, v in tensors.items() if k.startswith(strip_prefix)}
     if not kept:
-      raise ValueError(f"no key of {path} starts with --strip-prefix {strip_prefix!r}; first keys: "
-                       f"{sorted(tensors)[:5]}")
+      raise ValueError(
+        f"no key of {path} starts with --strip-prefix {strip_prefix!r}; first keys: {sorted(tensors)[:5]}"
+      )
     tensors = kept
   elif tensors and all(k.startswith("module.") for k in tensors):
     # Saved from nn.DataParallel / DistributedDataParallel.
-    tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    tensors = {k[len("module.") :]: v for k, v in tensors.items()}
   if "conv1.weight" not in tensors:
-    raise ValueError(f"{path} has no 'conv1.weight' (first keys: {sorted(tensors)[:5]}); pass "
-                     "--strip-prefix to drop the prefix in front of the ResNet's own names")
+    raise ValueError(
+      f"{path} has no 'conv1.weight' (first keys: {sorted(tensors)[:5]}); pass "
+      "--strip-prefix to drop the prefix in front of the ResNet's own names"
+    )
   return tensors
 
 
 def state_dict_to_arrays(tensors):
   """{torchvision name: float32 numpy array}, without the num_batches_tracked counters."""
-  return {name: tensor.detach().cpu().float().numpy() for name, tensor in tensors.items()
-          if not name.endswith("num_batches_tracked")}
+  return {
+    name: tensor.detach().cpu().float().numpy()
+    for name, tensor in tensors.items()
+    if not name.endswith("num_batches_tracked")
+  }
 
 
 def save_reference_outputs(model, input_path, output_prefix):
@@ -191,8 +203,7 @@ def save_reference_outputs(model, input_path, output_prefix):
   """
   images = torch.from_numpy(np.load(input_path).astype(np.float32))
   if images.ndim != 4 or images.shape[1] != 3:
-    raise ValueError(f"--reference-input {input_path} has shape {tuple(images.shape)}; expected "
-                     "[B, 3, H, W] (NCHW)")
+    raise ValueError(f"--reference-input {input_path} has shape {tuple(images.shape)}; expected [B, 3, H, W] (NCHW)")
   captured = {}
 
   def keep_output(name):
@@ -214,23 +225,33 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--checkpoint", help="a torchvision ResNet state_dict (.pth) already on disk")
-  source.add_argument("--random-init", action="store_true",
-                      help="build an untrained --arch model instead of reading a checkpoint")
-  parser.add_argument("--arch", choices=ARCHS,
-                      help="torchvision architecture (required with --random-init and --reference-input)")
+  source.add_argument(
+    "--random-init", action="store_true", help="build an untrained --arch model instead of reading a checkpoint"
+  )
+  parser.add_argument(
+    "--arch", choices=ARCHS, help="torchvision architecture (required with --random-init and --reference-input)"
+  )
   parser.add_argument("--seed", type=int, default=0, help="torch seed for --random-init")
-  parser.add_argument("--random-batchnorm", action="store_true",
-                      help="with --random-init, also draw BatchNorm affine parameters and running statistics")
-  parser.add_argument("--strip-prefix", default="",
-                      help="keep only keys with this prefix, without it (e.g. 'module.encoder_q.')")
-  parser.add_argument("--trust-pickle", action="store_true",
-                      help="load --checkpoint with the full unpickler even if it holds more than tensors "
-                           "(runs the file's code: only for files you trust)")
+  parser.add_argument(
+    "--random-batchnorm",
+    action="store_true",
+    help="with --random-init, also draw BatchNorm affine parameters and running statistics",
+  )
+  parser.add_argument(
+    "--strip-prefix", default="", help="keep only keys with this prefix, without it (e.g. 'module.encoder_q.')"
+  )
+  parser.add_argument(
+    "--trust-pickle",
+    action="store_true",
+    help="load --checkpoint with the full unpickler even if it holds more than tensors "
+    "(runs the file's code: only for files you trust)",
+  )
   parser.add_argument("--output", required=True, help="the .npz to write")
   parser.add_argument("--reference-input", help="[B, 3, H, W] float32 .npy to run through the model")
-  parser.add_argument("--reference-prefix",
-                      help="path prefix for <prefix>_layer{1..4}.npy and <prefix>_pooled.npy "
-                           "(default: --output without .npz)")
+  parser.add_argument(
+    "--reference-prefix",
+    help="path prefix for <prefix>_layer{1..4}.npy and <prefix>_pooled.npy (default: --output without .npz)",
+  )
   args = parser.parse_args(argv)
   if not args.output.endswith(".npz"):
     parser.error(f"--output {args.output!r} must end in .npz (numpy would otherwise append it)")
@@ -258,10 +279,12 @@ def main(argv):
       model = build_torchvision_resnet(args.arch)
       # The classifier does not touch the reference outputs (a MoCo-style checkpoint may hold an MLP
       # there); every other tensor must fit, or the reference would come from half-random weights.
-      result = model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("fc.")},
-                                     strict=False)
-      problems = [k for k in result.missing_keys + result.unexpected_keys
-                  if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+      result = model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("fc.")}, strict=False)
+      problems = [
+        k
+        for k in result.missing_keys + result.unexpected_keys
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+      ]
       if problems:
         raise ValueError(f"{args.checkpoint} does not fit torchvision {args.arch}: {problems[:8]}")
   arrays = state_dict_to_arrays(tensors)

@@ -25,10 +25,10 @@ from ml_collections import config_flags
 
 from dscl_jax.convert.dscl_checkpoint import save_dscl_checkpoint
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The dscl_jax config the weights are for.",
-                                          lock_config=True)
-_NPZ = flags.DEFINE_string("npz", None, "encoder_q as a .npz (tools/convert_torchvision_resnet.py "
-                                        "--strip-prefix module.encoder_q.).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The dscl_jax config the weights are for.", lock_config=True)
+_NPZ = flags.DEFINE_string(
+  "npz", None, "encoder_q as a .npz (tools/convert_torchvision_resnet.py --strip-prefix module.encoder_q.)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The dscl_jax workdir to write pretrain/checkpoints/0 into.")
 flags.mark_flags_as_required(["config", "npz", "workdir"])
 
@@ -37,8 +37,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   step_dir = save_dscl_checkpoint(_CONFIG.value, _NPZ.value, _WORKDIR.value)
-  print(f"wrote {step_dir}: the DSCL encoder_q trunk and projection MLP. Next: --config.mode=linear_probe, "
-        f"then --config.mode=eval, with the same --config and --workdir")
+  print(
+    f"wrote {step_dir}: the DSCL encoder_q trunk and projection MLP. Next: --config.mode=linear_probe, "
+    f"then --config.mode=eval, with the same --config and --workdir"
+  )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ def closest_fields(field: str) -> list[str]:
   return difflib.get_close_matches(field, _known_fields(), n=3, cutoff=0.6)
 
 
-def base_config(*, dataset: str, image_size: int, channels: int, depth: int, style: str,
-                method: str = "dscl") -> ml_collections.ConfigDict:
+def base_config(
+  *, dataset: str, image_size: int, channels: int, depth: int, style: str, method: str = "dscl"
+) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # "all" runs pretrain, then linear_probe, then eval; or pick one of the three.
   c.mode = "all"
@@ -81,7 +82,9 @@ def base_config(*, dataset: str, image_size: int, channels: int, depth: int, sty
   c.data.val_per_class = 0
   c.data.root = ""  # empty: the dataset's default location
   c.data.split_dir = ""  # split-list datasets: directory of the .txt lists; empty: data.root
-  c.data.tfds_data_dir = ""  # tfds-backed datasets (CIFAR-LT, imagenet_lt_tfds, inat18_tfds): the tfds data_dir; empty: data.root
+  c.data.tfds_data_dir = (
+    ""  # tfds-backed datasets (CIFAR-LT, imagenet_lt_tfds, inat18_tfds): the tfds data_dir; empty: data.root
+  )
 
   c.augment = augment.default_augment_config(image_size, channels)
   c.pbsd = augment.default_pbsd_config()

@@ -60,8 +60,9 @@ def _unit_interval(config, field: str, *, closed_top: bool = False) -> None:
 
 def _scale_range(config, field: str) -> None:
   low, high = _get(config, field)
-  _require(0.0 < low <= high <= 1.0, f"{field} {(low, high)!r} must satisfy 0 < low <= high <= 1 (fractions "
-                                     f"of the image area)")
+  _require(
+    0.0 < low <= high <= 1.0, f"{field} {(low, high)!r} must satisfy 0 < low <= high <= 1 (fractions of the image area)"
+  )
 
 
 def _get(config, field: str):
@@ -76,15 +77,20 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   problems = unknown_fields(config)
   _require(not problems, "unknown config field(s): " + "; ".join(problems))
   _require(config.mode in MODES, f"mode {config.mode!r} must be one of {MODES}")
-  _require(config.method in methods.available(),
-           f"method {config.method!r} must be one of {methods.available()} (the modules of dscl_jax/methods/)")
+  _require(
+    config.method in methods.available(),
+    f"method {config.method!r} must be one of {methods.available()} (the modules of dscl_jax/methods/)",
+  )
   _require(isinstance(config.seed, int) and config.seed >= 0, f"seed {config.seed!r} must be an integer >= 0")
   _non_negative(config, "dry_run_memory_gib")
 
   from data.registry import BUILDERS  # the dataset names, without reading any data
+
   _require(config.data.name in BUILDERS, f"data.name {config.data.name!r} must be one of {sorted(BUILDERS)}")
-  _require(config.data.imbalance_factor >= 1, f"data.imbalance_factor {config.data.imbalance_factor!r} must be "
-                                              f">= 1 (largest / smallest class)")
+  _require(
+    config.data.imbalance_factor >= 1,
+    f"data.imbalance_factor {config.data.imbalance_factor!r} must be >= 1 (largest / smallest class)",
+  )
 
   aug = config.augment
   _positive(config, "augment.image_size")
@@ -94,25 +100,32 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _require(0 < low <= high, f"augment.blur_sigma {(low, high)!r} must satisfy 0 < low <= high (pixels)")
   low, high = aug.crop_ratio
   _require(0 < low <= high, f"augment.crop_ratio {(low, high)!r} must satisfy 0 < low <= high")
-  _require(len(aug.mean) == len(aug.std) and all(s > 0 for s in aug.std),
-           f"augment.mean {aug.mean!r} and augment.std {aug.std!r} must have one entry per channel, std > 0")
+  _require(
+    len(aug.mean) == len(aug.std) and all(s > 0 for s in aug.std),
+    f"augment.mean {aug.mean!r} and augment.std {aug.std!r} must have one entry per channel, std > 0",
+  )
   for view in ("query", "key"):
     recipe = aug[view]
     for prob in ("jitter_prob", "grayscale_prob", "blur_prob"):
       _require(0.0 <= recipe[prob] <= 1.0, f"augment.{view}.{prob} {recipe[prob]!r} must be in [0, 1]")
-    _require(recipe["randaugment_ops"] >= 0, f"augment.{view}.randaugment_ops {recipe['randaugment_ops']!r} must "
-                                             f"be >= 0")
-    _require(0 <= recipe["randaugment_magnitude"] <= 30,
-             f"augment.{view}.randaugment_magnitude {recipe['randaugment_magnitude']!r} must be in [0, 30]")
+    _require(
+      recipe["randaugment_ops"] >= 0, f"augment.{view}.randaugment_ops {recipe['randaugment_ops']!r} must be >= 0"
+    )
+    _require(
+      0 <= recipe["randaugment_magnitude"] <= 30,
+      f"augment.{view}.randaugment_magnitude {recipe['randaugment_magnitude']!r} must be in [0, 30]",
+    )
 
   pbsd = config.pbsd
   if pbsd.enabled or pbsd.multicrop:
     _positive(config, "pbsd.num_crops", "pbsd.crop_size")
     # A crop as large as the image is no small crop, and larger ones are upsampled: a config slip that
     # would silently multiply the cost of every step.
-    _require(pbsd.crop_size < aug.image_size,
-             f"pbsd.crop_size {pbsd.crop_size} must be smaller than augment.image_size {aug.image_size} "
-             f"(PBSD's crops are small views; the paper uses 64 at 224)")
+    _require(
+      pbsd.crop_size < aug.image_size,
+      f"pbsd.crop_size {pbsd.crop_size} must be smaller than augment.image_size {aug.image_size} "
+      f"(PBSD's crops are small views; the paper uses 64 at 224)",
+    )
     _scale_range(config, "pbsd.crop_scale")
     _non_negative(config, "pbsd.weight")
     _require(0.0 <= pbsd.flip_prob <= 1.0, f"pbsd.flip_prob {pbsd.flip_prob!r} must be in [0, 1]")
@@ -137,10 +150,19 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _non_negative(config, "moco.queue_size")
 
   train = config.train
-  _positive(config, "train.batch_size", "train.epochs", "train.base_lr", "train.log_every",
-            "train.checkpoint_every", "train.max_skipped_steps")
-  _require(0 <= train.warmup_epochs < train.epochs,
-           f"train.warmup_epochs {train.warmup_epochs!r} must be in [0, train.epochs={train.epochs})")
+  _positive(
+    config,
+    "train.batch_size",
+    "train.epochs",
+    "train.base_lr",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.max_skipped_steps",
+  )
+  _require(
+    0 <= train.warmup_epochs < train.epochs,
+    f"train.warmup_epochs {train.warmup_epochs!r} must be in [0, train.epochs={train.epochs})",
+  )
   _unit_interval(config, "train.momentum")
   _non_negative(config, "train.weight_decay", "train.num_workers")
   _require(train.max_steps >= -1, f"train.max_steps {train.max_steps!r} must be -1 (every epoch) or >= 0")
@@ -150,35 +172,49 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _unit_interval(config, "probe.momentum")
   _non_negative(config, "probe.weight_decay", "probe.reestimate_bn_batches")
   milestones = tuple(probe.milestones)
-  _require(all(0 < m < 1 for m in milestones) and list(milestones) == sorted(milestones),
-           f"probe.milestones {milestones!r} must be increasing fractions of the epochs in (0, 1)")
+  _require(
+    all(0 < m < 1 for m in milestones) and list(milestones) == sorted(milestones),
+    f"probe.milestones {milestones!r} must be increasing fractions of the epochs in (0, 1)",
+  )
   _require(probe.max_steps >= -1, f"probe.max_steps {probe.max_steps!r} must be -1 (every epoch) or >= 0")
 
   _positive(config, "eval.batch_size", "eval.logistic_max_iter")
   _non_negative(config, "eval.knn_k")
   _require(config.eval.split in EVAL_SPLITS, f"eval.split {config.eval.split!r} must be one of {EVAL_SPLITS}")
 
-  _require(num_processes == 1 or config.mesh.num_devices == -1,
-           f"mesh.num_devices {config.mesh.num_devices!r} must be -1 in a multi-process job (every device)")
-  _require(config.mesh.num_devices == -1 or 0 < config.mesh.num_devices <= num_devices,
-           f"mesh.num_devices {config.mesh.num_devices!r} must be -1 (every device) or in [1, {num_devices}]")
+  _require(
+    num_processes == 1 or config.mesh.num_devices == -1,
+    f"mesh.num_devices {config.mesh.num_devices!r} must be -1 in a multi-process job (every device)",
+  )
+  _require(
+    config.mesh.num_devices == -1 or 0 < config.mesh.num_devices <= num_devices,
+    f"mesh.num_devices {config.mesh.num_devices!r} must be -1 (every device) or in [1, {num_devices}]",
+  )
   devices = num_devices if config.mesh.num_devices == -1 else config.mesh.num_devices
   for field in ("train.batch_size", "probe.batch_size", "eval.batch_size"):
     value = _get(config, field)
     # Every process holds the same number of devices, so a multiple of the devices splits over processes.
-    _require(value % devices == 0, f"{field} {value} (global) must be a multiple of the {devices} devices; "
-                                   f"e.g. {max(devices, value // devices * devices)}")
+    _require(
+      value % devices == 0,
+      f"{field} {value} (global) must be a multiple of the {devices} devices; "
+      f"e.g. {max(devices, value // devices * devices)}",
+    )
 
   method = methods.get_method(config)
   needs = method.requirements
   batch = train.batch_size
   if needs.queue and config.moco.queue_size:
     queue = config.moco.queue_size
-    _require(queue % batch == 0, f"moco.queue_size {queue} must be 0 or a multiple of train.batch_size {batch} "
-                                 f"(the whole global batch is enqueued at once), e.g. "
-                                 f"{max(batch, queue // batch * batch)}")
+    _require(
+      queue % batch == 0,
+      f"moco.queue_size {queue} must be 0 or a multiple of train.batch_size {batch} "
+      f"(the whole global batch is enqueued at once), e.g. "
+      f"{max(batch, queue // batch * batch)}",
+    )
   if needs.momentum_target:
     group = model.key_bn_group_size
-    _require(not group or (group >= 2 and batch % group == 0),
-             f"model.key_bn_group_size {group} must be 0 (whole batch) or >= 2 and divide train.batch_size {batch}")
+    _require(
+      not group or (group >= 2 and batch % group == 0),
+      f"model.key_bn_group_size {group} must be 0 (whole batch) or >= 2 and divide train.batch_size {batch}",
+    )
   method.validate(config)

@@ -35,8 +35,12 @@ from dscl_jax.models.resnet import ResNet, resnet_block_kind, resnet_stage_sizes
 # architecture as our imagenet-style ResNet of that depth.
 SUPPORTED_DEPTHS = (18, 34, 50, 101, 152)
 
-_BATCHNORM_NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias",
-                    ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+_BATCHNORM_NAMES = {
+  ("params", "scale"): "weight",
+  ("params", "bias"): "bias",
+  ("batch_stats", "mean"): "running_mean",
+  ("batch_stats", "var"): "running_var",
+}
 _BLOCK = re.compile(r"stage(\d+)_block(\d+)$")
 _BLOCK_LAYER = re.compile(r"(Conv|BatchNorm)_(\d+)$")
 _TORCH_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.")
@@ -57,8 +61,10 @@ def _torchvision_module_name(module_path: tuple[str, ...]) -> str:
     return "bn1"
   block = _BLOCK.match(module_path[0]) if len(module_path) == 2 else None
   if block is None:
-    raise ValueError(f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
-                     "name map in convert/torchvision_resnet.py must follow models/resnet.py")
+    raise ValueError(
+      f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
+      "name map in convert/torchvision_resnet.py must follow models/resnet.py"
+    )
   prefix = f"layer{block[1]}.{int(block[2]) - 1}."
   layer = module_path[1]
   if layer == "proj_conv":
@@ -67,8 +73,10 @@ def _torchvision_module_name(module_path: tuple[str, ...]) -> str:
     return prefix + "downsample.1"
   match = _BLOCK_LAYER.match(layer)
   if match is None:
-    raise ValueError(f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
-                     "name map in convert/torchvision_resnet.py must follow models/resnet.py")
+    raise ValueError(
+      f"ResNet module {'/'.join(module_path)} has no torchvision counterpart; the "
+      "name map in convert/torchvision_resnet.py must follow models/resnet.py"
+    )
   return prefix + ("conv" if match[1] == "Conv" else "bn") + str(int(match[2]) + 1)
 
 
@@ -84,8 +92,9 @@ def _torchvision_key(collection: str, path: tuple[str, ...]) -> str:
 def _trunk_leaf_table(depth: int) -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]:
   """{torchvision key: (collection, flax path, flax shape)} for every leaf of our ResNet-{depth}."""
   # Parameter shapes do not depend on the image size, so a tiny image keeps the trace cheap.
-  shapes = jax.eval_shape(lambda: ResNet(depth, "imagenet").init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32), train=False))
+  shapes = jax.eval_shape(
+    lambda: ResNet(depth, "imagenet").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
+  )
   table = {}
   for collection in ("params", "batch_stats"):
     for path, leaf in flax.traverse_util.flatten_dict(shapes[collection]).items():
@@ -133,12 +142,15 @@ def _depth_hint(keys, depth: int) -> str:
     return ""
   matching = [d for d in SUPPORTED_DEPTHS if _layout(d) == found]
   named = f" (a ResNet-{matching[0]})" if matching else ""
-  return (f" The checkpoint has {found[0]} {found[1]} blocks per stage{named} but ResNet-{depth} has "
-          f"{expected[0]} {expected[1]} blocks: pass the checkpoint's depth.")
+  return (
+    f" The checkpoint has {found[0]} {found[1]} blocks per stage{named} but ResNet-{depth} has "
+    f"{expected[0]} {expected[1]} blocks: pass the checkpoint's depth."
+  )
 
 
-def torchvision_arrays_to_variables(arrays: Mapping[str, np.ndarray], depth: int,
-                                    source: str = "arrays") -> dict[str, Any]:
+def torchvision_arrays_to_variables(
+  arrays: Mapping[str, np.ndarray], depth: int, source: str = "arrays"
+) -> dict[str, Any]:
   """{torchvision name: array} -> {"params", "batch_stats"} of `ResNet(depth, "imagenet")`.
 
   Every trunk key must be present exactly as the trunk needs it and every other key (except `fc.*` and
@@ -155,8 +167,9 @@ def torchvision_arrays_to_variables(arrays: Mapping[str, np.ndarray], depth: int
       problems.append(f"missing {len(missing)} key(s): {_listed(missing)}")
     if unexpected:
       problems.append(f"{len(unexpected)} key(s) with no place in the trunk: {_listed(unexpected)}")
-    raise ValueError(f"{source} does not match torchvision ResNet-{depth}: " + "; ".join(problems) + "."
-                     + _depth_hint(arrays, depth))
+    raise ValueError(
+      f"{source} does not match torchvision ResNet-{depth}: " + "; ".join(problems) + "." + _depth_hint(arrays, depth)
+    )
 
   flat = {"params": {}, "batch_stats": {}}
   for key, (collection, path, shape) in table.items():
@@ -165,8 +178,10 @@ def torchvision_arrays_to_variables(arrays: Mapping[str, np.ndarray], depth: int
     # torchvision stores convolutions [O, I, kH, kW]; flax wants [kH, kW, I, O].
     torch_shape = (shape[3], shape[2], shape[0], shape[1]) if is_kernel else shape
     if value.shape != torch_shape:
-      raise ValueError(f"{source}: {key} has shape {value.shape} but ResNet-{depth} (width 1) needs "
-                       f"{torch_shape} for {collection}/{'/'.join(path)}")
+      raise ValueError(
+        f"{source}: {key} has shape {value.shape} but ResNet-{depth} (width 1) needs "
+        f"{torch_shape} for {collection}/{'/'.join(path)}"
+      )
     if not np.issubdtype(value.dtype, np.floating):
       raise ValueError(f"{source}: {key} has dtype {value.dtype}; expected floating point weights")
     if not np.all(np.isfinite(value)):
@@ -198,18 +213,26 @@ def replace_trunk(variables: Mapping[str, Any], loaded: Mapping[str, Any], depth
   """
   for collection in ("params", "batch_stats"):
     if collection not in variables or "trunk" not in variables[collection]:
-      raise ValueError(f"variables have no {collection}['trunk'] (collections: {sorted(variables)}); "
-                       "pass the variables of an Encoder, as returned by Encoder.init")
+      raise ValueError(
+        f"variables have no {collection}['trunk'] (collections: {sorted(variables)}); "
+        "pass the variables of an Encoder, as returned by Encoder.init"
+      )
   for collection in ("params", "batch_stats"):
     current = flax.traverse_util.flatten_dict(variables[collection]["trunk"])
     new = flax.traverse_util.flatten_dict(loaded[collection])
-    mismatched = sorted("/".join(path) for path in current.keys() | new.keys()
-                        if path not in current or path not in new
-                        or tuple(current[path].shape) != new[path].shape)
+    mismatched = sorted(
+      "/".join(path)
+      for path in current.keys() | new.keys()
+      if path not in current or path not in new or tuple(current[path].shape) != new[path].shape
+    )
     if mismatched:
-      raise ValueError(f"the Encoder's trunk is not a width-1 ResNet-{depth}: {collection} leaves "
-                       f"{_listed(mismatched)} differ; set the model's depth to {depth}, style "
-                       "'imagenet' and width 1, or convert a checkpoint of the model's depth")
-  return {**variables,
-          "params": {**variables["params"], "trunk": loaded["params"]},
-          "batch_stats": {**variables["batch_stats"], "trunk": loaded["batch_stats"]}}
+      raise ValueError(
+        f"the Encoder's trunk is not a width-1 ResNet-{depth}: {collection} leaves "
+        f"{_listed(mismatched)} differ; set the model's depth to {depth}, style "
+        "'imagenet' and width 1, or convert a checkpoint of the model's depth"
+      )
+  return {
+    **variables,
+    "params": {**variables["params"], "trunk": loaded["params"]},
+    "batch_stats": {**variables["batch_stats"], "trunk": loaded["batch_stats"]},
+  }

@@ -88,28 +88,41 @@ def _state_factory(config, method: methods.Method, model, tx, num_classes: int, 
   def create(rng, trunk):
     method_rng = jax.random.fold_in(rng, _METHOD_INIT_STREAM)
     edit = None if trunk is None else lambda variables: replace_trunk(variables, trunk, config.model.depth)
-    return create_pretrain_state(rng, model, tx, image_shape, queue_size, num_classes, edit_variables=edit,
-                                 momentum_target=method.requirements.momentum_target,
-                                 method_state=method.init_state(method_rng, class_counts))
+    return create_pretrain_state(
+      rng,
+      model,
+      tx,
+      image_shape,
+      queue_size,
+      num_classes,
+      edit_variables=edit,
+      momentum_target=method.requirements.momentum_target,
+      method_state=method.init_state(method_rng, class_counts),
+    )
+
   return create
 
 
-def init_pretrain_state(config, method: methods.Method, model, tx, num_classes: int, channels: int, mesh,
-                        class_counts=None) -> PretrainState:
+def init_pretrain_state(
+  config, method: methods.Method, model, tx, num_classes: int, channels: int, mesh, class_counts=None
+) -> PretrainState:
   """A freshly initialised state, created directly with replicated sharding on the mesh. `class_counts`
   [C] (training images per class) feed the methods that use the class prior (PaCo, GPaCo)."""
   trunk = None
   if config.model.get("init_from"):
     if config.model.style != "imagenet" or config.model.get("width", 1) != 1:
-      raise ValueError(f"model.init_from loads torchvision ResNet weights; model.style "
-                       f"{config.model.style!r} width {config.model.get('width', 1)} has no torchvision twin")
+      raise ValueError(
+        f"model.init_from loads torchvision ResNet weights; model.style "
+        f"{config.model.style!r} width {config.model.get('width', 1)} has no torchvision twin"
+      )
     trunk = load_torchvision_resnet(config.model.init_from, config.model.depth)
   create = _state_factory(config, method, model, tx, num_classes, channels, class_counts)
   return jax.jit(create, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed), trunk)
 
 
-def abstract_pretrain_state(config, method: methods.Method, model, tx, num_classes: int, channels: int,
-                            class_counts=None) -> PretrainState:
+def abstract_pretrain_state(
+  config, method: methods.Method, model, tx, num_classes: int, channels: int, class_counts=None
+) -> PretrainState:
   """Shapes and dtypes of the state, without computing it or reading `model.init_from` (restore targets)."""
   create = _state_factory(config, method, model, tx, num_classes, channels, class_counts)
   return jax.eval_shape(create, jax.random.PRNGKey(config.seed), None)
@@ -120,8 +133,9 @@ def jit_pretrain_step(config, method: methods.Method, online, target, tx, schedu
   (the step keeps the target's permuted batch split the same way, see `step.momentum_keys`)."""
   replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
   step = make_pretrain_step(config, method, online, target, tx, schedule, batch_sharding)
-  return jax.jit(step, in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
+  return jax.jit(
+    step, in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated), donate_argnums=0
+  )
 
 
 def load_pretrained(config, setup: JobSetup, workdir, *, classifier: bool = False):
@@ -136,13 +150,21 @@ def load_pretrained(config, setup: JobSetup, workdir, *, classifier: bool = Fals
   directory = checkpoint.find_checkpoint_dir(config.pretrained or workdir, "pretrain")
   schedule, _, _ = pretrain_schedule(config, len(dataset.train))
   online, _ = build_models(config, setup.method, dataset.num_classes)
-  full = abstract_pretrain_state(config, setup.method, online, pretrain_optimizer(config, schedule),
-                                 dataset.num_classes, dataset.channels, dataset.class_counts)
+  full = abstract_pretrain_state(
+    config,
+    setup.method,
+    online,
+    pretrain_optimizer(config, schedule),
+    dataset.num_classes,
+    dataset.channels,
+    dataset.class_counts,
+  )
   template = {"params": {"trunk": full.params["trunk"]}, "batch_stats": {"trunk": full.batch_stats["trunk"]}}
   if classifier:
     template["params"]["classifier"] = full.params["classifier"]
-  state, source = checkpoint.restore_from(directory, template, sharding.replicated(setup.mesh), partial=True,
-                                          job="pretrain checkpoint")
+  state, source = checkpoint.restore_from(
+    directory, template, sharding.replicated(setup.mesh), partial=True, job="pretrain checkpoint"
+  )
   loaded = {"trunk": {"params": state["params"]["trunk"], "batch_stats": state["batch_stats"]["trunk"]}}
   if classifier:
     loaded["classifier"] = state["params"]["classifier"]
@@ -163,11 +185,19 @@ def probe_optimizer(config, num_train: int):
 def create_probe_state(tx, num_features: int, num_classes: int, trunk_batch_stats=None) -> ProbeState:
   """A zero-initialised linear classifier [F, C] + [C], its optimiser state, and the trunk's
   re-estimated BatchNorm statistics (None: the pretrained ones)."""
-  params = {"kernel": jnp.zeros((num_features, num_classes), jnp.float32),
-            "bias": jnp.zeros((num_classes,), jnp.float32)}
+  params = {
+    "kernel": jnp.zeros((num_features, num_classes), jnp.float32),
+    "bias": jnp.zeros((num_classes,), jnp.float32),
+  }
   zero = jnp.zeros((), jnp.int32)
-  return ProbeState(step=zero, params=params, opt_state=tx.init(params), skipped_in_a_row=zero,
-                    skipped_total=zero, trunk_batch_stats=trunk_batch_stats)
+  return ProbeState(
+    step=zero,
+    params=params,
+    opt_state=tx.init(params),
+    skipped_in_a_row=zero,
+    skipped_total=zero,
+    trunk_batch_stats=trunk_batch_stats,
+  )
 
 
 def probe_trunk_variables(trunk_variables, probe_state: ProbeState):
@@ -177,8 +207,7 @@ def probe_trunk_variables(trunk_variables, probe_state: ProbeState):
   return {"params": trunk_variables["params"], "batch_stats": probe_state.trunk_batch_stats}
 
 
-def restore_probe(config, workdir, num_features: int, num_classes: int, num_train: int, mesh,
-                  trunk_batch_stats=None):
+def restore_probe(config, workdir, num_features: int, num_classes: int, num_train: int, mesh, trunk_batch_stats=None):
   """The probe state to evaluate and where it came from: the one selected on the validation split
   (`<workdir>/probe/best`) when the dataset has one, else the last (`<workdir>/probe/checkpoints`).
   `trunk_batch_stats`: the trunk's statistics tree, whose shapes the probe's re-estimated ones have

@@ -7,9 +7,8 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from dscl_jax.runtime import checkpoint
-
 from dscl_jax.core import sharding
+from dscl_jax.runtime import checkpoint
 from dscl_jax.runtime.interrupt import StopRequest
 from dscl_jax.runtime.metrics import Progress, log
 
@@ -30,9 +29,22 @@ def resume(mgr: checkpoint.Checkpoints, state, job: str):
   return restored
 
 
-def run(job: str, state, step_fn: Callable, batches: Iterator[dict[str, np.ndarray]], *, mesh, mgr,
-        progress: Progress, start_step: int, total_steps: int, log_every: int, checkpoint_every: int,
-        max_skipped_steps: int = 20, after_step: Callable[[int, Any], None] | None = None):
+def run(
+  job: str,
+  state,
+  step_fn: Callable,
+  batches: Iterator[dict[str, np.ndarray]],
+  *,
+  mesh,
+  mgr,
+  progress: Progress,
+  start_step: int,
+  total_steps: int,
+  log_every: int,
+  checkpoint_every: int,
+  max_skipped_steps: int = 20,
+  after_step: Callable[[int, Any], None] | None = None,
+):
   """Steps `state` from `start_step` to `total_steps` with `step_fn(state, global_batch)`.
 
   Logs every `log_every` steps, checkpoints every `checkpoint_every` steps and at the end, calls
@@ -84,10 +96,14 @@ def check_skips(job: str, step: int, in_a_row, max_skipped_steps: int, mgr: chec
   mgr.wait_until_finished()
   steps = mgr.steps()
   if steps:
-    advice = (f"the last good checkpoint is {mgr.directory / str(steps[-1])} (no checkpoint holds a non-finite "
-              f"value). Lower the learning rate and rerun with --config.allow_config_change=True to resume "
-              f"from it.")
+    advice = (
+      f"the last good checkpoint is {mgr.directory / str(steps[-1])} (no checkpoint holds a non-finite "
+      f"value). Lower the learning rate and rerun with --config.allow_config_change=True to resume "
+      f"from it."
+    )
   else:
     advice = "there is no checkpoint yet. Lower the learning rate and rerun."
-  raise Diverged(f"[{job}] stopped at step {step}: {in_a_row} steps in a row (from step {step - in_a_row + 1}) "
-                 f"had a non-finite loss, gradient or state and were skipped; {advice}")
+  raise Diverged(
+    f"[{job}] stopped at step {step}: {in_a_row} steps in a row (from step {step - in_a_row + 1}) "
+    f"had a non-finite loss, gradient or state and were skipped; {advice}"
+  )

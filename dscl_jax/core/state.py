@@ -62,10 +62,18 @@ def random_queue(rng: jax.Array, queue_size: int, embed_dim: int, num_classes: i
   return queue, labels
 
 
-def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformation, image_shape,
-                          queue_size: int, num_classes: int, *,
-                          edit_variables: Callable[[Any], Any] | None = None, momentum_target: bool = True,
-                          method_state: Any = None) -> PretrainState:
+def create_pretrain_state(
+  rng: jax.Array,
+  model,
+  tx: optax.GradientTransformation,
+  image_shape,
+  queue_size: int,
+  num_classes: int,
+  *,
+  edit_variables: Callable[[Any], Any] | None = None,
+  momentum_target: bool = True,
+  method_state: Any = None,
+) -> PretrainState:
   """Initialise the online encoder, copy it into the target (if any), build the queue (K = `queue_size`,
   0 for none). `image_shape` is (H, W, C); `method_state` the method's own pytree (None: {}).
 
@@ -83,11 +91,20 @@ def create_pretrain_state(rng: jax.Array, model, tx: optax.GradientTransformatio
     queue, queue_labels = random_queue(queue_rng, queue_size, model.embed_dim, num_classes)
   copy = lambda tree: jax.tree.map(jnp.array, tree) if momentum_target else None
   return PretrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      target_params=copy(params), target_batch_stats=copy(batch_stats), opt_state=tx.init(params),
-      queue=queue, queue_labels=queue_labels, queue_ptr=jnp.zeros((), jnp.int32),
-      method_state={} if method_state is None else method_state, rng=state_rng,
-      skipped_in_a_row=jnp.zeros((), jnp.int32), skipped_total=jnp.zeros((), jnp.int32))
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    target_params=copy(params),
+    target_batch_stats=copy(batch_stats),
+    opt_state=tx.init(params),
+    queue=queue,
+    queue_labels=queue_labels,
+    queue_ptr=jnp.zeros((), jnp.int32),
+    method_state={} if method_state is None else method_state,
+    rng=state_rng,
+    skipped_in_a_row=jnp.zeros((), jnp.int32),
+    skipped_total=jnp.zeros((), jnp.int32),
+  )
 
 
 def param_count(tree) -> int:

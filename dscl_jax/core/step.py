@@ -28,11 +28,10 @@ import ml_collections
 import optax
 
 from dscl_jax import losses
-
+from dscl_jax.core.state import PretrainState, ProbeState
 from dscl_jax.input import pixels
 from dscl_jax.methods import Method, OnlineForward, StepInputs
 from dscl_jax.methods.base import l2_normalize
-from dscl_jax.core.state import PretrainState, ProbeState
 
 # Domain tag separating the method's random stream from the key permutation's.
 _METHOD_STREAM = 1
@@ -63,8 +62,9 @@ def momentum_keys(target_model, target_params, target_batch_stats, key_images, r
     # forward on the whole global batch on every device (measured without PBSD: x2.7 the FLOPs and
     # +1.6 GiB per device for the ResNet-50 recipe on 8 devices). Resharding the images costs one all-to-all.
     permuted = jax.lax.with_sharding_constraint(permuted, batch_sharding)
-  out, mutated = target_model.apply({"params": target_params, "batch_stats": target_batch_stats},
-                                    permuted, train=True, mutable=["batch_stats"])
+  out, mutated = target_model.apply(
+    {"params": target_params, "batch_stats": target_batch_stats}, permuted, train=True, mutable=["batch_stats"]
+  )
   keys = jnp.zeros_like(out["embedding"]).at[perm].set(l2_normalize(out["embedding"]))
   return jax.lax.stop_gradient(keys), mutated["batch_stats"]
 
@@ -80,13 +80,23 @@ def guarded(old_state, new_state, finite: jax.Array):
   (`skipped_in_a_row`, `skipped_total`) are updated. Returns (state, {"skipped": 0. or 1.})."""
   kept = jax.lax.cond(finite, lambda: new_state, lambda: old_state)
   skipped = jnp.logical_not(finite).astype(jnp.int32)
-  state = kept.replace(step=old_state.step + 1, skipped_total=old_state.skipped_total + skipped,
-                       skipped_in_a_row=jnp.where(finite, 0, old_state.skipped_in_a_row + 1))
+  state = kept.replace(
+    step=old_state.step + 1,
+    skipped_total=old_state.skipped_total + skipped,
+    skipped_in_a_row=jnp.where(finite, 0, old_state.skipped_in_a_row + 1),
+  )
   return state, {"skipped": skipped.astype(jnp.float32), "skipped_in_a_row": state.skipped_in_a_row}
 
 
-def make_pretrain_step(config: ml_collections.ConfigDict, method: Method, online_model, target_model,
-                       tx: optax.GradientTransformation, lr_schedule: Callable, batch_sharding=None) -> Callable:
+def make_pretrain_step(
+  config: ml_collections.ConfigDict,
+  method: Method,
+  online_model,
+  target_model,
+  tx: optax.GradientTransformation,
+  lr_schedule: Callable,
+  batch_sharding=None,
+) -> Callable:
   """Build `train_step(state, batch) -> (state, metrics)` for `method` (the one `config.method` names).
 
   batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] (uint8 pixels,
@@ -110,15 +120,22 @@ def make_pretrain_step(config: ml_collections.ConfigDict, method: Method, online
     target_params, target_batch_stats, keys = state.target_params, state.target_batch_stats, None
     if needs.momentum_target:
       target_params = optax.incremental_update(state.params, state.target_params, 1.0 - momentum)
-      keys, target_batch_stats = momentum_keys(target_model, target_params, target_batch_stats, batch["key"],
-                                               step_rng, batch_sharding)
+      keys, target_batch_stats = momentum_keys(
+        target_model, target_params, target_batch_stats, batch["key"], step_rng, batch_sharding
+      )
     if state.queue is None:  # [0, D]: the losses see "no queue" without a special case
       queue, queue_labels = jnp.zeros((0, embed_dim), jnp.float32), jnp.zeros((0,), jnp.int32)
     else:
       queue, queue_labels = state.queue, state.queue_labels
-    inputs = StepInputs(batch=batch, keys=keys, queue=queue, queue_labels=queue_labels,
-                        method_state=state.method_state, rng=jax.random.fold_in(step_rng, _METHOD_STREAM),
-                        step=state.step)
+    inputs = StepInputs(
+      batch=batch,
+      keys=keys,
+      queue=queue,
+      queue_labels=queue_labels,
+      method_state=state.method_state,
+      rng=jax.random.fold_in(step_rng, _METHOD_STREAM),
+      step=state.step,
+    )
 
     def loss_fn(params):
       online = OnlineForward(online_model, params, state.batch_stats)
@@ -133,9 +150,17 @@ def make_pretrain_step(config: ml_collections.ConfigDict, method: Method, online
       written = keys if result.enqueue is None else jax.lax.stop_gradient(result.enqueue)
       queue, queue_labels, queue_ptr = enqueue(queue, queue_labels, queue_ptr, written, labels)
     method_state = state.method_state if result.method_state is None else result.method_state
-    new_state = state.replace(params=params, batch_stats=batch_stats, target_params=target_params,
-                              target_batch_stats=target_batch_stats, opt_state=opt_state, queue=queue,
-                              queue_labels=queue_labels, queue_ptr=queue_ptr, method_state=method_state)
+    new_state = state.replace(
+      params=params,
+      batch_stats=batch_stats,
+      target_params=target_params,
+      target_batch_stats=target_batch_stats,
+      opt_state=opt_state,
+      queue=queue,
+      queue_labels=queue_labels,
+      queue_ptr=queue_ptr,
+      method_state=method_state,
+    )
     new_state, guard = guarded(state, new_state, all_finite(loss, grads, new_state))
     metrics = {"loss": loss, "lr": lr_schedule(state.step), **result.terms, **guard}
     return new_state, metrics
@@ -162,8 +187,9 @@ def make_probe_step(trunk_model, cfg_augment, tx: optax.GradientTransformation, 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    new_state, guard = guarded(state, state.replace(params=params, opt_state=opt_state),
-                               all_finite(loss, grads, params, opt_state))
+    new_state, guard = guarded(
+      state, state.replace(params=params, opt_state=opt_state), all_finite(loss, grads, params, opt_state)
+    )
     metrics = {"loss": loss, "accuracy": accuracy, "lr": lr_schedule(state.step), **guard}
     return new_state, metrics
 

@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data.long_tail import shot_groups
-from dscl_jax.input import pipeline
-from dscl_jax.input import pixels
 from dscl_jax.core import sharding
+from dscl_jax.input import pipeline, pixels
 
 
 def make_count_step(trunk, cfg_augment, num_classes: int, bins: np.ndarray | None = None):
@@ -59,10 +58,13 @@ def accuracy_report(correct: np.ndarray, seen: np.ndarray, class_counts: np.ndar
     classes = np.asarray(classes)
     n = seen[classes].sum()
     report["groups"][name] = {
-        "accuracy": float(100.0 * correct[classes].sum() / n) if n else float("nan"),
-        "num_classes": int(len(classes)), "num_images": int(n),
-        "train_images_per_class": [int(class_counts[classes].min()), int(class_counts[classes].max())]
-        if len(classes) else []}
+      "accuracy": float(100.0 * correct[classes].sum() / n) if n else float("nan"),
+      "num_classes": int(len(classes)),
+      "num_images": int(n),
+      "train_images_per_class": [int(class_counts[classes].min()), int(class_counts[classes].max())]
+      if len(classes)
+      else [],
+    }
   report["overall"] = float(report["overall"])
   with np.errstate(invalid="ignore", divide="ignore"):
     report["per_class_accuracy"] = [float(x) for x in 100.0 * correct / np.maximum(seen, 1)]
@@ -76,12 +78,18 @@ def format_report(reports: dict[str, dict]) -> str:
   names = list(first["groups"])
   header = "| classifier | overall | " + " | ".join(names) + " |"
   rule = "|" + "---|" * (2 + len(names))
-  rows = [f"| {classifier} | {report['overall']:.2f} | "
-          + " | ".join(f"{report['groups'][n]['accuracy']:.2f}" for n in names) + " |"
-          for classifier, report in reports.items()]
-  note = ("groups: many (>100 train images), medium (20-100), few (<20)" if first["group_scheme"] == "shots"
-          else "groups: head / middle / tail thirds of the class-count ranking "
-               "(the many/medium/few thresholds leave a group empty for this dataset)")
+  rows = [
+    f"| {classifier} | {report['overall']:.2f} | "
+    + " | ".join(f"{report['groups'][n]['accuracy']:.2f}" for n in names)
+    + " |"
+    for classifier, report in reports.items()
+  ]
+  note = (
+    "groups: many (>100 train images), medium (20-100), few (<20)"
+    if first["group_scheme"] == "shots"
+    else "groups: head / middle / tail thirds of the class-count ranking "
+    "(the many/medium/few thresholds leave a group empty for this dataset)"
+  )
   return "\n".join([header, rule, *rows, note])
 
 
@@ -89,17 +97,20 @@ def jit_count_step(trunk, cfg_augment, num_classes: int, mesh, bins: np.ndarray 
   """`make_count_step` jitted for the mesh: variables replicated, the batch sharded along "data"."""
   replicated = sharding.replicated(mesh)
   outputs = 2 if bins is None else 3
-  return jax.jit(make_count_step(trunk, cfg_augment, num_classes, bins),
-                 in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
-                 out_shardings=(replicated,) * outputs)
+  return jax.jit(
+    make_count_step(trunk, cfg_augment, num_classes, bins),
+    in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
+    out_shardings=(replicated,) * outputs,
+  )
 
 
 def count_correct(count_step, trunk_variables, classifier, split, cfg_augment, batch_size: int, mesh):
   """Runs `count_step` over the whole `split`; returns its per-class (correct [C], seen [C]) and, for a
   step built with bins, the confusion matrix [nb, nb], as numpy sums."""
   totals = None
-  for batch in pipeline.eval_batches(split, cfg_augment, batch_size=batch_size,
-                                           process_index=jax.process_index(), process_count=jax.process_count()):
+  for batch in pipeline.eval_batches(
+    split, cfg_augment, batch_size=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  ):
     counts = [np.asarray(x) for x in count_step(trunk_variables, classifier, sharding.to_global(batch, mesh))]
     totals = counts if totals is None else [a + b for a, b in zip(totals, counts)]
   seen = totals[1]

@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dscl_jax.input import pixels
-
 from dscl_jax.core import sharding
+from dscl_jax.input import pixels
 from dscl_jax.models.resnet import BatchNorm
 
 
@@ -30,16 +29,21 @@ def batch_statistics_step(trunk, mesh, cfg_augment):
   def step(variables, images):
     # From zero running statistics one training-mode update leaves (1 - momentum) x the batch statistic.
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-    _, mutated = trunk.apply({"params": variables["params"], "batch_stats": zeros},
-                             pixels.to_float(images, cfg_augment), train=True, mutable=["batch_stats"])
+    _, mutated = trunk.apply(
+      {"params": variables["params"], "batch_stats": zeros},
+      pixels.to_float(images, cfg_augment),
+      train=True,
+      mutable=["batch_stats"],
+    )
     return jax.tree.map(lambda x: x / (1.0 - momentum), mutated["batch_stats"])
 
   replicated = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, sharding.data_sharded(mesh)), out_shardings=replicated)
 
 
-def reestimate_batch_stats(trunk, trunk_variables, batches: Iterator[dict[str, np.ndarray]], num_batches: int,
-                           mesh, cfg_augment):
+def reestimate_batch_stats(
+  trunk, trunk_variables, batches: Iterator[dict[str, np.ndarray]], num_batches: int, mesh, cfg_augment
+):
   """The trunk's batch_stats averaged over `num_batches` batches ("image" [B, H, W, C]) of `batches`."""
   if num_batches < 1:
     raise ValueError(f"num_batches {num_batches} must be >= 1")

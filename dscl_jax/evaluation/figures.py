@@ -32,8 +32,14 @@ def per_class_accuracy_plot(path, per_class_accuracy, train_counts, *, title: st
   axes = figure.add_subplot()
   axes.scatter(counts, accuracy, s=12 if len(counts) <= 1000 else 2, alpha=0.6, label="class")
   groups = np.array_split(order, min(len(order), 20))
-  axes.plot([counts[g].mean() for g in groups], [accuracy[g].mean() for g in groups], color="C3", marker="o",
-            markersize=3, label=f"mean over {len(groups)} groups of classes")
+  axes.plot(
+    [counts[g].mean() for g in groups],
+    [accuracy[g].mean() for g in groups],
+    color="C3",
+    marker="o",
+    markersize=3,
+    label=f"mean over {len(groups)} groups of classes",
+  )
   if counts.max() > counts.min():
     axes.set_xscale("log")
   axes.set_xlabel("training images of the class")

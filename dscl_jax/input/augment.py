@@ -28,9 +28,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from PIL import Image
-from PIL import ImageEnhance
-from PIL import ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from dscl_jax.input import normalization, randaugment
 
@@ -65,8 +63,9 @@ def to_float(image_uint8: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- geometry
 
 
-def sample_crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
-                    ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+def sample_crop_box(
+  height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> np.ndarray:
   """A RandomResizedCrop box `[x1, y1, x2, y2]` int64 inside a `height x width` image.
 
   Up to 10 attempts draw an area fraction uniform in `scale` and an aspect ratio (w / h) log-uniform in
@@ -118,8 +117,9 @@ def resized_crop(image: Image.Image, box, size) -> Image.Image:
   return resize(image.crop((x1, y1, x2, y2)), size)
 
 
-def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> tuple[Image.Image, np.ndarray]:
+def random_resized_crop(
+  image: Image.Image, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[Image.Image, np.ndarray]:
   """RandomResizedCrop: `(size x size crop, box [x1, y1, x2, y2] in pixels of image)`."""
   box = sample_crop_box(image.height, image.width, rng, scale, ratio)
   return resized_crop(image, box, size), box
@@ -183,8 +183,14 @@ def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
   return image.convert("HSV").point(table).convert(image.mode)
 
 
-def color_jitter(image: Image.Image, rng: np.random.Generator, brightness: float = 0.0,
-                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0) -> Image.Image:
+def color_jitter(
+  image: Image.Image,
+  rng: np.random.Generator,
+  brightness: float = 0.0,
+  contrast: float = 0.0,
+  saturation: float = 0.0,
+  hue: float = 0.0,
+) -> Image.Image:
   """ColorJitter: the non-zero parts, in a random order, each with a random strength.
 
   Brightness, contrast and saturation factors are uniform in `[max(0, 1 - x), 1 + x]`, the hue shift
@@ -237,8 +243,7 @@ def normalize(image, mean, std) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ recipes
 
 
-def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any,
-                  blur_sigma=(0.1, 2.0)) -> Image.Image:
+def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any, blur_sigma=(0.1, 2.0)) -> Image.Image:
   """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob, randaugment_ops,
   randaugment_magnitude) applied to `image`.
 
@@ -260,8 +265,7 @@ def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any,
 
 
 def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any) -> Image.Image:
-  crop, _ = random_resized_crop(image, rng, cfg_augment.image_size, cfg_augment.crop_scale,
-                                cfg_augment.crop_ratio)
+  crop, _ = random_resized_crop(image, rng, cfg_augment.image_size, cfg_augment.crop_scale, cfg_augment.crop_ratio)
   return random_flip(crop, rng)
 
 
@@ -279,8 +283,14 @@ def _finish(image, mean, std, normalized: bool) -> np.ndarray:
   return pixels
 
 
-def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any, cfg_pbsd: Any,
-                   views: tuple[str, ...] | None = None, normalized: bool = True) -> dict[str, np.ndarray]:
+def pretrain_views(
+  image_uint8: np.ndarray,
+  rng: np.random.Generator,
+  cfg_augment: Any,
+  cfg_pbsd: Any,
+  views: tuple[str, ...] | None = None,
+  normalized: bool = True,
+) -> dict[str, np.ndarray]:
   """The views of one image a method trains on (`dscl_jax.methods.base.VIEWS`).
 
   `image_uint8` is `[H, W, C]`; `views` defaults to `pbsd_views(cfg_pbsd)`. Returns float32 'query' and
@@ -301,17 +311,26 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
   views = {}
   if "small_crops" in views_asked:
     if cfg_pbsd.num_crops < 1 or cfg_pbsd.crop_size < 1:
-      raise ValueError(f"PBSD / multi-crop needs num_crops >= 1 and crop_size >= 1, got {cfg_pbsd.num_crops} "
-                       f"and {cfg_pbsd.crop_size}; or set pbsd.enabled = pbsd.multicrop = False")
+      raise ValueError(
+        f"PBSD / multi-crop needs num_crops >= 1 and crop_size >= 1, got {cfg_pbsd.num_crops} "
+        f"and {cfg_pbsd.crop_size}; or set pbsd.enabled = pbsd.multicrop = False"
+      )
     ratio = getattr(cfg_pbsd, "crop_ratio", (3 / 4, 4 / 3))
     size = cfg_augment.image_size
     boxes = [sample_crop_box(size, size, rng, cfg_pbsd.crop_scale, ratio) for _ in range(cfg_pbsd.num_crops)]
     # Each crop is flipped on its own (the reference's small-crop recipe starts with a flip); its box
     # still names the region of the query view it was cut from, which is what PBSD's teacher pools.
-    small_crops = [to_array(colour_recipe(random_flip(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng,
-                                                      cfg_pbsd.flip_prob),
-                                          rng, cfg_augment.query, cfg_pbsd.blur_sigma))
-                   for box in boxes]
+    small_crops = [
+      to_array(
+        colour_recipe(
+          random_flip(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng, cfg_pbsd.flip_prob),
+          rng,
+          cfg_augment.query,
+          cfg_pbsd.blur_sigma,
+        )
+      )
+      for box in boxes
+    ]
     views["small_crops"] = _finish(np.stack(small_crops), mean, std, normalized)
     views["boxes"] = np.stack(boxes).astype(np.float32)
   views["query"] = _finish(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std, normalized)
@@ -320,12 +339,14 @@ def pretrain_views(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augmen
   return views
 
 
-def probe_view(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any,
-               normalized: bool = True) -> np.ndarray:
+def probe_view(
+  image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any, normalized: bool = True
+) -> np.ndarray:
   """Linear-probe training view `[S, S, C]`: RandomResizedCrop(probe_crop_scale) -> flip -> normalize
   (uint8 pixels without the normalize if not `normalized`)."""
-  crop, _ = random_resized_crop(to_pil(image_uint8), rng, cfg_augment.image_size,
-                                cfg_augment.probe_crop_scale, cfg_augment.crop_ratio)
+  crop, _ = random_resized_crop(
+    to_pil(image_uint8), rng, cfg_augment.image_size, cfg_augment.probe_crop_scale, cfg_augment.crop_ratio
+  )
   return _finish(random_flip(crop, rng), cfg_augment.mean, cfg_augment.std, normalized)
 
 
@@ -373,10 +394,22 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   # relative to its size.
   cfg.blur_sigma = scaled_blur_sigma(image_size, 224)
   # randaugment_ops > 0 appends RandAugment(ops, magnitude) to a view's recipe (PaCo / GPaCo).
-  cfg.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
-                   randaugment_ops=0, randaugment_magnitude=10)
-  cfg.key = dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
-                 randaugment_ops=0, randaugment_magnitude=10)
+  cfg.query = dict(
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_prob=0.8,
+    grayscale_prob=0.2,
+    blur_prob=0.5,
+    randaugment_ops=0,
+    randaugment_magnitude=10,
+  )
+  cfg.key = dict(
+    jitter=(0.4, 0.4, 0.4, 0.0),
+    jitter_prob=1.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    randaugment_ops=0,
+    randaugment_magnitude=10,
+  )
   return cfg
 
 

@@ -28,5 +28,7 @@ def check_request(views: Sequence[str], sampler: str) -> None:
   if sampler not in SAMPLERS:
     raise ValueError(f"sampler {sampler!r} must be one of {SAMPLERS}")
   if ("class_aware" in views) != (sampler == "instance_and_class_aware"):
-    raise ValueError(f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
-                     f"{tuple(views)} and sampler {sampler!r}")
+    raise ValueError(
+      f"the 'class_aware' view comes with the 'instance_and_class_aware' sampler; got views "
+      f"{tuple(views)} and sampler {sampler!r}"
+    )

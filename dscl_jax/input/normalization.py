@@ -10,8 +10,10 @@ def check_channels(pixels, mean, std) -> None:
   """Raises unless `mean` and `std` have one entry per channel of `pixels` [..., C] (numpy or jax)."""
   channels = pixels.shape[-1]
   if len(mean) != channels or len(std) != channels:
-    raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
-                     f"image; set config.augment.mean / std")
+    raise ValueError(
+      f"mean {tuple(mean)} / std {tuple(std)} need {channels} entries for a {channels}-channel "
+      f"image; set config.augment.mean / std"
+    )
 
 
 def normalization_constants(mean, std) -> tuple[np.ndarray, np.ndarray]:

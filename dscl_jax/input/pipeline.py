@@ -21,9 +21,9 @@ import sys
 import types
 from typing import Any, Callable, Iterator
 
-from absl import flags
 import grain
 import numpy as np
+from absl import flags
 
 from dscl_jax.input import augment, batch_spec
 
@@ -39,8 +39,9 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   """Full global batches in one pass over `num_examples` (the remainder is dropped)."""
   steps = num_examples // global_batch_size
   if steps == 0:
-    raise ValueError(f"global batch {global_batch_size} is larger than the {num_examples} examples; "
-                     f"lower the batch size")
+    raise ValueError(
+      f"global batch {global_batch_size} is larger than the {num_examples} examples; lower the batch size"
+    )
   return steps
 
 
@@ -102,8 +103,9 @@ class _PretrainSample:
   view is 'class_aware' and its label 'class_aware_label' (ICCL's second sampler).
   """
 
-  def __init__(self, split, cfg_augment, cfg_pbsd, seed: int, views, sampler: str = "instance",
-               class_aware_power: float = 0.0):
+  def __init__(
+    self, split, cfg_augment, cfg_pbsd, seed: int, views, sampler: str = "instance", class_aware_power: float = 0.0
+  ):
     views = tuple(views)
     batch_spec.check_request(views, sampler)
     self.source, self.num_examples = split.source, len(split)
@@ -113,14 +115,16 @@ class _PretrainSample:
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     record = self.source[epoch_index(self.seed, position, self.num_examples)]
-    views = augment.pretrain_views(record["image"], sample_rng(self.seed, position), self.cfg_augment,
-                                   self.cfg_pbsd, self.views, normalized=False)
+    views = augment.pretrain_views(
+      record["image"], sample_rng(self.seed, position), self.cfg_augment, self.cfg_pbsd, self.views, normalized=False
+    )
     views["label"] = np.int32(record["label"])
     if self.class_aware_index is not None:
       rng = sample_rng(self.seed, position, _CLASS_AWARE_STREAM)
       other = self.source[self.class_aware_index(rng)]
-      views["class_aware"] = augment.pretrain_views(other["image"], rng, self.cfg_augment, self.cfg_pbsd,
-                                                    ("query",), normalized=False)["query"]
+      views["class_aware"] = augment.pretrain_views(
+        other["image"], rng, self.cfg_augment, self.cfg_pbsd, ("query",), normalized=False
+      )["query"]
       views["class_aware_label"] = np.int32(other["label"])
     return views
 
@@ -140,15 +144,18 @@ class _ProbeSample:
     else:
       index = epoch_index(self.seed, position, self.num_examples)
     record = self.source[index]
-    return {"image": augment.probe_view(record["image"], rng, self.cfg_augment, normalized=False),
-            "label": np.int32(record["label"])}
+    return {
+      "image": augment.probe_view(record["image"], rng, self.cfg_augment, normalized=False),
+      "label": np.int32(record["label"]),
+    }
 
 
 class _LocalToGlobal:
   """This process's element `e` -> global position: `(start + e // b) * global_batch + k * b + e % b`."""
 
-  def __init__(self, start_step: int, local_batch: int, global_batch: int, process_index: int,
-               sample: Callable[[int], Any]):
+  def __init__(
+    self, start_step: int, local_batch: int, global_batch: int, process_index: int, sample: Callable[[int], Any]
+  ):
     self.start_step, self.local_batch, self.global_batch = start_step, local_batch, global_batch
     self.process_index, self.sample = process_index, sample
 
@@ -177,15 +184,25 @@ class _Unbatch(grain.experimental.FlatMapTransform):
 
 def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f"global batch {global_batch_size} must be a positive multiple of the process count "
-                     f"{process_count}")
+    raise ValueError(
+      f"global batch {global_batch_size} must be a positive multiple of the process count {process_count}"
+    )
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} must be in [0, {process_count})")
   return global_batch_size // process_count
 
 
-def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_step: int,
-                     process_index: int, process_count: int, num_workers: int) -> Iterator[dict]:
+def _training_stream(
+  split,
+  sample,
+  *,
+  global_batch_size: int,
+  seed: int,
+  start_step: int,
+  process_index: int,
+  process_count: int,
+  num_workers: int,
+) -> Iterator[dict]:
   """Endless batches of `sample(position)` for this process's rows, through grain."""
   if seed < 0 or start_step < 0 or num_workers < 0:
     raise ValueError(f"seed, start_step and num_workers must be >= 0, got {seed}, {start_step}, {num_workers}")
@@ -200,8 +217,9 @@ def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_
   # the batch is each worker's last operation: grain can stack it straight into the shared memory that
   # carries it to this process, instead of stacking and then copying (1.5 MB per sample for the
   # ImageNet DSCL + PBSD views).
-  dataset = (grain.MapDataset.range(num_steps).map(to_global.batch_samples)
-             .to_iter_dataset(grain.ReadOptions(**_READ_OPTIONS)))
+  dataset = (
+    grain.MapDataset.range(num_steps).map(to_global.batch_samples).to_iter_dataset(grain.ReadOptions(**_READ_OPTIONS))
+  )
   dataset = grain.experimental.FlatMapIterDataset(dataset, _Unbatch(local_batch))
   dataset = dataset.batch(local_batch, drop_remainder=True)
   if num_workers > 0:
@@ -215,10 +233,21 @@ def _training_stream(split, sample, *, global_batch_size: int, seed: int, start_
   return iter(dataset)
 
 
-def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, sampler: str = "instance",
-                      class_aware_power: float = 0.0, global_batch_size: int, seed: int, start_step: int = 0,
-                      process_index: int = 0, process_count: int = 1,
-                      num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def pretrain_iterator(
+  split,
+  cfg_augment,
+  cfg_pbsd,
+  *,
+  views=None,
+  sampler: str = "instance",
+  class_aware_power: float = 0.0,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_workers: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless pretraining batches for this process, `b = global_batch_size // process_count`.
 
   Each batch: 'label' int32 `[b]` and the `views` the method requires (default
@@ -230,22 +259,45 @@ def pretrain_iterator(split, cfg_augment, cfg_pbsd, *, views=None, sampler: str 
   """
   views = augment.pbsd_views(cfg_pbsd) if views is None else views
   sample = _PretrainSample(split, cfg_augment, cfg_pbsd, seed, views, sampler, class_aware_power)
-  return _training_stream(split, sample,
-                          global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                          process_index=process_index, process_count=process_count, num_workers=num_workers)
+  return _training_stream(
+    split,
+    sample,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+    num_workers=num_workers,
+  )
 
 
-def probe_iterator(split, cfg_augment, *, global_batch_size: int, seed: int, start_step: int = 0,
-                   process_index: int = 0, process_count: int = 1, num_workers: int = 0,
-                   class_balanced: bool = True) -> Iterator[dict[str, np.ndarray]]:
+def probe_iterator(
+  split,
+  cfg_augment,
+  *,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_workers: int = 0,
+  class_balanced: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless linear-probe batches: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]`.
 
   `class_balanced` draws every sample's class uniformly (over the classes present in `split`), then an
   image of that class; otherwise instance-uniform epochs as in pretraining.
   """
-  return _training_stream(split, _ProbeSample(split, cfg_augment, seed, class_balanced),
-                          global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                          process_index=process_index, process_count=process_count, num_workers=num_workers)
+  return _training_stream(
+    split,
+    _ProbeSample(split, cfg_augment, seed, class_balanced),
+    global_batch_size=global_batch_size,
+    seed=seed,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+    num_workers=num_workers,
+  )
 
 
 class _EvalSample:
@@ -260,12 +312,16 @@ class _EvalSample:
     if index >= self.num_examples:
       return self.padding
     record = self.source[index]
-    return {"image": augment.eval_view(record["image"], self.cfg_augment, normalized=False),
-            "label": np.int32(record["label"]), "mask": np.bool_(True)}
+    return {
+      "image": augment.eval_view(record["image"], self.cfg_augment, normalized=False),
+      "label": np.int32(record["label"]),
+      "mask": np.bool_(True),
+    }
 
 
-def eval_batches(split, cfg_augment, *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  split, cfg_augment, *, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """The whole split once, in order: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]`, 'mask' bool `[b]`.
 
   `batch_size` is global; this process gets rows `[k * b, (k + 1) * b)` of each global batch. The last
@@ -276,7 +332,10 @@ def eval_batches(split, cfg_augment, *, batch_size: int, process_index: int = 0,
   local_batch = _local_batch_size(batch_size, process_index, process_count)
   num_batches = -(-len(split) // batch_size)
   to_global = _LocalToGlobal(0, local_batch, batch_size, process_index, _EvalSample(split, cfg_augment))
-  dataset = (grain.MapDataset.range(num_batches * local_batch).map(to_global)
-             .batch(local_batch, drop_remainder=True)
-             .to_iter_dataset(grain.ReadOptions(**_READ_OPTIONS)))
+  dataset = (
+    grain.MapDataset.range(num_batches * local_batch)
+    .map(to_global)
+    .batch(local_batch, drop_remainder=True)
+    .to_iter_dataset(grain.ReadOptions(**_READ_OPTIONS))
+  )
   return iter(dataset)

@@ -51,5 +51,4 @@ def to_float(images: jax.Array, cfg_augment, name: str = "image") -> jax.Array:
 
 def normalize_views(batch: dict, cfg_augment) -> dict:
   """`batch` with every image view (`IMAGE_VIEWS`) through `to_float`; the other entries unchanged."""
-  return {name: to_float(value, cfg_augment, name) if name in IMAGE_VIEWS else value
-          for name, value in batch.items()}
+  return {name: to_float(value, cfg_augment, name) if name in IMAGE_VIEWS else value for name, value in batch.items()}

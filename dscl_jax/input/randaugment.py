@@ -33,9 +33,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from PIL import Image
-from PIL import ImageEnhance
-from PIL import ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 _MODES = ("L", "RGB")
 
@@ -73,8 +71,7 @@ def _affine(image: Image.Image, shear_deg=(0.0, 0.0), translate=(0, 0), center=N
   matrix[5] += matrix[3] * (-cx - tx) + matrix[4] * (-cy - ty)
   matrix[2] += cx
   matrix[5] += cy
-  return image.transform(image.size, Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST,
-                         fillcolor=_fill(image))
+  return image.transform(image.size, Image.Transform.AFFINE, matrix, Image.Resampling.NEAREST, fillcolor=_fill(image))
 
 
 def _shear_degrees(magnitude: float) -> float:
@@ -168,20 +165,20 @@ def equalize(image: Image.Image, magnitude: float = 0.0) -> Image.Image:
 
 # In torchvision's order: an op is drawn by its index in this table.
 OPS = {
-    "identity": identity,
-    "shear_x": shear_x,
-    "shear_y": shear_y,
-    "translate_x": translate_x,
-    "translate_y": translate_y,
-    "rotate": rotate,
-    "brightness": brightness,
-    "color": color,
-    "contrast": contrast,
-    "sharpness": sharpness,
-    "posterize": posterize,
-    "solarize": solarize,
-    "autocontrast": autocontrast,
-    "equalize": equalize,
+  "identity": identity,
+  "shear_x": shear_x,
+  "shear_y": shear_y,
+  "translate_x": translate_x,
+  "translate_y": translate_y,
+  "rotate": rotate,
+  "brightness": brightness,
+  "color": color,
+  "contrast": contrast,
+  "sharpness": sharpness,
+  "posterize": posterize,
+  "solarize": solarize,
+  "autocontrast": autocontrast,
+  "equalize": equalize,
 }
 
 
@@ -241,20 +238,20 @@ def _space(num_bins: int, height: int, width: int) -> tuple[tuple[str, np.ndarra
   # 8 - round(4 i / (num_bins - 1)) bits, in float32 as torch divides, rounding half to even as torch does.
   bits = np.float32(8) - np.rint(np.arange(num_bins, dtype=np.float32) / np.float32((num_bins - 1) / 4))
   table = (
-      ("identity", np.array(0.0, np.float32), False),
-      ("shear_x", _torch_linspace(0.0, 0.3, num_bins), True),
-      ("shear_y", _torch_linspace(0.0, 0.3, num_bins), True),
-      ("translate_x", _torch_linspace(0.0, translate * width, num_bins), True),
-      ("translate_y", _torch_linspace(0.0, translate * height, num_bins), True),
-      ("rotate", _torch_linspace(0.0, 30.0, num_bins), True),
-      ("brightness", _torch_linspace(0.0, 0.9, num_bins), True),
-      ("color", _torch_linspace(0.0, 0.9, num_bins), True),
-      ("contrast", _torch_linspace(0.0, 0.9, num_bins), True),
-      ("sharpness", _torch_linspace(0.0, 0.9, num_bins), True),
-      ("posterize", bits.astype(np.int32), False),
-      ("solarize", _torch_linspace(255.0, 0.0, num_bins), False),
-      ("autocontrast", np.array(0.0, np.float32), False),
-      ("equalize", np.array(0.0, np.float32), False),
+    ("identity", np.array(0.0, np.float32), False),
+    ("shear_x", _torch_linspace(0.0, 0.3, num_bins), True),
+    ("shear_y", _torch_linspace(0.0, 0.3, num_bins), True),
+    ("translate_x", _torch_linspace(0.0, translate * width, num_bins), True),
+    ("translate_y", _torch_linspace(0.0, translate * height, num_bins), True),
+    ("rotate", _torch_linspace(0.0, 30.0, num_bins), True),
+    ("brightness", _torch_linspace(0.0, 0.9, num_bins), True),
+    ("color", _torch_linspace(0.0, 0.9, num_bins), True),
+    ("contrast", _torch_linspace(0.0, 0.9, num_bins), True),
+    ("sharpness", _torch_linspace(0.0, 0.9, num_bins), True),
+    ("posterize", bits.astype(np.int32), False),
+    ("solarize", _torch_linspace(255.0, 0.0, num_bins), False),
+    ("autocontrast", np.array(0.0, np.float32), False),
+    ("equalize", np.array(0.0, np.float32), False),
   )
   for _, magnitudes, _ in table:
     magnitudes.flags.writeable = False  # shared by every call through the cache
@@ -276,8 +273,9 @@ def augmentation_space(num_bins: int, height: int, width: int) -> dict[str, tupl
   4 and the solarize threshold from 255 down to 0.
   """
   _check_bins(num_bins)
-  return {name: (np.array(magnitudes), signed) for name, magnitudes, signed in
-          _space(int(num_bins), int(height), int(width))}
+  return {
+    name: (np.array(magnitudes), signed) for name, magnitudes, signed in _space(int(num_bins), int(height), int(width))
+  }
 
 
 # --------------------------------------------------------------------------------------- policy
@@ -287,14 +285,16 @@ def _check_policy(num_ops: int, magnitude: int, num_bins: int) -> None:
   _check_bins(num_bins)
   if isinstance(num_ops, bool) or not isinstance(num_ops, (int, np.integer)) or num_ops < 0:
     raise ValueError(f"RandAugment num_ops must be an integer >= 0, got {num_ops!r}")
-  if isinstance(magnitude, bool) or not isinstance(magnitude, (int, np.integer)) \
-      or not 0 <= magnitude < num_bins:
-    raise ValueError(f"RandAugment magnitude must be an integer in [0, {num_bins}) "
-                     f"(num_magnitude_bins = {num_bins}), got {magnitude!r}")
+  if isinstance(magnitude, bool) or not isinstance(magnitude, (int, np.integer)) or not 0 <= magnitude < num_bins:
+    raise ValueError(
+      f"RandAugment magnitude must be an integer in [0, {num_bins}) "
+      f"(num_magnitude_bins = {num_bins}), got {magnitude!r}"
+    )
 
 
-def sample_ops(rng: np.random.Generator, num_ops: int, magnitude: int, num_bins: int, height: int,
-               width: int) -> list[tuple[str, float]]:
+def sample_ops(
+  rng: np.random.Generator, num_ops: int, magnitude: int, num_bins: int, height: int, width: int
+) -> list[tuple[str, float]]:
   """The `num_ops` (op name, signed magnitude) pairs RandAugment applies to a `height x width` image.
 
   Each op is uniform over `OPS` (with replacement); its magnitude is entry `magnitude` of its table in
@@ -313,8 +313,9 @@ def sample_ops(rng: np.random.Generator, num_ops: int, magnitude: int, num_bins:
   return chosen
 
 
-def rand_augment(image: Image.Image, rng: np.random.Generator, num_ops: int = 2, magnitude: int = 9,
-                 num_magnitude_bins: int = 31) -> Image.Image:
+def rand_augment(
+  image: Image.Image, rng: np.random.Generator, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31
+) -> Image.Image:
   """RandAugment(`num_ops`, `magnitude`) of an "L" or "RGB" image: `sample_ops`, applied in order.
 
   The image's size never changes, so drawing every op before applying any takes the same draws as

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-
-def pretrain_batch_shapes(config, views, channels: int,
-                          pixels: bool = False) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def pretrain_batch_shapes(
+  config, views, channels: int, pixels: bool = False
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{name: (shape, dtype)} of the global pretrain batch holding `views` (a method's
   `requirements.views`; see `pretrain_batch`)."""
   b, s = config.train.batch_size, config.augment.image_size
@@ -25,8 +25,9 @@ def pretrain_batch_shapes(config, views, channels: int,
   return shapes
 
 
-def pretrain_batch(config, views, channels: int, num_classes: int, rng: np.random.Generator,
-                   pixels: bool = False) -> dict[str, np.ndarray]:
+def pretrain_batch(
+  config, views, channels: int, num_classes: int, rng: np.random.Generator, pixels: bool = False
+) -> dict[str, np.ndarray]:
   """A global pretrain batch with `views` (a method's `requirements.views`): "query", "key" [B, S, S, C],
   "label" [B], "small_crops" [B, n, s, s, C] with "boxes" [B, n, 4] drawn like the small-crop boxes
   (inside the S x S view, area fraction in `pbsd.crop_scale`), "class_aware" [B, S, S, C] with
@@ -42,9 +43,11 @@ def pretrain_batch(config, views, channels: int, num_classes: int, rng: np.rando
       return rng.integers(0, 256, size=shape, dtype=np.uint8)
     return rng.normal(size=shape).astype(np.float32)
 
-  batch = {"query": images(shapes["query"][0]),
-           "key": images(shapes["query"][0]),
-           "label": rng.integers(0, num_classes, size=b).astype(np.int32)}
+  batch = {
+    "query": images(shapes["query"][0]),
+    "key": images(shapes["query"][0]),
+    "label": rng.integers(0, num_classes, size=b).astype(np.int32),
+  }
   if "key" not in shapes:
     del batch["key"]
   if "class_aware" in shapes:

@@ -41,15 +41,21 @@ def compile_step(config: ml_collections.ConfigDict, method, mesh, num_classes: i
   replicated, batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
   state = build.abstract_pretrain_state(config, method, online, tx, num_classes, channels, counts)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
-  batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-           for name, (shape, dtype) in synthetic.pretrain_batch_shapes(config, method.requirements.views, channels,
-                                                                            pixels=True).items()}
+  batch = {
+    name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+    for name, (shape, dtype) in synthetic.pretrain_batch_shapes(
+      config, method.requirements.views, channels, pixels=True
+    ).items()
+  }
   start = time.perf_counter()
   lowered = build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh).lower(state, batch)
   traced = time.perf_counter()
   compiled = lowered.compile()
-  log("dry_run", f"global batch {config.train.batch_size}: traced in {traced - start:.1f} s, compiled in "
-        f"{time.perf_counter() - traced:.1f} s")
+  log(
+    "dry_run",
+    f"global batch {config.train.batch_size}: traced in {traced - start:.1f} s, compiled in "
+    f"{time.perf_counter() - traced:.1f} s",
+  )
   return compiled, state
 
 
@@ -57,9 +63,13 @@ def memory_bytes(compiled) -> dict[str, int]:
   """Per-device bytes of the compiled step: arguments, outputs, temporaries, the outputs that reuse donated
   arguments (alias), generated code, and their total (arguments + outputs - alias + temporaries)."""
   m = compiled.memory_analysis()
-  figures = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-             "temporaries": m.temp_size_in_bytes, "alias": m.alias_size_in_bytes,
-             "generated_code": m.generated_code_size_in_bytes}
+  figures = {
+    "arguments": m.argument_size_in_bytes,
+    "outputs": m.output_size_in_bytes,
+    "temporaries": m.temp_size_in_bytes,
+    "alias": m.alias_size_in_bytes,
+    "generated_code": m.generated_code_size_in_bytes,
+  }
   figures["total"] = figures["arguments"] + figures["outputs"] - figures["alias"] + figures["temporaries"]
   return figures
 
@@ -74,8 +84,9 @@ def batch_multiple(config, num_devices: int) -> int:
   return math.lcm(num_devices, config.model.get("key_bn_group_size", 0) or 1)
 
 
-def largest_batch(batch: int, total: int, half_batch: int, half_total: int, budget_bytes: float,
-                  multiple: int) -> tuple[int, float]:
+def largest_batch(
+  batch: int, total: int, half_batch: int, half_total: int, budget_bytes: float, multiple: int
+) -> tuple[int, float]:
   """From per-device totals at two global batches, the largest multiple of `multiple` whose affine
   estimate fits `budget_bytes`: (batch, bytes per sample of the global batch)."""
   per_sample = (total - half_total) / (batch - half_batch)
@@ -106,8 +117,9 @@ def dry_run(config: ml_collections.ConfigDict) -> dict:
   setup = build.setup_job(config, read_data=False)
   mesh = setup.mesh
   if config.data.name not in SHAPES:
-    raise ValueError(f"dry_run does not know the classes and channels of dataset {config.data.name!r}; "
-                     f"add it to data.registry.SHAPES")
+    raise ValueError(
+      f"dry_run does not know the classes and channels of dataset {config.data.name!r}; add it to data.registry.SHAPES"
+    )
   num_classes, channels = SHAPES[config.data.name]
   compiled, state = compile_step(config, setup.method, mesh, num_classes, channels)
   memory = memory_bytes(compiled)
@@ -120,18 +132,30 @@ def dry_run(config: ml_collections.ConfigDict) -> dict:
     smaller = ml_collections.ConfigDict(config.to_dict())
     smaller.train.batch_size = half
     half_memory = memory_bytes(compile_step(smaller, setup.method, mesh, num_classes, channels)[0])
-    fit, per_sample = largest_batch(batch, memory["total"], half, half_memory["total"],
-                                    config.dry_run_memory_gib * GIB, multiple)
+    fit, per_sample = largest_batch(
+      batch, memory["total"], half, half_memory["total"], config.dry_run_memory_gib * GIB, multiple
+    )
     if fit > 0:  # the affine estimate, down to a batch the config accepts
       fit = accepted_batch(config, fit, multiple, devices, processes)
   result = {
-      "method": config.method, "dataset": config.data.name, "model": f"ResNet-{config.model.depth}",
-      "dtype": config.model.dtype, "global_batch": batch, "devices": devices, "processes": processes,
-      "platform": jax.devices()[0].platform, "params": param_count(state.params),
-      "state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))),
-      "memory_per_device": memory, "flops_per_step_per_device": flops,
-      "flops_per_step": flops * devices, "memory_budget_gib": config.dry_run_memory_gib,
-      "largest_global_batch": fit, "bytes_per_sample": per_sample, "seconds": time.perf_counter() - start}
+    "method": config.method,
+    "dataset": config.data.name,
+    "model": f"ResNet-{config.model.depth}",
+    "dtype": config.model.dtype,
+    "global_batch": batch,
+    "devices": devices,
+    "processes": processes,
+    "platform": jax.devices()[0].platform,
+    "params": param_count(state.params),
+    "state_bytes": int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))),
+    "memory_per_device": memory,
+    "flops_per_step_per_device": flops,
+    "flops_per_step": flops * devices,
+    "memory_budget_gib": config.dry_run_memory_gib,
+    "largest_global_batch": fit,
+    "bytes_per_sample": per_sample,
+    "seconds": time.perf_counter() - start,
+  }
   if jax.process_index() == 0:
     print(format_result(result), flush=True)
   return result
@@ -144,23 +168,27 @@ def _size(n: float) -> str:
 def format_result(r: dict) -> str:
   m = r["memory_per_device"]
   lines = [
-      f"[dry_run] {r['method']} on {r['dataset']}, {r['model']} ({r['dtype']}), global batch {r['global_batch']} "
-      f"on {r['devices']} {r['platform']} device(s) x {r['processes']} process(es)",
-      f"[dry_run] parameters {r['params']:,} ({r['params'] / 1e6:.2f}M); whole train state {_size(r['state_bytes'])} "
-      f"(online + target + optimizer + queue), replicated on every device",
-      f"[dry_run] per-device memory of the step: arguments {_size(m['arguments'])}, outputs {_size(m['outputs'])} "
-      f"(of which {_size(m['alias'])} reuse the donated state), temporaries {_size(m['temporaries'])}; "
-      f"total {_size(m['total'])}",
-      f"[dry_run] FLOPs per step: {r['flops_per_step_per_device'] / 1e9:.1f} GFLOP per device, "
-      f"{r['flops_per_step'] / 1e12:.3f} TFLOP over the mesh"]
+    f"[dry_run] {r['method']} on {r['dataset']}, {r['model']} ({r['dtype']}), global batch {r['global_batch']} "
+    f"on {r['devices']} {r['platform']} device(s) x {r['processes']} process(es)",
+    f"[dry_run] parameters {r['params']:,} ({r['params'] / 1e6:.2f}M); whole train state {_size(r['state_bytes'])} "
+    f"(online + target + optimizer + queue), replicated on every device",
+    f"[dry_run] per-device memory of the step: arguments {_size(m['arguments'])}, outputs {_size(m['outputs'])} "
+    f"(of which {_size(m['alias'])} reuse the donated state), temporaries {_size(m['temporaries'])}; "
+    f"total {_size(m['total'])}",
+    f"[dry_run] FLOPs per step: {r['flops_per_step_per_device'] / 1e9:.1f} GFLOP per device, "
+    f"{r['flops_per_step'] / 1e12:.3f} TFLOP over the mesh",
+  ]
   if r["largest_global_batch"] >= 0:
-    lines.append(f"[dry_run] largest global batch within {r['memory_budget_gib']:g} GiB per device: "
-                 f"{r['largest_global_batch']} ({r['bytes_per_sample'] / 2**20:.1f} MiB per sample of the global "
-                 f"batch, estimated from a second compile at half the batch)")
+    lines.append(
+      f"[dry_run] largest global batch within {r['memory_budget_gib']:g} GiB per device: "
+      f"{r['largest_global_batch']} ({r['bytes_per_sample'] / 2**20:.1f} MiB per sample of the global "
+      f"batch, estimated from a second compile at half the batch)"
+    )
   elif r["memory_budget_gib"] > 0:
     lines.append("[dry_run] largest batch: not estimated (the batch cannot be halved on this mesh)")
   else:
-    lines.append("[dry_run] largest batch: pass --config.dry_run_memory_gib=<GiB per device> to estimate it "
-                 "(a second compile)")
+    lines.append(
+      "[dry_run] largest batch: pass --config.dry_run_memory_gib=<GiB per device> to estimate it (a second compile)"
+    )
   lines.append(f"[dry_run] done in {r['seconds']:.1f} s; nothing was read or written")
   return "\n".join(lines)

@@ -21,8 +21,7 @@ import numpy as np
 from etils import epath
 
 from dscl_jax.core import build
-from dscl_jax.evaluation.accuracy import (accuracy_report, confusion_bins, count_correct, format_report,
-                                          jit_count_step)
+from dscl_jax.evaluation.accuracy import accuracy_report, confusion_bins, count_correct, format_report, jit_count_step
 from dscl_jax.evaluation.feature_eval import extract_features, knn_predict, logistic_regression_predict
 from dscl_jax.evaluation.figures import confusion_matrix_plot, per_class_accuracy_plot
 from dscl_jax.models import build_trunk
@@ -30,10 +29,10 @@ from dscl_jax.runtime.files import write_json
 from dscl_jax.runtime.metrics import log
 
 DESCRIPTIONS = {
-    "linear_probe": "class-balanced linear probe on the frozen trunk",
-    "model": "the model's own classifier (class-centre logits for PaCo / GPaCo), no prior term",
-    "knn": "cosine k-nearest neighbours on the frozen trunk's features, class-balanced votes",
-    "logistic_regression": "logistic regression on the frozen trunk's features, class-balanced, to convergence",
+  "linear_probe": "class-balanced linear probe on the frozen trunk",
+  "model": "the model's own classifier (class-centre logits for PaCo / GPaCo), no prior term",
+  "knn": "cosine k-nearest neighbours on the frozen trunk's features, class-balanced votes",
+  "logistic_regression": "logistic regression on the frozen trunk's features, class-balanced, to convergence",
 }
 
 
@@ -44,8 +43,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   mesh, dataset = setup.mesh, setup.dataset
   split = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(config.eval.split)
   if split is None:
-    raise ValueError(f"eval.split {config.eval.split!r} is not available for {dataset.name} "
-                     f"(test{', val' if dataset.val is not None else ''}, train)")
+    raise ValueError(
+      f"eval.split {config.eval.split!r} is not available for {dataset.name} "
+      f"(test{', val' if dataset.val is not None else ''}, train)"
+    )
   own_classifier = setup.method.requirements.classifier
   loaded, trunk_source = build.load_pretrained(config, setup, workdir, classifier=own_classifier)
   trunk_variables = loaded["trunk"]
@@ -53,9 +54,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
 
   classifiers, sources, variables = {}, {}, {}
   try:
-    probe_state, sources["linear_probe"] = build.restore_probe(config, workdir, trunk.num_features,
-                                                               dataset.num_classes, len(dataset.train), mesh,
-                                                               trunk_variables["batch_stats"])
+    probe_state, sources["linear_probe"] = build.restore_probe(
+      config, workdir, trunk.num_features, dataset.num_classes, len(dataset.train), mesh, trunk_variables["batch_stats"]
+    )
     classifiers["linear_probe"] = probe_state.params
     variables["linear_probe"] = build.probe_trunk_variables(trunk_variables, probe_state)
   except FileNotFoundError as missing:
@@ -71,26 +72,47 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   count_step = jit_count_step(trunk, config.augment, dataset.num_classes, mesh, bins)
   reports, confusions = {}, {}
   for name, classifier in classifiers.items():
-    correct, seen, confusions[name] = count_correct(count_step, variables[name], classifier, split,
-                                                    config.augment, config.eval.batch_size, mesh)
+    correct, seen, confusions[name] = count_correct(
+      count_step, variables[name], classifier, split, config.augment, config.eval.batch_size, mesh
+    )
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
-    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name],
-                         num_images=int(seen.sum()))
+    reports[name].update(
+      classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name], num_images=int(seen.sum())
+    )
 
   if config.eval.knn_k or config.eval.logistic_regression:
-    feature_reports(config, dataset, split, trunk, variables.get("linear_probe", trunk_variables), mesh, bins,
-                    reports, confusions, sources.get("linear_probe", trunk_source))
+    feature_reports(
+      config,
+      dataset,
+      split,
+      trunk,
+      variables.get("linear_probe", trunk_variables),
+      mesh,
+      bins,
+      reports,
+      confusions,
+      sources.get("linear_probe", trunk_source),
+    )
 
   # The top level repeats the linear probe's numbers (the comparison every method shares) when there is
   # one; "classifiers" holds every classifier's report and says which produced each number.
   primary = "linear_probe" if "linear_probe" in reports else "model"
   report = {key: value for key, value in reports[primary].items() if key not in ("description", "checkpoint")}
-  report.update(split=config.eval.split, dataset=dataset.name, method=config.method,
-                num_images=len(split), train_class_counts=[int(n) for n in dataset.class_counts],
-                trunk_checkpoint=trunk_source,
-                probe_checkpoint=sources.get("linear_probe"), classifiers=reports)
-  log("eval", f"{dataset.name}, {config.method}, split '{config.eval.split}' ({len(split)} images), "
-        f"top-1 %:\n{format_report(reports)}")
+  report.update(
+    split=config.eval.split,
+    dataset=dataset.name,
+    method=config.method,
+    num_images=len(split),
+    train_class_counts=[int(n) for n in dataset.class_counts],
+    trunk_checkpoint=trunk_source,
+    probe_checkpoint=sources.get("linear_probe"),
+    classifiers=reports,
+  )
+  log(
+    "eval",
+    f"{dataset.name}, {config.method}, split '{config.eval.split}' ({len(split)} images), "
+    f"top-1 %:\n{format_report(reports)}",
+  )
   if jax.process_index() == 0:
     report["figures"] = write_figures(workdir, config.eval.split, dataset, reports, confusions, bins, primary)
     path = epath.Path(workdir) / f"eval_{config.eval.split}.json"
@@ -99,19 +121,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   return report
 
 
-def feature_reports(config, dataset, split, trunk, trunk_variables, mesh, bins, reports: dict, confusions: dict,
-                    source: str) -> None:
+def feature_reports(
+  config, dataset, split, trunk, trunk_variables, mesh, bins, reports: dict, confusions: dict, source: str
+) -> None:
   """Adds "knn" and / or "logistic_regression" to `reports` and `confusions`: probe-free measures on the
   trunk's features of the training split (`dscl_jax/evaluation/feature_eval.py`)."""
-  train_x, train_y = extract_features(trunk, trunk_variables, dataset.train, config.augment, config.eval.batch_size,
-                                      mesh)
+  train_x, train_y = extract_features(
+    trunk, trunk_variables, dataset.train, config.augment, config.eval.batch_size, mesh
+  )
   test_x, test_y = extract_features(trunk, trunk_variables, split, config.augment, config.eval.batch_size, mesh)
   predictions = {}
   if config.eval.knn_k:
     predictions["knn"] = knn_predict(train_x, train_y, test_x, dataset.num_classes, config.eval.knn_k)
   if config.eval.logistic_regression:
     predictions["logistic_regression"], iterations = logistic_regression_predict(
-        train_x, train_y, test_x, config.eval.logistic_max_iter)
+      train_x, train_y, test_x, config.eval.logistic_max_iter
+    )
     log("eval", f"logistic regression converged in {iterations} iterations")
   num_bins = int(bins.max()) + 1
   for name, predicted in predictions.items():
@@ -120,8 +145,7 @@ def feature_reports(config, dataset, split, trunk, trunk_variables, mesh, bins, 
     confusion = np.zeros((num_bins, num_bins))
     np.add.at(confusion, (bins[test_y], bins[predicted]), 1)
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
-    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=source,
-                         num_images=int(seen.sum()))
+    reports[name].update(classifier=name, description=DESCRIPTIONS[name], checkpoint=source, num_images=int(seen.sum()))
     confusions[name] = confusion
 
 
@@ -140,9 +164,17 @@ def write_figures(workdir, split: str, dataset, reports: dict, confusions: dict,
     stem = f"eval_{split}" + ("" if name == primary else f"_{name}")
     title = f"{dataset.name}, {name}, split '{split}'"
     per_class, confusion = f"{stem}_per_class.png", f"{stem}_confusion.png"
-    per_class_accuracy_plot(epath.Path(workdir) / per_class, report["per_class_accuracy"], dataset.class_counts,
-                            title=f"{title}: top-1 {report['overall']:.2f}%")
-    confusion_matrix_plot(epath.Path(workdir) / confusion, confusions[name], bin_labels=labels,
-                          title=f"{title}: confusion (one row per {unit})")
+    per_class_accuracy_plot(
+      epath.Path(workdir) / per_class,
+      report["per_class_accuracy"],
+      dataset.class_counts,
+      title=f"{title}: top-1 {report['overall']:.2f}%",
+    )
+    confusion_matrix_plot(
+      epath.Path(workdir) / confusion,
+      confusions[name],
+      bin_labels=labels,
+      title=f"{title}: confusion (one row per {unit})",
+    )
     names += [per_class, confusion]
   return names

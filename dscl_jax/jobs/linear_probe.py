@@ -19,7 +19,8 @@ from dscl_jax.evaluation.accuracy import count_correct, jit_count_step
 from dscl_jax.evaluation.bn_reestimation import reestimate_batch_stats
 from dscl_jax.input import pipeline
 from dscl_jax.models import build_trunk
-from dscl_jax.runtime import checkpoint, workdir as workdirs
+from dscl_jax.runtime import checkpoint
+from dscl_jax.runtime import workdir as workdirs
 from dscl_jax.runtime.files import read_json, write_json
 from dscl_jax.runtime.metrics import Progress, log
 
@@ -45,8 +46,15 @@ class ValSelector:
   def update(self, step: int, epoch: float, state: ProbeState) -> None:
     if not self.enabled:
       return
-    correct, seen = count_correct(self.count_step, self.trunk_variables, state.params, self.dataset.val,
-                                  self.config.augment, self.config.eval.batch_size, self.mesh)
+    correct, seen = count_correct(
+      self.count_step,
+      self.trunk_variables,
+      state.params,
+      self.dataset.val,
+      self.config.augment,
+      self.config.eval.batch_size,
+      self.mesh,
+    )
     accuracy = float(100.0 * correct.sum() / seen.sum())
     improved = accuracy > self.best["val_accuracy"]
     log("probe", f"epoch {epoch:.2f}: val top-1 {accuracy:.2f}%" + (" (best so far)" if improved else ""))
@@ -69,8 +77,10 @@ def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSet
   trunk_variables = loaded["trunk"]
   trunk = build_trunk(config.model)
   num_features = trunk.num_features
-  log("probe", f"frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, "
-        f"class-balanced sampling")
+  log(
+    "probe",
+    f"frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, class-balanced sampling",
+  )
 
   steps_per_epoch, total_steps, schedule, tx = build.probe_optimizer(config, len(dataset.train))
   replicated = sharding.replicated(mesh)
@@ -78,14 +88,24 @@ def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSet
   if config.probe.reestimate_bn_batches:
     # Deterministic (its own seed), so a resumed probe recomputes the statistics it saved.
     stream = pipeline.probe_iterator(
-        dataset.train, config.augment, global_batch_size=config.probe.batch_size, seed=config.seed + 2,
-        process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.train.num_workers,
-        class_balanced=True)
-    stats = reestimate_batch_stats(trunk, trunk_variables, stream, config.probe.reestimate_bn_batches, mesh,
-                                   config.augment)
+      dataset.train,
+      config.augment,
+      global_batch_size=config.probe.batch_size,
+      seed=config.seed + 2,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      num_workers=config.train.num_workers,
+      class_balanced=True,
+    )
+    stats = reestimate_batch_stats(
+      trunk, trunk_variables, stream, config.probe.reestimate_bn_batches, mesh, config.augment
+    )
     trunk_variables = {"params": trunk_variables["params"], "batch_stats": stats}
-    log("probe", f"BatchNorm statistics re-estimated on {config.probe.reestimate_bn_batches} batches of "
-          f"{config.probe.batch_size} probe training images")
+    log(
+      "probe",
+      f"BatchNorm statistics re-estimated on {config.probe.reestimate_bn_batches} batches of "
+      f"{config.probe.batch_size} probe training images",
+    )
   create = lambda: build.create_probe_state(tx, num_features, dataset.num_classes, stats)
   state = jax.jit(create, out_shardings=replicated)()
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="probe")
@@ -95,13 +115,23 @@ def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSet
     log("probe", f"already finished ({start_step} steps)")
     return state
 
-  probe_step = jax.jit(make_probe_step(trunk, config.augment, tx, schedule),
-                       in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+  probe_step = jax.jit(
+    make_probe_step(trunk, config.augment, tx, schedule),
+    in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
   batches = pipeline.probe_iterator(
-      dataset.train, config.augment, global_batch_size=config.probe.batch_size, seed=config.seed + 1,
-      start_step=start_step, process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.train.num_workers, class_balanced=True)
+    dataset.train,
+    config.augment,
+    global_batch_size=config.probe.batch_size,
+    seed=config.seed + 1,
+    start_step=start_step,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    num_workers=config.train.num_workers,
+    class_balanced=True,
+  )
   progress = Progress("probe", job_dir, total_steps, steps_per_epoch, config.probe.batch_size, start_step)
   selector = ValSelector(config, dataset, trunk, trunk_variables, mesh, job_dir)
 
@@ -109,7 +139,18 @@ def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSet
     if done % steps_per_epoch == 0 or done == total_steps:
       selector.update(done, done / steps_per_epoch, state)
 
-  return loop.run("probe", state, lambda state, batch: probe_step(state, trunk_variables, batch), batches,
-                  mesh=mesh, mgr=ckpt, progress=progress, start_step=start_step, total_steps=total_steps,
-                  log_every=config.probe.log_every, checkpoint_every=config.probe.checkpoint_every,
-                  max_skipped_steps=config.train.max_skipped_steps, after_step=after_step)
+  return loop.run(
+    "probe",
+    state,
+    lambda state, batch: probe_step(state, trunk_variables, batch),
+    batches,
+    mesh=mesh,
+    mgr=ckpt,
+    progress=progress,
+    start_step=start_step,
+    total_steps=total_steps,
+    log_every=config.probe.log_every,
+    checkpoint_every=config.probe.checkpoint_every,
+    max_skipped_steps=config.train.max_skipped_steps,
+    after_step=after_step,
+  )

@@ -18,9 +18,7 @@ def cross_entropy_loss(logits, labels):
   """
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-    raise ValueError(
-        f"logits must be [B, C] and labels [B]; got {logits.shape} and "
-        f"{labels.shape}.")
+    raise ValueError(f"logits must be [B, C] and labels [B]; got {logits.shape} and {labels.shape}.")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

@@ -25,19 +25,15 @@ def check_contrastive_shapes(query, key, queue, labels, queue_labels):
   if query.ndim != 2:
     raise ValueError(f"query must be [B, D], got shape {query.shape}.")
   if key.shape != query.shape:
-    raise ValueError(
-        f"key shape {key.shape} must equal query shape {query.shape}.")
+    raise ValueError(f"key shape {key.shape} must equal query shape {query.shape}.")
   if queue.ndim != 2 or queue.shape[1] != query.shape[1]:
     raise ValueError(
-        f"queue must be [K, D] with D={query.shape[1]}, got {queue.shape}; "
-        "pass jnp.zeros((0, D)) for an empty queue.")
+      f"queue must be [K, D] with D={query.shape[1]}, got {queue.shape}; pass jnp.zeros((0, D)) for an empty queue."
+    )
   if labels.shape != query.shape[:1]:
-    raise ValueError(
-        f"labels shape {labels.shape} must be [B]=({query.shape[0]},).")
+    raise ValueError(f"labels shape {labels.shape} must be [B]=({query.shape[0]},).")
   if queue_labels.shape != queue.shape[:1]:
-    raise ValueError(
-        f"queue_labels shape {queue_labels.shape} must be "
-        f"[K]=({queue.shape[0]},).")
+    raise ValueError(f"queue_labels shape {queue_labels.shape} must be [K]=({queue.shape[0]},).")
   for name, array in (("labels", labels), ("queue_labels", queue_labels)):
     if not jnp.issubdtype(array.dtype, jnp.integer):
       raise ValueError(f"{name} must be integers, got dtype {array.dtype}.")
@@ -67,8 +63,7 @@ def contrastive_log_prob(query, key, queue, labels, queue_labels, temperature):
     positive: `[B, 2B+K]` bool, same label as the anchor and not the anchor
       itself; it always holds the anchor's own key at column B+i.
   """
-  query, key, queue, labels, queue_labels = (
-      jnp.asarray(x) for x in (query, key, queue, labels, queue_labels))
+  query, key, queue, labels, queue_labels = (jnp.asarray(x) for x in (query, key, queue, labels, queue_labels))
   check_contrastive_shapes(query, key, queue, labels, queue_labels)
   check_positive_scalar("temperature", temperature)
   query, key, queue = (x.astype(jnp.float32) for x in (query, key, queue))
@@ -78,22 +73,18 @@ def contrastive_log_prob(query, key, queue, labels, queue_labels, temperature):
   candidate_labels = jnp.concatenate([labels, labels, queue_labels], axis=0)
   # HIGHEST keeps the dot products in true float32 on TPU/GPU; at T=0.07 a
   # bf16/TF32 product error of 1e-3 would already move logits by 1.4e-2.
-  logits = jnp.matmul(query, candidates.T,
-                      precision=jax.lax.Precision.HIGHEST) / temperature
-  logits = logits - jax.lax.stop_gradient(
-      jnp.max(logits, axis=1, keepdims=True))
+  logits = jnp.matmul(query, candidates.T, precision=jax.lax.Precision.HIGHEST) / temperature
+  logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=1, keepdims=True))
 
   columns = jnp.arange(candidates.shape[0])
   is_self = columns[None, :] == jnp.arange(batch)[:, None]
   exp_logits = jnp.where(is_self, 0.0, jnp.exp(logits))
-  log_prob = logits - jnp.log(
-      jnp.sum(exp_logits, axis=1, keepdims=True) + LOG_EPSILON)
+  log_prob = logits - jnp.log(jnp.sum(exp_logits, axis=1, keepdims=True) + LOG_EPSILON)
   positive = (labels[:, None] == candidate_labels[None, :]) & ~is_self
   return log_prob, positive
 
 
-def dscl_loss(query, key, queue, labels, queue_labels, *, beta=8.0,
-              temperature=0.07):
+def dscl_loss(query, key, queue, labels, queue_labels, *, beta=8.0, temperature=0.07):
   """Decoupled supervised contrastive loss, averaged over the B anchors.
 
   With log p_i(j) from `contrastive_log_prob` (softmax over all 2B+K-1
@@ -119,15 +110,13 @@ def dscl_loss(query, key, queue, labels, queue_labels, *, beta=8.0,
     Scalar float32 loss.
   """
   check_positive_scalar("beta", beta, allow_zero=True)
-  log_prob, positive = contrastive_log_prob(
-      query, key, queue, labels, queue_labels, temperature)
+  log_prob, positive = contrastive_log_prob(query, key, queue, labels, queue_labels, temperature)
   batch = log_prob.shape[0]
   anchors = jnp.arange(batch)
   own_key_column = batch + anchors
 
   own_key_log_prob = log_prob[anchors, own_key_column]
-  is_own_key = (jnp.arange(log_prob.shape[1])[None, :]
-                == own_key_column[:, None])
+  is_own_key = jnp.arange(log_prob.shape[1])[None, :] == own_key_column[:, None]
   others = positive & ~is_own_key
   num_others = jnp.sum(others, axis=1)
   others_log_prob_sum = jnp.sum(jnp.where(others, log_prob, 0.0), axis=1)

@@ -30,8 +30,7 @@ def _check_lam(lam, batch):
     return
   shape = np.shape(lam)
   if shape not in ((), (batch,)):
-    raise ValueError(
-        f"lam must be a scalar or [B]=({batch},), got shape {shape}.")
+    raise ValueError(f"lam must be a scalar or [B]=({batch},), got shape {shape}.")
   # Values on the host (lists, NumPy) are checked; jax arrays, traced or
   # not, are only shape-checked to avoid a device sync.
   if not isinstance(lam, jax.Array):
@@ -39,26 +38,21 @@ def _check_lam(lam, batch):
     outside = (lam < 0) | (lam > 1) | np.isnan(lam)
     if np.any(outside):
       raise ValueError(
-          f"lam must be in [0, 1], got {lam[outside].ravel()[0]} "
-          f"(first of {int(np.sum(outside))} out of range).")
+        f"lam must be in [0, 1], got {lam[outside].ravel()[0]} (first of {int(np.sum(outside))} out of range)."
+      )
 
 
 def _check_shapes(embedding, centroids, labels_a, labels_b):
   if embedding.ndim != 2:
-    raise ValueError(
-        f"embedding must be [B, D], got shape {embedding.shape}.")
+    raise ValueError(f"embedding must be [B, D], got shape {embedding.shape}.")
   dim = embedding.shape[1]
   if centroids.ndim != 2 or centroids.shape[1] != dim:
-    raise ValueError(
-        f"centroids must be [C, D] with D={dim}, got shape "
-        f"{centroids.shape}.")
+    raise ValueError(f"centroids must be [C, D] with D={dim}, got shape {centroids.shape}.")
   if centroids.shape[0] == 0:
     raise ValueError("centroids must hold at least one class, got C=0.")
   for name, labels in (("labels_a", labels_a), ("labels_b", labels_b)):
     if labels.shape != embedding.shape[:1]:
-      raise ValueError(
-          f"{name} shape {labels.shape} must be "
-          f"[B]=({embedding.shape[0]},).")
+      raise ValueError(f"{name} shape {labels.shape} must be [B]=({embedding.shape[0]},).")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
       raise ValueError(f"{name} must be integers, got dtype {labels.dtype}.")
 
@@ -84,16 +78,16 @@ def iccl_loss(embedding, centroids, labels_a, labels_b, lam, *, temperature):
   Returns:
     Scalar float32 loss.
   """
-  embedding, centroids, labels_a, labels_b = (
-      jnp.asarray(x) for x in (embedding, centroids, labels_a, labels_b))
+  embedding, centroids, labels_a, labels_b = (jnp.asarray(x) for x in (embedding, centroids, labels_a, labels_b))
   _check_shapes(embedding, centroids, labels_a, labels_b)
   _check_lam(lam, embedding.shape[0])
   check_positive_scalar("temperature", temperature)
 
   # HIGHEST keeps the dot products in true float32 on TPU/GPU (see dscl.py).
-  logits = jnp.matmul(
-      embedding.astype(jnp.float32), centroids.astype(jnp.float32).T,
-      precision=jax.lax.Precision.HIGHEST) / temperature
+  logits = (
+    jnp.matmul(embedding.astype(jnp.float32), centroids.astype(jnp.float32).T, precision=jax.lax.Precision.HIGHEST)
+    / temperature
+  )
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   log_prob_a = jnp.take_along_axis(log_probs, labels_a[:, None], axis=-1)[:, 0]
   log_prob_b = jnp.take_along_axis(log_probs, labels_b[:, None], axis=-1)[:, 0]

@@ -26,9 +26,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from dscl_jax.losses.dscl import LOG_EPSILON
-from dscl_jax.losses.dscl import check_contrastive_shapes
-from dscl_jax.losses.dscl import check_positive_scalar
+from dscl_jax.losses.dscl import LOG_EPSILON, check_contrastive_shapes, check_positive_scalar
 
 # Added to the class frequencies before the log, as the reference does, so
 # that a class absent from the training set gets a finite (very low) prior.
@@ -37,41 +35,48 @@ PRIOR_EPSILON = 1e-9
 
 def _check_class_inputs(class_logits, class_prior, num_anchors):
   if class_logits.ndim != 2 or class_logits.shape[0] != num_anchors:
-    raise ValueError(
-        f"class_logits must be [A, C] with A={num_anchors} anchors, got "
-        f"shape {class_logits.shape}.")
+    raise ValueError(f"class_logits must be [A, C] with A={num_anchors} anchors, got shape {class_logits.shape}.")
   num_classes = class_logits.shape[1]
   if class_prior is not None and class_prior.shape != (num_classes,):
     raise ValueError(
-        f"class_prior shape {class_prior.shape} must be "
-        f"[C]=({num_classes},) to match class_logits {class_logits.shape}.")
+      f"class_prior shape {class_prior.shape} must be [C]=({num_classes},) to match class_logits {class_logits.shape}."
+    )
 
 
 def _check_weights(alpha, beta, gamma, label_smoothing, num_classes):
   check_positive_scalar("alpha", alpha, allow_zero=True)
   check_positive_scalar("beta", beta, allow_zero=True)
   check_positive_scalar("gamma", gamma, allow_zero=True)
-  if (isinstance(alpha, numbers.Real) and isinstance(beta, numbers.Real)
-      and alpha == 0 and beta == 0):
+  if isinstance(alpha, numbers.Real) and isinstance(beta, numbers.Real) and alpha == 0 and beta == 0:
     raise ValueError("alpha=0 and beta=0 leave no positive weight.")
   if isinstance(label_smoothing, numbers.Real):
     if not 0 <= label_smoothing <= 1:
-      raise ValueError(
-          f"label_smoothing={label_smoothing} must be in [0, 1].")
+      raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1].")
     if label_smoothing > 0 and num_classes < 2:
-      raise ValueError(
-          f"label_smoothing={label_smoothing} needs C >= 2 classes, got "
-          f"C={num_classes}.")
+      raise ValueError(f"label_smoothing={label_smoothing} needs C >= 2 classes, got C={num_classes}.")
 
 
-def _parametric_contrastive_loss(query, key, queue, labels, queue_labels,
-                                 class_logits, class_prior, *, both_views,
-                                 alpha, beta, gamma, temperature,
-                                 sup_temperature, label_smoothing):
+def _parametric_contrastive_loss(
+  query,
+  key,
+  queue,
+  labels,
+  queue_labels,
+  class_logits,
+  class_prior,
+  *,
+  both_views,
+  alpha,
+  beta,
+  gamma,
+  temperature,
+  sup_temperature,
+  label_smoothing,
+):
   """The module docstring's mean_i L_i; anchors F[:B] or F[:2B]."""
   query, key, queue, labels, queue_labels, class_logits = (
-      jnp.asarray(x) for x in (query, key, queue, labels, queue_labels,
-                               class_logits))
+    jnp.asarray(x) for x in (query, key, queue, labels, queue_labels, class_logits)
+  )
   if class_prior is not None:
     class_prior = jnp.asarray(class_prior)
   check_contrastive_shapes(query, key, queue, labels, queue_labels)
@@ -83,55 +88,63 @@ def _parametric_contrastive_loss(query, key, queue, labels, queue_labels,
   check_positive_scalar("sup_temperature", sup_temperature)
   _check_weights(alpha, beta, gamma, label_smoothing, num_classes)
 
-  features = jnp.concatenate(
-      [x.astype(jnp.float32) for x in (query, key, queue)], axis=0)
+  features = jnp.concatenate([x.astype(jnp.float32) for x in (query, key, queue)], axis=0)
   feature_labels = jnp.concatenate([labels, labels, queue_labels], axis=0)
   anchors, anchor_labels = features[:num_anchors], feature_labels[:num_anchors]
 
   # HIGHEST keeps the dot products in true float32 on TPU/GPU (see dscl.py).
-  contrast_logits = jnp.matmul(
-      anchors, features.T, precision=jax.lax.Precision.HIGHEST) / temperature
+  contrast_logits = jnp.matmul(anchors, features.T, precision=jax.lax.Precision.HIGHEST) / temperature
   class_scores = class_logits.astype(jnp.float32)
   if class_prior is not None:
-    class_scores = class_scores + jnp.log(
-        class_prior.astype(jnp.float32) + PRIOR_EPSILON)
+    class_scores = class_scores + jnp.log(class_prior.astype(jnp.float32) + PRIOR_EPSILON)
   class_scores = class_scores / sup_temperature
 
   # One max over the class and feature columns together, as the reference
   # takes it on their concatenation.
-  row_max = jax.lax.stop_gradient(jnp.maximum(
-      jnp.max(class_scores, axis=1, keepdims=True),
-      jnp.max(contrast_logits, axis=1, keepdims=True)))
+  row_max = jax.lax.stop_gradient(
+    jnp.maximum(jnp.max(class_scores, axis=1, keepdims=True), jnp.max(contrast_logits, axis=1, keepdims=True))
+  )
   class_scores = class_scores - row_max
   contrast_logits = contrast_logits - row_max
 
-  is_self = (jnp.arange(features.shape[0])[None, :]
-             == jnp.arange(num_anchors)[:, None])
+  is_self = jnp.arange(features.shape[0])[None, :] == jnp.arange(num_anchors)[:, None]
   contrast_exp = jnp.where(is_self, 0.0, jnp.exp(contrast_logits))
   log_denominator = jnp.log(
-      jnp.sum(jnp.exp(class_scores), axis=1, keepdims=True)
-      + gamma * jnp.sum(contrast_exp, axis=1, keepdims=True) + LOG_EPSILON)
+    jnp.sum(jnp.exp(class_scores), axis=1, keepdims=True)
+    + gamma * jnp.sum(contrast_exp, axis=1, keepdims=True)
+    + LOG_EPSILON
+  )
 
-  class_weights = jax.nn.one_hot(anchor_labels, num_classes,
-                                 dtype=jnp.float32)
+  class_weights = jax.nn.one_hot(anchor_labels, num_classes, dtype=jnp.float32)
   # max(., 1) only avoids dividing by 0 at C = 1, where eps must be 0.
-  class_weights = ((1.0 - label_smoothing) * class_weights
-                   + label_smoothing / max(num_classes - 1, 1)
-                   * (1.0 - class_weights))
+  class_weights = (1.0 - label_smoothing) * class_weights + label_smoothing / max(num_classes - 1, 1) * (
+    1.0 - class_weights
+  )
   class_term = jnp.sum(class_weights * (class_scores - log_denominator), axis=1)
 
   positive = (anchor_labels[:, None] == feature_labels[None, :]) & ~is_self
-  contrast_term = jnp.sum(
-      jnp.where(positive, contrast_logits - log_denominator, 0.0), axis=1)
+  contrast_term = jnp.sum(jnp.where(positive, contrast_logits - log_denominator, 0.0), axis=1)
   # The anchor's other view is always in P_i, so this is >= alpha + beta > 0.
   normaliser = beta + alpha * jnp.sum(positive, axis=1)
   per_anchor = (beta * class_term + alpha * contrast_term) / normaliser
   return -jnp.mean(per_anchor)
 
 
-def paco_loss(query, key, queue, labels, queue_labels, class_logits,
-              class_prior, *, alpha, beta=1.0, gamma=1.0, temperature,
-              sup_temperature=1.0):
+def paco_loss(
+  query,
+  key,
+  queue,
+  labels,
+  queue_labels,
+  class_logits,
+  class_prior,
+  *,
+  alpha,
+  beta=1.0,
+  gamma=1.0,
+  temperature,
+  sup_temperature=1.0,
+):
   """PaCo loss (module docstring), averaged over the B query anchors.
 
   Gradients flow to every array argument; PaCo's training step, whose keys
@@ -156,15 +169,39 @@ def paco_loss(query, key, queue, labels, queue_labels, class_logits,
     Scalar float32 loss.
   """
   return _parametric_contrastive_loss(
-      query, key, queue, labels, queue_labels, class_logits, class_prior,
-      both_views=False, alpha=alpha, beta=beta, gamma=gamma,
-      temperature=temperature, sup_temperature=sup_temperature,
-      label_smoothing=0.0)
+    query,
+    key,
+    queue,
+    labels,
+    queue_labels,
+    class_logits,
+    class_prior,
+    both_views=False,
+    alpha=alpha,
+    beta=beta,
+    gamma=gamma,
+    temperature=temperature,
+    sup_temperature=sup_temperature,
+    label_smoothing=0.0,
+  )
 
 
-def gpaco_loss(query, key, queue, labels, queue_labels, class_logits,
-               class_prior, *, alpha, beta=1.0, gamma=1.0, temperature,
-               sup_temperature=1.0, label_smoothing=0.0):
+def gpaco_loss(
+  query,
+  key,
+  queue,
+  labels,
+  queue_labels,
+  class_logits,
+  class_prior,
+  *,
+  alpha,
+  beta=1.0,
+  gamma=1.0,
+  temperature,
+  sup_temperature=1.0,
+  label_smoothing=0.0,
+):
   """GPaCo loss (module docstring), averaged over all 2B query and key anchors.
 
   Both views are anchors, each with its own class logits; key i's other view
@@ -191,7 +228,18 @@ def gpaco_loss(query, key, queue, labels, queue_labels, class_logits,
     Scalar float32 loss.
   """
   return _parametric_contrastive_loss(
-      query, key, queue, labels, queue_labels, class_logits, class_prior,
-      both_views=True, alpha=alpha, beta=beta, gamma=gamma,
-      temperature=temperature, sup_temperature=sup_temperature,
-      label_smoothing=label_smoothing)
+    query,
+    key,
+    queue,
+    labels,
+    queue_labels,
+    class_logits,
+    class_prior,
+    both_views=True,
+    alpha=alpha,
+    beta=beta,
+    gamma=gamma,
+    temperature=temperature,
+    sup_temperature=sup_temperature,
+    label_smoothing=label_smoothing,
+  )

@@ -42,22 +42,17 @@ def pbsd_loss(teacher, student, key, queue, *, temperature=0.07):
   Returns:
     Scalar float32 loss.
   """
-  teacher, student, key, queue = (
-      jnp.asarray(x) for x in (teacher, student, key, queue))
+  teacher, student, key, queue = (jnp.asarray(x) for x in (teacher, student, key, queue))
   if teacher.ndim != 3 or student.shape != teacher.shape:
-    raise ValueError(
-        f"teacher {teacher.shape} and student {student.shape} must both be "
-        "[n, B, D] with the same shape.")
+    raise ValueError(f"teacher {teacher.shape} and student {student.shape} must both be [n, B, D] with the same shape.")
   if key.shape != teacher.shape[1:]:
-    raise ValueError(
-        f"key shape {key.shape} must be [B, D]={teacher.shape[1:]}.")
+    raise ValueError(f"key shape {key.shape} must be [B, D]={teacher.shape[1:]}.")
   if queue.ndim != 2 or queue.shape[1] != key.shape[1]:
     raise ValueError(
-        f"queue must be [K, D] with D={key.shape[1]}, got {queue.shape}; "
-        "pass jnp.zeros((0, D)) for an empty queue.")
+      f"queue must be [K, D] with D={key.shape[1]}, got {queue.shape}; pass jnp.zeros((0, D)) for an empty queue."
+    )
   check_positive_scalar("temperature", temperature)
-  teacher, key, queue = (jax.lax.stop_gradient(x.astype(jnp.float32))
-                         for x in (teacher, key, queue))
+  teacher, key, queue = (jax.lax.stop_gradient(x.astype(jnp.float32)) for x in (teacher, key, queue))
   student = student.astype(jnp.float32)
 
   # One crop at a time, recomputed in the backward pass, so the [B, 1+K]
@@ -66,8 +61,7 @@ def pbsd_loss(teacher, student, key, queue, *, temperature=0.07):
   @jax.checkpoint
   def crop_cross_entropy(crops):
     teacher_crop, student_crop = crops
-    return _crop_cross_entropy(teacher_crop, student_crop, key, queue,
-                               temperature)
+    return _crop_cross_entropy(teacher_crop, student_crop, key, queue, temperature)
 
   cross_entropy = jax.lax.map(crop_cross_entropy, (teacher, student))  # [n, B]
   return jnp.mean(cross_entropy)

@@ -27,8 +27,7 @@ def supcon_loss(query, key, queue, labels, queue_labels, *, temperature=0.07):
   Returns:
     Scalar float32 loss.
   """
-  log_prob, positive = contrastive_log_prob(
-      query, key, queue, labels, queue_labels, temperature)
+  log_prob, positive = contrastive_log_prob(query, key, queue, labels, queue_labels, temperature)
   positive_log_prob_sum = jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1)
   per_anchor = positive_log_prob_sum / jnp.sum(positive, axis=1)
   return -jnp.mean(per_anchor)

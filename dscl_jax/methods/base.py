@@ -100,8 +100,9 @@ class OnlineForward:
 
   def _apply(self, x, model=None, **kwargs):
     model = model or self.model
-    out, mutated = model.apply({"params": self.params, "batch_stats": self.batch_stats}, x, train=True,
-                               mutable=["batch_stats"], **kwargs)
+    out, mutated = model.apply(
+      {"params": self.params, "batch_stats": self.batch_stats}, x, train=True, mutable=["batch_stats"], **kwargs
+    )
     self.batch_stats = mutated["batch_stats"]
     return out
 
@@ -110,8 +111,7 @@ class OnlineForward:
     `bn_group_size` g: BatchNorm normalises each group of g images on its own (same parameters), as one
     forward call per group would: consecutive blocks, or with `interleaved` every (N / g)-th image (each
     crop's batch of a batch-major [B, n] stack of crops)."""
-    model = None if bn_group_size is None else self.model.clone(bn_group_size=bn_group_size,
-                                                                bn_interleaved=interleaved)
+    model = None if bn_group_size is None else self.model.clone(bn_group_size=bn_group_size, bn_interleaved=interleaved)
     return self._apply(images, model)
 
   def project(self, pooled):

@@ -7,15 +7,15 @@ every method, a class-balanced linear probe on the frozen trunk (classifier re-t
 from __future__ import annotations
 
 from dscl_jax import losses
-from dscl_jax.methods.base import LossOutput, Method as BaseMethod, Requirements
+from dscl_jax.methods.base import LossOutput, Requirements
+from dscl_jax.methods.base import Method as BaseMethod
 
 
 class Method(BaseMethod):
   name = "ce"
 
   def make_requirements(self, config) -> Requirements:
-    return Requirements(momentum_target=False, queue=False, views=("query",), projection_head=None,
-                        classifier=True)
+    return Requirements(momentum_target=False, queue=False, views=("query",), projection_head=None, classifier=True)
 
   def validate(self, config) -> None:
     if config.pbsd.enabled or config.pbsd.multicrop:

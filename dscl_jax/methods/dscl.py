@@ -11,5 +11,6 @@ class Method(QueueContrastive):
   name = "dscl"
 
   def contrastive_loss(self, query, key, queue, labels, queue_labels):
-    return losses.dscl_loss(query, key, queue, labels, queue_labels, beta=self.config.loss.beta,
-                            temperature=self.config.loss.temperature)
+    return losses.dscl_loss(
+      query, key, queue, labels, queue_labels, beta=self.config.loss.beta, temperature=self.config.loss.temperature
+    )

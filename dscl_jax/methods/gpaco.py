@@ -21,8 +21,9 @@ class Method(paco.Method):
   name = "gpaco"
 
   def make_requirements(self, config) -> Requirements:
-    return Requirements(momentum_target=False, queue=True, views=("query", "key"), projection_head="mlp3",
-                        classifier=True)
+    return Requirements(
+      momentum_target=False, queue=True, views=("query", "key"), projection_head="mlp3", classifier=True
+    )
 
   def validate(self, config) -> None:
     paco.check_paco_config(config)
@@ -32,8 +33,19 @@ class Method(paco.Method):
     out_q, out_k = online(batch["query"]), online(batch["key"])
     query, key = l2_normalize(out_q["embedding"]), l2_normalize(out_k["embedding"])
     class_logits = jnp.concatenate([out_q["logits"], out_k["logits"]], axis=0)
-    loss = losses.gpaco_loss(query, key, inputs.queue, batch["label"], inputs.queue_labels, class_logits,
-                             inputs.method_state["class_prior"], alpha=paco.alpha, beta=paco.beta,
-                             gamma=paco.gamma, temperature=self.config.loss.temperature,
-                             sup_temperature=paco.sup_temperature, label_smoothing=paco.label_smoothing)
+    loss = losses.gpaco_loss(
+      query,
+      key,
+      inputs.queue,
+      batch["label"],
+      inputs.queue_labels,
+      class_logits,
+      inputs.method_state["class_prior"],
+      alpha=paco.alpha,
+      beta=paco.beta,
+      gamma=paco.gamma,
+      temperature=self.config.loss.temperature,
+      sup_temperature=paco.sup_temperature,
+      label_smoothing=paco.label_smoothing,
+    )
     return LossOutput(loss, {"gpaco": loss}, enqueue=key)

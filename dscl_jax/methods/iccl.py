@@ -28,7 +28,8 @@ import numpy as np
 import optax
 
 from dscl_jax import losses
-from dscl_jax.methods.base import LossOutput, Method as BaseMethod, Requirements, l2_normalize
+from dscl_jax.methods.base import LossOutput, Requirements, l2_normalize
+from dscl_jax.methods.base import Method as BaseMethod
 
 CENTROID_UPDATES = ("ema", "epoch")
 
@@ -53,9 +54,15 @@ class Method(BaseMethod):
   name = "iccl"
 
   def make_requirements(self, config) -> Requirements:
-    return Requirements(momentum_target=True, queue=False, views=("query", "key", "class_aware"),
-                        sampler="instance_and_class_aware", class_aware_power=config.iccl.class_aware_power,
-                        projection_head="mlp", classifier=True)
+    return Requirements(
+      momentum_target=True,
+      queue=False,
+      views=("query", "key", "class_aware"),
+      sampler="instance_and_class_aware",
+      class_aware_power=config.iccl.class_aware_power,
+      projection_head="mlp",
+      classifier=True,
+    )
 
   def validate(self, config) -> None:
     iccl = config.iccl
@@ -71,8 +78,10 @@ class Method(BaseMethod):
       if iccl[name] < 0:
         raise ValueError(f"iccl.{name} {iccl[name]} must be >= 0")
     if not 0.0 <= iccl.class_aware_power < 1.0:
-      raise ValueError(f"iccl.class_aware_power {iccl.class_aware_power} must be in [0, 1): 0 draws classes "
-                       f"uniformly, 1 would be the class-agnostic sampler again")
+      raise ValueError(
+        f"iccl.class_aware_power {iccl.class_aware_power} must be in [0, 1): 0 draws classes "
+        f"uniformly, 1 would be the class-agnostic sampler again"
+      )
     if config.pbsd.enabled or config.pbsd.multicrop:
       raise ValueError("method 'iccl' has no small crops: set pbsd.enabled = pbsd.multicrop = False")
 
@@ -82,11 +91,13 @@ class Method(BaseMethod):
       raise ValueError("ICCL needs the training class counts (number of classes, images per epoch)")
     num_classes, dim = len(class_counts), self.config.model.embed_dim
     steps_per_epoch = int(np.sum(class_counts)) // self.config.train.batch_size
-    return {"centroids": jnp.zeros((num_classes, dim), jnp.float32),
-            "seen": jnp.zeros((num_classes,), jnp.bool_),
-            "sums": jnp.zeros((num_classes, dim), jnp.float32),
-            "counts": jnp.zeros((num_classes,), jnp.float32),
-            "steps_per_epoch": jnp.asarray(max(steps_per_epoch, 1), jnp.int32)}
+    return {
+      "centroids": jnp.zeros((num_classes, dim), jnp.float32),
+      "seen": jnp.zeros((num_classes,), jnp.bool_),
+      "sums": jnp.zeros((num_classes, dim), jnp.float32),
+      "counts": jnp.zeros((num_classes,), jnp.float32),
+      "steps_per_epoch": jnp.asarray(max(steps_per_epoch, 1), jnp.int32),
+    }
 
   def update_centroids(self, state, keys, labels, step):
     """The method state after a step whose target embeddings of the class-agnostic views are `keys`."""
@@ -98,9 +109,13 @@ class Method(BaseMethod):
     sums, counts = state["sums"] + sums, state["counts"] + counts
     epoch_end = (step + 1) % state["steps_per_epoch"] == 0
     refreshed = jnp.where((counts > 0)[:, None], l2_normalize(sums), state["centroids"])
-    return {**state, "centroids": jnp.where(epoch_end, refreshed, state["centroids"]),
-            "seen": jnp.where(epoch_end, state["seen"] | (counts > 0), state["seen"]),
-            "sums": jnp.where(epoch_end, 0.0, sums), "counts": jnp.where(epoch_end, 0.0, counts)}
+    return {
+      **state,
+      "centroids": jnp.where(epoch_end, refreshed, state["centroids"]),
+      "seen": jnp.where(epoch_end, state["seen"] | (counts > 0), state["seen"]),
+      "sums": jnp.where(epoch_end, 0.0, sums),
+      "counts": jnp.where(epoch_end, 0.0, counts),
+    }
 
   def loss(self, online, inputs) -> LossOutput:
     iccl, batch = self.config.iccl, inputs.batch
@@ -112,12 +127,14 @@ class Method(BaseMethod):
     out_a, out_mixed = online(images_a), online(mixed)
     centroids = jax.lax.stop_gradient(inputs.method_state["centroids"])
     terms = {
-        "icc": losses.iccl_loss(l2_normalize(out_mixed["embedding"]), centroids, labels_a, labels_b, lam,
-                                temperature=iccl.temperature),
-        "ce": losses.cross_entropy_loss(out_a["logits"], labels_a),
-        "mix_ce": jnp.mean(lam * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"], labels_a)
-                           + (1.0 - lam) * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"],
-                                                                                          labels_b)),
+      "icc": losses.iccl_loss(
+        l2_normalize(out_mixed["embedding"]), centroids, labels_a, labels_b, lam, temperature=iccl.temperature
+      ),
+      "ce": losses.cross_entropy_loss(out_a["logits"], labels_a),
+      "mix_ce": jnp.mean(
+        lam * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"], labels_a)
+        + (1.0 - lam) * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"], labels_b)
+      ),
     }
     total = iccl.weight_icc * terms["icc"] + iccl.weight_ce * terms["ce"] + iccl.weight_mix * terms["mix_ce"]
     state = self.update_centroids(inputs.method_state, inputs.keys, labels_a, inputs.step)

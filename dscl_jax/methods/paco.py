@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dscl_jax import losses
-from dscl_jax.methods.base import LossOutput, Method as BaseMethod, Requirements, l2_normalize
+from dscl_jax.methods.base import LossOutput, Requirements, l2_normalize
+from dscl_jax.methods.base import Method as BaseMethod
 
 
 def class_prior(class_counts) -> jnp.ndarray:
@@ -33,8 +34,9 @@ def check_paco_config(config) -> None:
   if paco.beta == 0 and paco.alpha == 0:
     raise ValueError("paco.alpha and paco.beta are both 0: nothing would be learned")
   if paco.sup_temperature <= 0 or config.loss.temperature <= 0:
-    raise ValueError(f"paco.sup_temperature {paco.sup_temperature} and loss.temperature "
-                     f"{config.loss.temperature} must be > 0")
+    raise ValueError(
+      f"paco.sup_temperature {paco.sup_temperature} and loss.temperature {config.loss.temperature} must be > 0"
+    )
   if not 0 <= paco.label_smoothing < 1:
     raise ValueError(f"paco.label_smoothing {paco.label_smoothing} must be in [0, 1)")
 
@@ -43,8 +45,9 @@ class Method(BaseMethod):
   name = "paco"
 
   def make_requirements(self, config) -> Requirements:
-    return Requirements(momentum_target=True, queue=True, views=("query", "key"), projection_head="mlp_bn",
-                        classifier=True)
+    return Requirements(
+      momentum_target=True, queue=True, views=("query", "key"), projection_head="mlp_bn", classifier=True
+    )
 
   def validate(self, config) -> None:
     check_paco_config(config)
@@ -57,8 +60,18 @@ class Method(BaseMethod):
   def loss(self, online, inputs) -> LossOutput:
     paco, batch = self.config.paco, inputs.batch
     out = online(batch["query"])
-    loss = losses.paco_loss(l2_normalize(out["embedding"]), inputs.keys, inputs.queue, batch["label"],
-                            inputs.queue_labels, out["logits"], inputs.method_state["class_prior"],
-                            alpha=paco.alpha, beta=paco.beta, gamma=paco.gamma,
-                            temperature=self.config.loss.temperature, sup_temperature=paco.sup_temperature)
+    loss = losses.paco_loss(
+      l2_normalize(out["embedding"]),
+      inputs.keys,
+      inputs.queue,
+      batch["label"],
+      inputs.queue_labels,
+      out["logits"],
+      inputs.method_state["class_prior"],
+      alpha=paco.alpha,
+      beta=paco.beta,
+      gamma=paco.gamma,
+      temperature=self.config.loss.temperature,
+      sup_temperature=paco.sup_temperature,
+    )
     return LossOutput(loss, {"paco": loss})

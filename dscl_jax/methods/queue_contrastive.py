@@ -59,14 +59,22 @@ class QueueContrastive(Method):
     batch_size, num_crops = labels.shape[0], batch["small_crops"].shape[1]
     # Each crop's [B] batch is normalised on its own, as the reference's one encoder call per crop: in the
     # batch-major stack crop k of every image is every n-th row, hence the interleaved groups.
-    out_small = online(batch_major(batch["small_crops"]),
-                       bn_group_size=batch_size if config.pbsd.crop_bn_groups else None, interleaved=True)
+    out_small = online(
+      batch_major(batch["small_crops"]),
+      bn_group_size=batch_size if config.pbsd.crop_bn_groups else None,
+      interleaved=True,
+    )
     student = crops_first(l2_normalize(out_small["embedding"]), num_crops)  # [n, B, D]
     if config.pbsd.enabled:
       feature_map = out["feature_map"]
-      pooled = roi_align(feature_map.astype(jnp.float32), batch_major(batch["boxes"]),
-                         jnp.repeat(jnp.arange(batch_size), num_crops), output_size=(2, 2),
-                         spatial_scale=feature_map.shape[1] / batch["query"].shape[1], sampling_ratio=-1)
+      pooled = roi_align(
+        feature_map.astype(jnp.float32),
+        batch_major(batch["boxes"]),
+        jnp.repeat(jnp.arange(batch_size), num_crops),
+        output_size=(2, 2),
+        spatial_scale=feature_map.shape[1] / batch["query"].shape[1],
+        sampling_ratio=-1,
+      )
       teacher = crops_first(l2_normalize(online.project(pooled.mean(axis=(1, 2)))), num_crops)  # [n, B, D]
       terms["pbsd"] = losses.pbsd_loss(teacher, student, keys, inputs.queue, temperature=config.loss.temperature)
       extra = terms["pbsd"]

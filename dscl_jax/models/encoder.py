@@ -34,12 +34,20 @@ class Encoder(nn.Module):
   bn_interleaved: bool = False  # the BatchNorm groups are strided (BatchNorm.interleaved)
 
   def setup(self):
-    self.trunk = ResNet(self.depth, self.style, self.width, self.bn_group_size, self.dtype, self.zero_init_residual,
-                        bn_interleaved=self.bn_interleaved)
+    self.trunk = ResNet(
+      self.depth,
+      self.style,
+      self.width,
+      self.bn_group_size,
+      self.dtype,
+      self.zero_init_residual,
+      bn_interleaved=self.bn_interleaved,
+    )
     hidden = self.head_hidden_dim or self.trunk.num_features
     if self.projection_head is not None:
-      self.head = ProjectionHead(hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype,
-                                 bn_interleaved=self.bn_interleaved)
+      self.head = ProjectionHead(
+        hidden, self.embed_dim, self.projection_head, self.bn_group_size, self.dtype, bn_interleaved=self.bn_interleaved
+      )
     if self.num_classes:
       self.classifier = nn.Dense(self.num_classes, dtype=self.dtype)
 
@@ -65,15 +73,26 @@ def compute_dtype(model_config: ml_collections.ConfigDict):
 
 def build_trunk(model_config: ml_collections.ConfigDict) -> ResNet:
   """The Encoder's ResNet trunk alone (linear probe and evaluation use its pooled feature)."""
-  return ResNet(model_config.depth, model_config.style, model_config.get("width", 1), None,
-                compute_dtype(model_config))
+  return ResNet(model_config.depth, model_config.style, model_config.get("width", 1), None, compute_dtype(model_config))
 
 
-def build_encoder(model_config: ml_collections.ConfigDict, num_classes: int = 0,
-                  bn_group_size: int | None = None, projection_head: str | None = "mlp") -> Encoder:
+def build_encoder(
+  model_config: ml_collections.ConfigDict,
+  num_classes: int = 0,
+  bn_group_size: int | None = None,
+  projection_head: str | None = "mlp",
+) -> Encoder:
   """An Encoder from `config.model` (depth, style, width, embed_dim, head_hidden_dim, dtype)."""
   dtype = compute_dtype(model_config)
-  return Encoder(depth=model_config.depth, style=model_config.style, width=model_config.get("width", 1),
-                 embed_dim=model_config.embed_dim, head_hidden_dim=model_config.get("head_hidden_dim"),
-                 num_classes=num_classes, projection_head=projection_head, bn_group_size=bn_group_size,
-                 dtype=dtype, zero_init_residual=model_config.get("zero_init_residual", False))
+  return Encoder(
+    depth=model_config.depth,
+    style=model_config.style,
+    width=model_config.get("width", 1),
+    embed_dim=model_config.embed_dim,
+    head_hidden_dim=model_config.get("head_hidden_dim"),
+    num_classes=num_classes,
+    projection_head=projection_head,
+    bn_group_size=bn_group_size,
+    dtype=dtype,
+    zero_init_residual=model_config.get("zero_init_residual", False),
+  )

@@ -1,8 +1,8 @@
 """Projection heads on top of the pooled trunk feature: [B, F] -> [B, D] (not normalised).
 
-  "mlp":    Dense(hidden) -> ReLU -> Dense(D)                          MoCo v2 / DSCL
-  "mlp_bn": Dense(hidden) -> BatchNorm -> ReLU -> Dense(D)             PaCo
-  "mlp3":   Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU -> Dense(D)  GPaCo
+"mlp":    Dense(hidden) -> ReLU -> Dense(D)                          MoCo v2 / DSCL
+"mlp_bn": Dense(hidden) -> BatchNorm -> ReLU -> Dense(D)             PaCo
+"mlp3":   Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU -> Dense(D)  GPaCo
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ class ProjectionHead(nn.Module):
       raise ValueError(f"projection head kind {self.kind!r} must be 'mlp', 'mlp_bn' or 'mlp3'")
     x = nn.Dense(self.hidden_dim, dtype=self.dtype, name="hidden")(x)
     if self.kind == "mlp_bn":
-      x = BatchNorm(use_running_average=not train, group_size=self.bn_group_size, dtype=self.dtype,
-                    interleaved=self.bn_interleaved, name="hidden_bn")(x)
+      x = BatchNorm(
+        use_running_average=not train,
+        group_size=self.bn_group_size,
+        dtype=self.dtype,
+        interleaved=self.bn_interleaved,
+        name="hidden_bn",
+      )(x)
     x = nn.relu(x)
     if self.kind == "mlp3":
       x = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype, name="hidden2")(x))

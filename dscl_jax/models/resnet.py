@@ -22,8 +22,7 @@ PAD_1 = ((1, 1), (1, 1))
 # He-normal over fan-out, as torchvision initialises ResNet convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
-_IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-                    152: (3, 8, 36, 3)}
+_IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 # ImageNet depths built from basic blocks (two 3x3 convolutions, expansion 1), as in the paper's table and
 # torchvision; the deeper ones use bottlenecks.
 _IMAGENET_BASIC_DEPTHS = (18, 34)
@@ -37,9 +36,11 @@ def resnet_stage_sizes(depth: int, style: str) -> tuple[int, ...]:
     return ((depth - 2) // 6,) * 3
   if style == "imagenet":
     if depth not in _IMAGENET_STAGES:
-      raise ValueError(f"ImageNet-style ResNet depth {depth!r} must be one of "
-                       f"{sorted(_IMAGENET_STAGES)}: 18 and 34 are basic-block nets, 50, 101 and 152 "
-                       "bottleneck nets")
+      raise ValueError(
+        f"ImageNet-style ResNet depth {depth!r} must be one of "
+        f"{sorted(_IMAGENET_STAGES)}: 18 and 34 are basic-block nets, 50, 101 and 152 "
+        "bottleneck nets"
+      )
     return _IMAGENET_STAGES[depth]
   raise ValueError(f"ResNet style {style!r} must be 'cifar' or 'imagenet'")
 
@@ -108,8 +109,12 @@ class BatchNorm(nn.Module):
     if not self.is_initializing():
       count = xg.size // (groups * features)
       unbiased = var * (count / max(count - 1, 1))
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * jnp.mean(mean, axis=tuple(range(xg.ndim - 1)))
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * jnp.mean(unbiased, axis=tuple(range(xg.ndim - 1)))
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * jnp.mean(
+        mean, axis=tuple(range(xg.ndim - 1))
+      )
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * jnp.mean(
+        unbiased, axis=tuple(range(xg.ndim - 1))
+      )
     return y.reshape(x.shape).astype(self.dtype)
 
 
@@ -192,8 +197,13 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool):
     stages = resnet_stage_sizes(self.depth, self.style)
     conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", kernel_init=conv_init, dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train, group_size=self.bn_group_size,
-                             dtype=self.dtype, interleaved=self.bn_interleaved)
+    norm = functools.partial(
+      BatchNorm,
+      use_running_average=not train,
+      group_size=self.bn_group_size,
+      dtype=self.dtype,
+      interleaved=self.bn_interleaved,
+    )
     x = x.astype(self.dtype)
     if self.style == "cifar":
       block, base = BasicBlock, 16 * self.width

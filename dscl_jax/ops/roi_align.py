@@ -60,17 +60,14 @@ def _as_pair(value: IntPair, name: str) -> Tuple[int, int]:
     pair = (value, value)
   else:
     pair = tuple(value)
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in pair):
-      raise ValueError(
-          f"{name}={value!r} must be an int or a pair of ints (height, width).")
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+      raise ValueError(f"{name}={value!r} must be an int or a pair of ints (height, width).")
   if min(pair) < 1:
     raise ValueError(f"{name}={value!r} must be positive.")
   return pair
 
 
-def default_max_samples_per_bin(feature_size: Tuple[int, int],
-                                output_size: IntPair) -> Tuple[int, int]:
+def default_max_samples_per_bin(feature_size: Tuple[int, int], output_size: IntPair) -> Tuple[int, int]:
   """The default static bound on the adaptive sampling grid.
 
   Args:
@@ -118,11 +115,13 @@ def _grid_size(size, output_size, sampling_ratio):
   return jnp.ceil(size / out).astype(jnp.int32)
 
 
-def adaptive_grid_size(boxes: jax.Array,
-                       output_size: IntPair = (2, 2),
-                       spatial_scale: float = 1 / 32,
-                       sampling_ratio: int = -1,
-                       aligned: bool = False) -> jax.Array:
+def adaptive_grid_size(
+  boxes: jax.Array,
+  output_size: IntPair = (2, 2),
+  spatial_scale: float = 1 / 32,
+  sampling_ratio: int = -1,
+  aligned: bool = False,
+) -> jax.Array:
   """torchvision's samples per bin for every box, without any bound.
 
   Args:
@@ -141,14 +140,15 @@ def adaptive_grid_size(boxes: jax.Array,
   return _grid_size(size, output_size, sampling_ratio)
 
 
-def grid_within_bound(boxes: jax.Array,
-                      feature_size: Tuple[int, int],
-                      output_size: IntPair = (2, 2),
-                      spatial_scale: float = 1 / 32,
-                      sampling_ratio: int = -1,
-                      aligned: bool = False,
-                      max_samples_per_bin: Optional[IntPair] = None
-                      ) -> jax.Array:
+def grid_within_bound(
+  boxes: jax.Array,
+  feature_size: Tuple[int, int],
+  output_size: IntPair = (2, 2),
+  spatial_scale: float = 1 / 32,
+  sampling_ratio: int = -1,
+  aligned: bool = False,
+  max_samples_per_bin: Optional[IntPair] = None,
+) -> jax.Array:
   """Which boxes `roi_align` pools exactly as torchvision does.
 
   Jittable, no host callbacks: use it to count or mask boxes whose adaptive
@@ -167,8 +167,7 @@ def grid_within_bound(boxes: jax.Array,
   if sampling_ratio > 0:
     return jnp.ones(jnp.shape(boxes)[0], bool)
   bound = _sampling_bound(feature_size, output_size, max_samples_per_bin)
-  grid = adaptive_grid_size(boxes, output_size, spatial_scale, sampling_ratio,
-                            aligned)
+  grid = adaptive_grid_size(boxes, output_size, spatial_scale, sampling_ratio, aligned)
   return jnp.all(grid <= jnp.asarray(bound), axis=1)
 
 
@@ -200,9 +199,8 @@ def _axis_taps(start, size, grid, length, out_size, bound):
   sample = jnp.arange(bound)
   grid_f = jnp.maximum(grid, 1).astype(dtype)[:, None, None]
   # Written in torchvision's operation order to round the same way.
-  pos = (start[:, None, None] + bins * bin_size
-         + (sample.astype(dtype) + 0.5) * bin_size / grid_f)
-  used = ((sample < grid[:, None, None]) & (pos >= -1.0) & (pos <= length))
+  pos = start[:, None, None] + bins * bin_size + (sample.astype(dtype) + 0.5) * bin_size / grid_f
+  used = (sample < grid[:, None, None]) & (pos >= -1.0) & (pos <= length)
   pos = jnp.maximum(pos, 0.0)
   low = jnp.floor(pos).astype(jnp.int32)
   at_edge = low >= length - 1
@@ -216,23 +214,21 @@ def _axis_taps(start, size, grid, length, out_size, bound):
 def _dense_weights(low, high, w_low, w_high, length):
   """Taps -> interpolation matrix [R, out_size, length] (samples summed)."""
   index = jnp.arange(length)
-  matrix = (jnp.where(low[..., None] == index, w_low[..., None], 0.0)
-            + jnp.where(high[..., None] == index, w_high[..., None], 0.0))
+  matrix = jnp.where(low[..., None] == index, w_low[..., None], 0.0) + jnp.where(
+    high[..., None] == index, w_high[..., None], 0.0
+  )
   return matrix.sum(axis=2)
 
 
 def _sparse_weights(low, high, w_low, w_high):
   """Taps -> (indices, weights), each [R, out_size, 2 * bound]."""
   num_boxes, out_size, bound = low.shape
-  indices = jnp.stack([low, high], axis=-1).reshape(num_boxes, out_size,
-                                                      2 * bound)
-  weights = jnp.stack([w_low, w_high], axis=-1).reshape(num_boxes, out_size,
-                                                          2 * bound)
+  indices = jnp.stack([low, high], axis=-1).reshape(num_boxes, out_size, 2 * bound)
+  weights = jnp.stack([w_low, w_high], axis=-1).reshape(num_boxes, out_size, 2 * bound)
   return indices, weights
 
 
-def _pool_one_box(features, box_index, y_taps, x_taps, dense_y, dense_x,
-                  dtype):
+def _pool_one_box(features, box_index, y_taps, x_taps, dense_y, dense_x, dtype):
   """Pools one box: [out_h, out_w, C] from features [N, H, W, C].
 
   A dense axis's taps are a matrix [out, length]; a sparse axis's taps are
@@ -260,11 +256,8 @@ def _pool_one_box(features, box_index, y_taps, x_taps, dense_y, dense_x,
   return jnp.einsum("jk,ijkc->ijc", col_weight, picked)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("output_size", "sampling_ratio", "aligned", "bound"))
-def _roi_align(features, boxes, box_indices, spatial_scale, *, output_size,
-               sampling_ratio, aligned, bound):
+@functools.partial(jax.jit, static_argnames=("output_size", "sampling_ratio", "aligned", "bound"))
+def _roi_align(features, boxes, box_indices, spatial_scale, *, output_size, sampling_ratio, aligned, bound):
   num_images, height, width, channels = features.shape
   out_h, out_w = output_size
   num_boxes = boxes.shape[0]
@@ -272,42 +265,36 @@ def _roi_align(features, boxes, box_indices, spatial_scale, *, output_size,
 
   # No gradient for the boxes (as in torchvision): they are data here, and
   # the bilinear weights are only piecewise differentiable in them.
-  start, size = jax.lax.stop_gradient(
-      _box_geometry(boxes, spatial_scale, aligned, dtype))
-  grid = jnp.minimum(_grid_size(size, output_size, sampling_ratio),
-                     jnp.asarray(bound, jnp.int32))
-  y_taps = _axis_taps(start[:, 0], size[:, 0], grid[:, 0], height, out_h,
-                      bound[0])
-  x_taps = _axis_taps(start[:, 1], size[:, 1], grid[:, 1], width, out_w,
-                      bound[1])
+  start, size = jax.lax.stop_gradient(_box_geometry(boxes, spatial_scale, aligned, dtype))
+  grid = jnp.minimum(_grid_size(size, output_size, sampling_ratio), jnp.asarray(bound, jnp.int32))
+  y_taps = _axis_taps(start[:, 0], size[:, 0], grid[:, 0], height, out_h, bound[0])
+  x_taps = _axis_taps(start[:, 1], size[:, 1], grid[:, 1], width, out_w, bound[1])
   # A sparse axis gathers 2 * bound rows (or columns) per bin; use it only
   # when that is fewer than the whole axis.
   dense_y = 2 * bound[0] >= height
   dense_x = 2 * bound[1] >= width
-  y_taps = _dense_weights(*y_taps, height) if dense_y else _sparse_weights(
-      *y_taps)
-  x_taps = _dense_weights(*x_taps, width) if dense_x else _sparse_weights(
-      *x_taps)
+  y_taps = _dense_weights(*y_taps, height) if dense_y else _sparse_weights(*y_taps)
+  x_taps = _dense_weights(*x_taps, width) if dense_x else _sparse_weights(*x_taps)
 
   box_indices = jnp.clip(box_indices.astype(jnp.int32), 0, num_images - 1)
   rows_per_box = height if dense_y else out_h * 2 * bound[0]
   box_bytes = rows_per_box * width * channels * jnp.dtype(dtype).itemsize
   chunk = max(1, min(num_boxes, _CHUNK_BYTES // box_bytes))
-  pool = functools.partial(_pool_one_box, features, dense_y=dense_y,
-                           dense_x=dense_x, dtype=dtype)
-  pooled = jax.lax.map(lambda args: pool(*args),
-                       (box_indices, y_taps, x_taps), batch_size=chunk)
+  pool = functools.partial(_pool_one_box, features, dense_y=dense_y, dense_x=dense_x, dtype=dtype)
+  pooled = jax.lax.map(lambda args: pool(*args), (box_indices, y_taps, x_taps), batch_size=chunk)
   return pooled.astype(features.dtype)
 
 
-def roi_align(features: jax.Array,
-              boxes: jax.Array,
-              box_indices: jax.Array,
-              output_size: IntPair = (2, 2),
-              spatial_scale: float = 1 / 32,
-              sampling_ratio: int = -1,
-              aligned: bool = False,
-              max_samples_per_bin: Optional[IntPair] = None) -> jax.Array:
+def roi_align(
+  features: jax.Array,
+  boxes: jax.Array,
+  box_indices: jax.Array,
+  output_size: IntPair = (2, 2),
+  spatial_scale: float = 1 / 32,
+  sampling_ratio: int = -1,
+  aligned: bool = False,
+  max_samples_per_bin: Optional[IntPair] = None,
+) -> jax.Array:
   """RoIAlign equal to `torchvision.ops.roi_align`, on NHWC features.
 
   Args:
@@ -354,28 +341,31 @@ def roi_align(features: jax.Array,
   box_indices = jnp.asarray(box_indices)
   if features.ndim != 4:
     raise ValueError(
-        f"features must be [N, H, W, C], got shape {features.shape}; "
-        "transpose NCHW maps with features.transpose(0, 2, 3, 1).")
+      f"features must be [N, H, W, C], got shape {features.shape}; "
+      "transpose NCHW maps with features.transpose(0, 2, 3, 1)."
+    )
   if boxes.ndim != 2 or boxes.shape[1] != 4:
-    raise ValueError(f"boxes must be [R, 4] (x1, y1, x2, y2), got shape "
-                     f"{boxes.shape}.")
+    raise ValueError(f"boxes must be [R, 4] (x1, y1, x2, y2), got shape {boxes.shape}.")
   if box_indices.shape != (boxes.shape[0],):
     raise ValueError(
-        f"box_indices must be [R] = [{boxes.shape[0]}] (one image index per "
-        f"box), got shape {box_indices.shape}.")
+      f"box_indices must be [R] = [{boxes.shape[0]}] (one image index per box), got shape {box_indices.shape}."
+    )
   if not jnp.issubdtype(box_indices.dtype, jnp.integer):
-    raise ValueError(
-        f"box_indices must be integers, got dtype {box_indices.dtype}.")
+    raise ValueError(f"box_indices must be integers, got dtype {box_indices.dtype}.")
   if not isinstance(sampling_ratio, int) or isinstance(sampling_ratio, bool):
-    raise ValueError(
-        f"sampling_ratio={sampling_ratio!r} must be a Python int (<= 0 for "
-        "adaptive sampling).")
+    raise ValueError(f"sampling_ratio={sampling_ratio!r} must be a Python int (<= 0 for adaptive sampling).")
   output_size = _as_pair(output_size, "output_size")
   if sampling_ratio > 0:
     bound = (sampling_ratio, sampling_ratio)
   else:
-    bound = _sampling_bound(features.shape[1:3], output_size,
-                            max_samples_per_bin)
-  return _roi_align(features, boxes, box_indices, spatial_scale,
-                    output_size=output_size, sampling_ratio=sampling_ratio,
-                    aligned=bool(aligned), bound=bound)
+    bound = _sampling_bound(features.shape[1:3], output_size, max_samples_per_bin)
+  return _roi_align(
+    features,
+    boxes,
+    box_indices,
+    spatial_scale,
+    output_size=output_size,
+    sampling_ratio=sampling_ratio,
+    aligned=bool(aligned),
+    bound=bound,
+  )

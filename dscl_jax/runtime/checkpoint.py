@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
 from dscl_jax.runtime.metrics import log
 
 STATE, CHECKSUMS, FILES = "state", "checksums", "files.json"
@@ -30,13 +31,13 @@ MODE_OF_JOB = {"probe": "linear_probe"}
 
 # Which config fields set the shape of a state leaf, by the first matching key on its path.
 SHAPE_FIELDS = (
-    ("trunk", "model.depth, model.style, model.width and the dataset's image channels (data.name)"),
-    ("head", "model.embed_dim and model.head_hidden_dim"),
-    ("classifier", "the dataset's number of classes (data.name)"),
-    ("queue_labels", "moco.queue_size"),
-    ("queue", "moco.queue_size and model.embed_dim"),
-    ("class_prior", "the dataset's number of classes (data.name)"),
-    ("centroids", "the dataset's number of classes (data.name) and model.embed_dim"),
+  ("trunk", "model.depth, model.style, model.width and the dataset's image channels (data.name)"),
+  ("head", "model.embed_dim and model.head_hidden_dim"),
+  ("classifier", "the dataset's number of classes (data.name)"),
+  ("queue_labels", "moco.queue_size"),
+  ("queue", "moco.queue_size and model.embed_dim"),
+  ("class_prior", "the dataset's number of classes (data.name)"),
+  ("centroids", "the dataset's number of classes (data.name) and model.embed_dim"),
 )
 
 
@@ -50,7 +51,7 @@ class ShapeMismatch(ValueError):
 
 
 def leaf_name(path) -> str:
-  """"params/trunk/stem_conv/kernel" for a jax key path."""
+  """ "params/trunk/stem_conv/kernel" for a jax key path."""
   parts = []
   for key in path:
     for attr in ("key", "name", "idx"):
@@ -137,8 +138,11 @@ class Checkpoints:
     self._prune()
     sums = checksums(state)
     self._layout = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state)
-    self._mgr.save(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state),
-                                                    CHECKSUMS: ocp.args.JsonSave(sums)}), force=True)
+    self._mgr.save(
+      step,
+      args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state), CHECKSUMS: ocp.args.JsonSave(sums)}),
+      force=True,
+    )
 
   def wait_until_finished(self) -> None:
     """Block until the last save is on disk, then verify it and apply retention."""
@@ -188,12 +192,11 @@ class Checkpoints:
         self.restore_step(newest, self._layout)
         self._verified.add(newest)
       except (DamagedCheckpoint, ShapeMismatch) as error:
-        log(self.job, f"WARNING: {self.directory / str(newest)} did not verify ({error}); keeping the older "
-              f"steps")
+        log(self.job, f"WARNING: {self.directory / str(newest)} did not verify ({error}); keeping the older steps")
         return
     if newest not in self._verified:
       return
-    for step in steps[:-self.keep]:
+    for step in steps[: -self.keep]:
       self._mgr.delete(step)
 
   def stored_checksums(self, step: int) -> dict:
@@ -218,26 +221,31 @@ class Checkpoints:
     if missing:
       # The checksums list every leaf the step was saved with, so a leaf missing from them was never
       # saved: another model, method, or a weights-only checkpoint (tools/import_dscl_checkpoint.py).
-      raise ShapeMismatch(f"{self.directory / str(step)} has no '{missing[0]}' ({len(missing)} leaves this "
-                          f"config builds are absent; '{missing[0]}' is set by {shape_fields(missing[0])}); was "
-                          f"it written by another model or method, or is it a weights-only checkpoint?")
+      raise ShapeMismatch(
+        f"{self.directory / str(step)} has no '{missing[0]}' ({len(missing)} leaves this "
+        f"config builds are absent; '{missing[0]}' is set by {shape_fields(missing[0])}); was "
+        f"it written by another model or method, or is it a weights-only checkpoint?"
+      )
     for name, x in expected.items():
       stored = tuple(sums[name]["shape"])
       if stored != tuple(x.shape):
-        raise ShapeMismatch(f"'{name}' is {stored} in {self.directory / str(step)} but this config builds "
-                            f"{tuple(x.shape)}; it is set by {shape_fields(name)}")
+        raise ShapeMismatch(
+          f"'{name}' is {stored} in {self.directory / str(step)} but this config builds "
+          f"{tuple(x.shape)}; it is set by {shape_fields(name)}"
+        )
     if not partial and set(sums) != set(expected):
       extra = sorted(set(sums) - set(expected))
-      raise ShapeMismatch(f"{self.directory / str(step)} holds leaves this config does not build "
-                          f"({', '.join(extra[:5])}); was it written by another method or config?")
+      raise ShapeMismatch(
+        f"{self.directory / str(step)} holds leaves this config does not build "
+        f"({', '.join(extra[:5])}); was it written by another method or config?"
+      )
 
     def restore_args(x):
       if isinstance(x, np.ndarray):
         return ocp.RestoreArgs(restore_type=np.ndarray)
       return ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype)
 
-    args = ocp.args.PyTreeRestore(template, restore_args=jax.tree.map(restore_args, template),
-                                  partial_restore=partial)
+    args = ocp.args.PyTreeRestore(template, restore_args=jax.tree.map(restore_args, template), partial_restore=partial)
     try:
       state = self._mgr.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
     except Exception as error:  # orbax / tensorstore raise many types; all mean "unreadable"
@@ -274,8 +282,7 @@ class Checkpoints:
         older = [s for s in steps if s < step]
         then = f"falling back to step {older[-1]}" if older else "no older step"
         aside = self._set_aside(step)
-        log(self.job, f"damaged checkpoint {self.directory / str(step)} ({error}); moved to {aside.name}; "
-              f"{then}")
+        log(self.job, f"damaged checkpoint {self.directory / str(step)} ({error}); moved to {aside.name}; {then}")
         continue
       self._verified.add(step)
       return state, step
@@ -297,6 +304,7 @@ def abstract_like(state, sharding=None):
     if sharding is None and isinstance(x, np.ndarray):
       return np.zeros(x.shape, x.dtype)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding)
+
   return jax.tree.map(abstract, state)
 
 
@@ -319,9 +327,11 @@ def find_checkpoint_dir(path, job: str = "pretrain") -> epath.Path:
   for candidate in candidates:
     if has_checkpoint(candidate):
       return candidate
-  raise FileNotFoundError(f"no {job} checkpoint under {str(path)!r} (looked in "
-                          f"{', '.join(str(c) for c in candidates)}); run --config.mode={MODE_OF_JOB.get(job, job)} first or point "
-                          f"to a directory that has one")
+  raise FileNotFoundError(
+    f"no {job} checkpoint under {str(path)!r} (looked in "
+    f"{', '.join(str(c) for c in candidates)}); run --config.mode={MODE_OF_JOB.get(job, job)} first or point "
+    f"to a directory that has one"
+  )
 
 
 def restore_from(directory, abstract_state, sharding, *, partial: bool = False, job: str = "checkpoint"):

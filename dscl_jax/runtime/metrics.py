@@ -26,8 +26,7 @@ class Progress:
   """Prints `job step/total (epoch) metrics, img/s, ETA`, appends the same record to `<dir>/metrics.jsonl`
   and writes its numbers as TensorBoard scalars into `<dir>` (process 0 only)."""
 
-  def __init__(self, job: str, directory, total_steps: int, steps_per_epoch: int, batch_size: int,
-               start_step: int):
+  def __init__(self, job: str, directory, total_steps: int, steps_per_epoch: int, batch_size: int, start_step: int):
     self.job, self.total, self.steps_per_epoch, self.batch_size = job, total_steps, steps_per_epoch, batch_size
     self.path = epath.Path(directory) / "metrics.jsonl"
     self.last_step, self.last_time = start_step, None

@@ -65,15 +65,18 @@ def _bytes_field(number: int, payload: bytes) -> bytes:
   return _field(number, 2) + _varint(len(payload)) + payload
 
 
-def encode_event(wall_time: float, step: int, *, file_version: str | None = None,
-                 scalars: dict[str, float] | None = None) -> bytes:
+def encode_event(
+  wall_time: float, step: int, *, file_version: str | None = None, scalars: dict[str, float] | None = None
+) -> bytes:
   """One serialised `Event` (see the module docstring for the fields)."""
   event = _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step & (2**64 - 1))
   if file_version is not None:
     event += _bytes_field(3, file_version.encode())
   if scalars:
-    values = b"".join(_bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5) + struct.pack("<f", value))
-                      for tag, value in scalars.items())
+    values = b"".join(
+      _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5) + struct.pack("<f", value))
+      for tag, value in scalars.items()
+    )
     event += _bytes_field(5, values)
   return event
 
@@ -98,8 +101,11 @@ class EventWriter:
 
   def scalars(self, step: int, values: dict[str, float], wall_time: float | None = None) -> None:
     """One event holding every value of `values` as a scalar summary at `step`."""
-    event = encode_event(time.time() if wall_time is None else wall_time, int(step),
-                         scalars={tag: float(value) for tag, value in values.items()})
+    event = encode_event(
+      time.time() if wall_time is None else wall_time,
+      int(step),
+      scalars={tag: float(value) for tag, value in values.items()},
+    )
     self._file.write(tf_record(event))
 
   def flush(self) -> None:

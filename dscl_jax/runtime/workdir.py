@@ -28,13 +28,34 @@ from dscl_jax.runtime.metrics import log
 LOCK_NAME = ".lock"
 
 # Fields that never change what a job computes, by job. A prefix ending in "." covers a whole group.
-ALWAYS_FREE = ("mode", "pretrained", "allow_config_change", "dry_run", "dry_run_memory_gib", "data.root",
-               "data.split_dir", "data.tfds_data_dir", "train.num_workers", "mesh.", "eval.")
+ALWAYS_FREE = (
+  "mode",
+  "pretrained",
+  "allow_config_change",
+  "dry_run",
+  "dry_run_memory_gib",
+  "data.root",
+  "data.split_dir",
+  "data.tfds_data_dir",
+  "train.num_workers",
+  "mesh.",
+  "eval.",
+)
 FREE = {
-    "pretrain": ALWAYS_FREE + ("train.log_every", "train.checkpoint_every", "train.max_steps",
-                               "train.max_skipped_steps", "probe."),
-    "probe": ALWAYS_FREE + ("train.", "moco.", "loss.", "paco.", "iccl.", "pbsd.", "probe.log_every",
-                            "probe.checkpoint_every", "probe.max_steps"),
+  "pretrain": ALWAYS_FREE
+  + ("train.log_every", "train.checkpoint_every", "train.max_steps", "train.max_skipped_steps", "probe."),
+  "probe": ALWAYS_FREE
+  + (
+    "train.",
+    "moco.",
+    "loss.",
+    "paco.",
+    "iccl.",
+    "pbsd.",
+    "probe.log_every",
+    "probe.checkpoint_every",
+    "probe.max_steps",
+  ),
 }
 
 # Fields added after runs may have saved their config, each with the value that computes what those runs
@@ -98,9 +119,10 @@ def check_config(config, job_dir, job: str) -> None:
       listing = "; ".join(f"{field}: {old!r} -> {new!r}" for field, old, new in changes)
       if not config.get("allow_config_change", False):
         raise ConfigChanged(
-            f"{job_dir} holds checkpoints of a run with another config; changed: {listing}. Resuming would "
-            f"mix two trainings. Use another --workdir, restore the old values, or pass "
-            f"--config.allow_config_change=True to resume with the new ones.")
+          f"{job_dir} holds checkpoints of a run with another config; changed: {listing}. Resuming would "
+          f"mix two trainings. Use another --workdir, restore the old values, or pass "
+          f"--config.allow_config_change=True to resume with the new ones."
+        )
       log(job, f"resuming with a changed config (allow_config_change): {listing}")
       if jax.process_index() == 0:
         record = {"time": _now(), "changes": [{"field": f, "old": o, "new": n} for f, o, n in changes]}
@@ -145,8 +167,7 @@ class WorkdirLock:
     self._held = False
 
   def _record(self, started: str) -> str:
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started,
-                       "heartbeat": time.time()})
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started, "heartbeat": time.time()})
 
   def _stale_reason(self, holder: dict) -> str | None:
     if holder.get("host") == socket.gethostname():
@@ -170,9 +191,10 @@ class WorkdirLock:
       reason = self._stale_reason(holder) if holder else "it is unreadable"
       if reason is None:
         raise WorkdirLocked(
-            f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} (started "
-            f"{holder.get('started')}); wait for it to finish, or use another --workdir. If that run is "
-            f"dead, delete {self.path}.")
+          f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} (started "
+          f"{holder.get('started')}); wait for it to finish, or use another --workdir. If that run is "
+          f"dead, delete {self.path}."
+        )
       print(f"taking over the stale lock {self.path} ({reason})", flush=True)
       self.path.write_text(record)
       self._held = True

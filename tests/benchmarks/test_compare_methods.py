@@ -41,10 +41,14 @@ def test_group_accuracy_weights_classes_by_their_test_images():
 
 
 def report(per_class_by_classifier):
-  return {"train_class_counts": FASHION_COUNTS, "num_images": 10000,
-          "classifiers": {name: {"overall": float(np.mean(acc)), "per_class_accuracy": list(acc),
-                                 "per_class_images": [1000] * 10}
-                          for name, acc in per_class_by_classifier.items()}}
+  return {
+    "train_class_counts": FASHION_COUNTS,
+    "num_images": 10000,
+    "classifiers": {
+      name: {"overall": float(np.mean(acc)), "per_class_accuracy": list(acc), "per_class_images": [1000] * 10}
+      for name, acc in per_class_by_classifier.items()
+    },
+  }
 
 
 def test_summary_has_both_group_schemes():
@@ -63,8 +67,14 @@ def test_summary_has_both_group_schemes():
 def record(method, seed, probe, knn=None):
   classifiers = {"linear_probe": probe, **({"knn": knn} if knn is not None else {})}
   summary = cm.summarise_report(report(classifiers))
-  return {"method": method, "seed": seed, "commit": "abcdef1234", "train_class_counts": FASHION_COUNTS,
-          "classifiers": summary, "wall_seconds": {"pretrain": 100.0 + seed, "linear_probe": 10.0, "eval": 5.0}}
+  return {
+    "method": method,
+    "seed": seed,
+    "commit": "abcdef1234",
+    "train_class_counts": FASHION_COUNTS,
+    "classifiers": summary,
+    "wall_seconds": {"pretrain": 100.0 + seed, "linear_probe": 10.0, "eval": 5.0},
+  }
 
 
 def test_pending_is_seed_major_and_skips_what_is_recorded():
@@ -94,8 +104,10 @@ for i in range(int(sys.argv[3])):
 def test_processes_appending_at_once_keep_every_entry(tmp_path):
   # Read, append and write are one step under <path>.lock; without it the writers overwrite each other.
   path, writers, each = tmp_path / "results.json", 4, 30
-  procs = [subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(w), str(each)], cwd=cm.REPO)
-           for w in range(writers)]
+  procs = [
+    subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(w), str(each)], cwd=cm.REPO)
+    for w in range(writers)
+  ]
   assert [p.wait(timeout=120) for p in procs] == [0] * writers
   entries = cm.read_entries(path)
   assert sorted((e["writer"], e["i"]) for e in entries) == [(w, i) for w in range(writers) for i in range(each)]
@@ -104,7 +116,11 @@ def test_processes_appending_at_once_keep_every_entry(tmp_path):
 
 def test_a_claim_is_refused_while_held_and_freed_when_its_holder_is_killed(tmp_path):
   claim = tmp_path / "dscl_seed0" / "compare.claim"
-  holder = subprocess.Popen([sys.executable, "-c", f"""
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      f"""
 import time
 from tests import benchmark_modules
 cm = benchmark_modules.load("compare_methods")
@@ -112,7 +128,12 @@ with cm.exclusive(cm.Path({str(claim)!r}), wait=False) as mine:
   assert mine
   print("held", flush=True)
   time.sleep(600)
-"""], cwd=cm.REPO, stdout=subprocess.PIPE, text=True)
+""",
+    ],
+    cwd=cm.REPO,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline() == "held\n"
     with cm.exclusive(claim, wait=False) as mine:
@@ -180,8 +201,9 @@ def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path
   the last heartbeat) must already be in the timing file, added to the 5 s of an earlier attempt."""
   timing_path = tmp_path / "compare_timing.json"
   script = tmp_path / "parent.py"
-  script.write_text(PARENT.format(benchmarks=str(benchmark_modules.BENCHMARKS), log=str(tmp_path / "job.log"),
-                                  timing=str(timing_path)))
+  script.write_text(
+    PARENT.format(benchmarks=str(benchmark_modules.BENCHMARKS), log=str(tmp_path / "job.log"), timing=str(timing_path))
+  )
   parent = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
   try:
     deadline = time.monotonic() + 120
@@ -204,8 +226,12 @@ def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path
 
 def test_table_figures_and_results_block(tmp_path):
   ramp = np.linspace(90.0, 60.0, 10)
-  records = [record("ce", 0, ramp), record("ce", 1, ramp + 2.0),
-             record("dscl", 0, ramp + 1.0, knn=ramp), record("dscl", 1, ramp + 5.0, knn=ramp)]
+  records = [
+    record("ce", 0, ramp),
+    record("ce", 1, ramp + 2.0),
+    record("dscl", 0, ramp + 1.0, knn=ramp),
+    record("dscl", 1, ramp + 5.0, knn=ramp),
+  ]
   table = cm.aggregate(records)
   mean, std, n = table["ce"]["linear_probe"]["overall"]
   assert (mean, n) == (pytest.approx(76.0), 2) and std == pytest.approx(math.sqrt(2.0))  # 75, 77
@@ -220,7 +246,11 @@ def test_table_figures_and_results_block(tmp_path):
   # DSCL minus CE per seed: +1 (seed 0), +3 (seed 1): mean 2, std sqrt(2), ahead on both; no SupCon, and
   # the kNN row is absent because CE has no kNN.
   assert cm.paired_difference(records, "dscl", "ce", "linear_probe", "tail") == (
-      pytest.approx(2.0), pytest.approx(math.sqrt(2.0)), 2, 2)
+    pytest.approx(2.0),
+    pytest.approx(math.sqrt(2.0)),
+    2,
+    2,
+  )
   assert cm.paired_difference(records, "dscl", "supcon", "linear_probe", "overall") is None
   assert "| cross-entropy | linear probe | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) | +2.00 ± 1.41 (2/2) |" in text
   assert "| cross-entropy | kNN" not in text and "| SupCon |" not in text
@@ -272,8 +302,13 @@ FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs the Debian package dataset-fashion-mnist")
 def test_a_real_tiny_run_becomes_a_record(tmp_path):
-  overrides = {"train.max_steps": 2, "probe.max_steps": 2, "probe.reestimate_bn_batches": 1,
-               "eval.batch_size": 1000, "model.depth": 8}
+  overrides = {
+    "train.max_steps": 2,
+    "probe.max_steps": 2,
+    "probe.reestimate_bn_batches": 1,
+    "eval.batch_size": 1000,
+    "model.depth": 8,
+  }
   r = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
   timing = json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text())
   assert all(timing[job]["done"] and timing[job]["attempts"] == 1 for job in cm.JOBS)

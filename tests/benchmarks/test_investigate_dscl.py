@@ -15,7 +15,9 @@ FASHION_COUNTS = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
 
 def test_every_variant_overrides_real_fields_and_a_typo_is_refused():
   inv.check_variants()
-  with pytest.raises(ValueError, match="variant bad: loss.temprature is not a field of configs/fashion_mnist_lt_dscl.py"):
+  with pytest.raises(
+    ValueError, match="variant bad: loss.temprature is not a field of configs/fashion_mnist_lt_dscl.py"
+  ):
     inv.check_variants({"bad": ("dscl", {"loss.temprature": 0.1}, False, "")})
   with pytest.raises(ValueError, match="variant bad: method 'simclr' is not one of"):
     inv.check_variants({"bad": ("simclr", {}, False, "")})
@@ -24,19 +26,26 @@ def test_every_variant_overrides_real_fields_and_a_typo_is_refused():
 def test_probe_only_variants_probe_the_comparisons_trunk_on_the_validation_split(tmp_path):
   jobs = inv.variant_jobs("dscl_probe30", tmp_path / "inv", tmp_path / "cmp")
   assert [(job, workdir) for job, workdir, _ in jobs] == [
-      ("pretrain", tmp_path / "cmp" / "dscl_seed0"), ("linear_probe", tmp_path / "inv" / "dscl_probe30"),
-      ("eval", tmp_path / "inv" / "dscl_probe30")]
+    ("pretrain", tmp_path / "cmp" / "dscl_seed0"),
+    ("linear_probe", tmp_path / "inv" / "dscl_probe30"),
+    ("eval", tmp_path / "inv" / "dscl_probe30"),
+  ]
   assert jobs[0][2] == {}  # the comparison's own pretrain job, unchanged
   for _, _, overrides in jobs[1:]:
-    assert overrides == {"data.val_per_class": 500, "eval.split": "val", "probe.epochs": 30,
-                         "pretrained": str(tmp_path / "cmp" / "dscl_seed0")}
+    assert overrides == {
+      "data.val_per_class": 500,
+      "eval.split": "val",
+      "probe.epochs": 30,
+      "pretrained": str(tmp_path / "cmp" / "dscl_seed0"),
+    }
   # The baselines keep the 10-epoch probe they were measured with; the comparison's own probe is 30.
   assert inv.variant_jobs("dscl", tmp_path / "inv", tmp_path / "cmp")[1][2]["probe.epochs"] == 10
   assert inv.cm.load_config("dscl").probe.epochs == 30
   own = inv.variant_jobs("dscl_t0.2", tmp_path / "inv", tmp_path / "cmp")
   assert [job for job, _, _ in own] == ["pretrain", "linear_probe", "eval"]
-  assert all(w == tmp_path / "inv" / "dscl_t0.2" and o["loss.temperature"] == 0.2 and o["eval.split"] == "val"
-             for _, w, o in own)
+  assert all(
+    w == tmp_path / "inv" / "dscl_t0.2" and o["loss.temperature"] == 0.2 and o["eval.split"] == "val" for _, w, o in own
+  )
 
 
 def _report(overall, per_class):
@@ -51,8 +60,11 @@ def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
     calls.append((method, seed, job, workdir))
     if job == "eval":
       per_class = [0.0] + [50.0 + c for c in range(1, 10)]
-      report = {"train_class_counts": FASHION_COUNTS, "num_images": 4500,
-                "classifiers": {"linear_probe": _report(55.0, per_class), "knn": _report(54.0, per_class)}}
+      report = {
+        "train_class_counts": FASHION_COUNTS,
+        "num_images": 4500,
+        "classifiers": {"linear_probe": _report(55.0, per_class), "knn": _report(54.0, per_class)},
+      }
       (workdir / "eval_val.json").parent.mkdir(parents=True, exist_ok=True)
       (workdir / "eval_val.json").write_text(json.dumps(report))
     return {"seconds": 12.0, "commits": [commit]}
@@ -71,8 +83,10 @@ def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
   table = inv.markdown(inv.read_records(path))
   row = next(line for line in table.splitlines() if line.startswith("| ce_probe30 |"))
   # probe overall, tail, medium (classes 8, 9: 100 and 60 training images), kNN overall, tail, no LR.
-  assert row == ("| ce_probe30 | the comparison's trunk, probe 30 epochs | 55.00 | 58.00 | 58.50 | 54.00 "
-                 "| 58.00 | - | - | - | reused |")
+  assert row == (
+    "| ce_probe30 | the comparison's trunk, probe 30 epochs | 55.00 | 58.00 | 58.50 | 54.00 "
+    "| 58.00 | - | - | - | reused |"
+  )
   assert "1 of 10 variants recorded" in table and "abc1234"[:7] in table
 
 
@@ -84,4 +98,6 @@ def test_the_results_document_holds_what_rendering_writes():
   assert inv.BEGIN not in (inv.REPO / "README.md").read_text()
   block = content.split(inv.BEGIN, 1)[1].split(inv.END, 1)[0]
   assert block == "\n" + inv.results_block(inv.read_records())
-  assert block.startswith(f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`.")
+  assert block.startswith(
+    f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`."
+  )

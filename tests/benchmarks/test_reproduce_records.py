@@ -21,8 +21,12 @@ def test_differences_are_exact_and_name_their_path():
   a = {"probe": {"overall": 80.0, "per_class": [1.0, 2.0]}, "knn": {"overall": 3.0}}
   assert rr.differences(a, json.loads(json.dumps(a))) == []
   b = {"probe": {"overall": 80.00000000000001, "per_class": [1.0, 2.5]}, "lr": {}}
-  assert rr.differences(a, b) == ["/knn: only in record", "/lr: only in rerun",
-                                  "/probe/overall: 80.0 -> 80.00000000000001", "/probe/per_class[1]: 2.0 -> 2.5"]
+  assert rr.differences(a, b) == [
+    "/knn: only in record",
+    "/lr: only in rerun",
+    "/probe/overall: 80.0 -> 80.00000000000001",
+    "/probe/per_class[1]: 2.0 -> 2.5",
+  ]
 
 
 def _checkpoint(job_dir, step, w):
@@ -54,22 +58,36 @@ def _fake_run(tmp_path, final_w, per_class):
       assert (workdir / "pretrain" / "config.json").read_text() == '{"seed": 0}'
       _checkpoint(workdir / "pretrain", 1740, final_w)
     if job == "eval":
-      report = {"train_class_counts": FASHION_COUNTS, "num_images": 10000, "classifiers": {"linear_probe": {
-          "overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}}}
+      report = {
+        "train_class_counts": FASHION_COUNTS,
+        "num_images": 10000,
+        "classifiers": {
+          "linear_probe": {"overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}
+        },
+      }
       (workdir / "eval_test.json").write_text(json.dumps(report))
     return {"seconds": 1.0, "commits": [commit]}
+
   return run_job, jobs
 
 
 def test_a_faithful_rerun_is_identical_and_a_flipped_bit_is_named(tmp_path):
   per_class = [70.0] * 10
-  report = {"train_class_counts": FASHION_COUNTS, "classifiers": {"linear_probe": {
-      "overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}}}
+  report = {
+    "train_class_counts": FASHION_COUNTS,
+    "classifiers": {
+      "linear_probe": {"overall": 70.0, "per_class_accuracy": per_class, "per_class_images": [1000] * 10}
+    },
+  }
   record = {"method": "dscl", "seed": 0, "commit": "a" * 40, "classifiers": rr.cm.summarise_report(report)}
   run_job, jobs = _fake_run(tmp_path, [1.5, 2.5], per_class)
   result = rr.reproduce(record, tmp_path / "cmp", tmp_path / "scratch", "b" * 40, run_job)
   assert jobs == ["pretrain", "linear_probe", "eval"]
-  assert result["identical"] and (result["resumed_from_step"], result["to_step"], result["state_leaves"]) == (1600, 1740, 2)
+  assert result["identical"] and (result["resumed_from_step"], result["to_step"], result["state_leaves"]) == (
+    1600,
+    1740,
+    2,
+  )
 
   run_job, _ = _fake_run(tmp_path / "again", [1.5, 2.5000002], [70.0] * 9 + [70.1])
   result = rr.reproduce(record, tmp_path / "again" / "cmp", tmp_path / "scratch", "b" * 40, run_job)
@@ -114,13 +132,17 @@ def test_commits_are_compared_on_the_training_code_only(tmp_path):
 
 def test_coverage_sorts_records_into_made_reproduced_and_unchecked():
   now = {"c" * 40, "d" * 40}  # two commits with today's training code
-  records = [{"method": "ce", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["d" * 40]}},
-             {"method": "dscl", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}},
-             {"method": "dscl", "seed": 1, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40, "c" * 40]}},
-             {"method": "paco", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}}]
-  checks = [{"method": "dscl", "seed": 0, "commit": "d" * 40, "identical": True},
-            {"method": "dscl", "seed": 1, "commit": "d" * 40, "identical": False},  # differs: not reproduced
-            {"method": "paco", "seed": 0, "commit": "a" * 40, "identical": True}]   # checked at old code
+  records = [
+    {"method": "ce", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["d" * 40]}},
+    {"method": "dscl", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}},
+    {"method": "dscl", "seed": 1, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40, "c" * 40]}},
+    {"method": "paco", "seed": 0, "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40]}},
+  ]
+  checks = [
+    {"method": "dscl", "seed": 0, "commit": "d" * 40, "identical": True},
+    {"method": "dscl", "seed": 1, "commit": "d" * 40, "identical": False},  # differs: not reproduced
+    {"method": "paco", "seed": 0, "commit": "a" * 40, "identical": True},
+  ]  # checked at old code
   # commits() shortens hashes to 7 characters; the predicate sees those
   made, checked, unchecked = rr.coverage(records, checks, lambda c: c[:7] in {h[:7] for h in now})
   assert (made, checked, unchecked) == ([("ce", 0)], [("dscl", 0)], [("dscl", 1), ("paco", 0)])
@@ -138,7 +160,9 @@ def test_the_results_document_holds_the_checks_and_a_coverage_line():
   assert rr.BEGIN not in (rr.REPO / "README.md").read_text()
   block = content.split(rr.BEGIN, 1)[1].split(rr.END, 1)[0]
   source, coverage, table = block.strip("\n").split("\n\n", 2)
-  assert source == ("Made by `python benchmarks/reproduce_records.py` from "
-                    "`benchmarks/results/compare_fashion_mnist_lt_reproduced.json`.")
+  assert source == (
+    "Made by `python benchmarks/reproduce_records.py` from "
+    "`benchmarks/results/compare_fashion_mnist_lt_reproduced.json`."
+  )
   assert coverage.startswith("Against the training code of ") and f"of {len(rr.cm.read_records())} records" in coverage
   assert table + "\n" == rr.summary(rr.read_results())

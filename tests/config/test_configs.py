@@ -11,20 +11,20 @@ import numpy as np
 import pytest
 
 from data.registry import SHAPES
-from dscl_jax.core import optim
-from dscl_jax.core import sharding
-from dscl_jax.input import synthetic
-from dscl_jax.config.schema import load_config_file as load_config
-from dscl_jax.core.step import make_pretrain_step
 from dscl_jax.config import validation
+from dscl_jax.config.schema import load_config_file as load_config
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import abstract_pretrain_state, build_models, init_pretrain_state
+from dscl_jax.core.step import make_pretrain_step
+from dscl_jax.input import synthetic
 from dscl_jax.methods import get_method
 from tests import REPO_ROOT
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 # Experiment files only: configs/common.py holds shared recipes, __init__.py makes configs a package.
-CONFIGS = sorted(p for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
-                 if os.path.basename(p) not in ("common.py", "__init__.py"))
+CONFIGS = sorted(
+  p for p in glob.glob(os.path.join(CONFIG_DIR, "*.py")) if os.path.basename(p) not in ("common.py", "__init__.py")
+)
 
 
 def test_there_are_configs():
@@ -37,8 +37,12 @@ def test_there_are_configs():
 # executed (the flagship ImageNet-LT DSCL + PBSD recipe at a CPU-sized batch); the others are traced
 # at their real shapes and batch (jax.eval_shape: every shape, dtype and config field the step
 # touches, without compiling).
-EXECUTED = {"digits_lt_dscl.py", "fashion_mnist_lt_dscl_pbsd.py", "cifar100_lt_dscl_pbsd.py",
-            "imagenet_lt_dscl_pbsd.py"}
+EXECUTED = {
+  "digits_lt_dscl.py",
+  "fashion_mnist_lt_dscl_pbsd.py",
+  "cifar100_lt_dscl_pbsd.py",
+  "imagenet_lt_dscl_pbsd.py",
+}
 
 
 def is_large(config):
@@ -64,8 +68,9 @@ COUNTS = {n: np.linspace(100, 1, n).round() for n, _ in SHAPES.values()}  # long
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [p for p in CONFIGS if executed(p)],
-                         ids=[os.path.basename(p)[:-3] for p in CONFIGS if executed(p)])
+@pytest.mark.parametrize(
+  "path", [p for p in CONFIGS if executed(p)], ids=[os.path.basename(p)[:-3] for p in CONFIGS if executed(p)]
+)
 def test_config_runs_two_steps(path):
   config = load_config(path)
   if is_large(config):  # a CPU-sized batch, everything else as configured
@@ -86,14 +91,19 @@ def test_config_runs_two_steps(path):
       assert float(metrics["pbsd"]) > 0
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not executed(p)],
-                         ids=[os.path.basename(p)[:-3] for p in CONFIGS if not executed(p)])
+@pytest.mark.parametrize(
+  "path", [p for p in CONFIGS if not executed(p)], ids=[os.path.basename(p)[:-3] for p in CONFIGS if not executed(p)]
+)
 def test_config_step_traces_at_its_real_shapes(path):
   config = load_config(path)  # the configured batch (256 or 128) and image size: nothing is computed
   num_classes, channels, mesh, tx, online, step_fn = build(config)
   state = abstract_pretrain_state(config, get_method(config), online, tx, num_classes, channels, COUNTS[num_classes])
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                       synthetic.pretrain_batch(config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0)))
+  batch = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+    synthetic.pretrain_batch(
+      config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0)
+    ),
+  )
   new_state, metrics = jax.eval_shape(step_fn, state, batch)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):

@@ -15,17 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax.runtime import checkpoint
-
-from dscl_jax.core import optim
-
-from dscl_jax.core import sharding
-from dscl_jax.models import build_encoder
 from dscl_jax.convert.dscl_checkpoint import dscl_arrays_to_variables, save_dscl_checkpoint
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import abstract_pretrain_state, build_models
 from dscl_jax.methods import get_method
-from tests.config.test_configs import load_config
+from dscl_jax.models import build_encoder
+from dscl_jax.runtime import checkpoint
 from tests import REPO_ROOT
+from tests.config.test_configs import load_config
 
 ROOT = REPO_ROOT
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -74,10 +71,14 @@ def torch_available():
 
 
 # The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = [pytest.mark.skipif(not torch_available(),
-                                 reason="needs PyTorch and torchvision for /usr/bin/python3 (Debian "
-                                        "python3-torch, python3-torchvision) to build the official layout"),
-              pytest.mark.xdist_group("test_dscl_checkpoint_import")]
+pytestmark = [
+  pytest.mark.skipif(
+    not torch_available(),
+    reason="needs PyTorch and torchvision for /usr/bin/python3 (Debian "
+    "python3-torch, python3-torchvision) to build the official layout",
+  ),
+  pytest.mark.xdist_group("test_dscl_checkpoint_import"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +87,21 @@ def official(tmp_path_factory):
   images = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
   np.save(out / "images.npy", images)
   subprocess.run([SYSTEM_PYTHON, "-c", TORCH_SIDE, TOOLS, str(out)], check=True, timeout=600)
-  subprocess.run([SYSTEM_PYTHON, os.path.join(TOOLS, "convert_torchvision_resnet.py"), "--checkpoint",
-                  str(out / "checkpoint.pth.tar"), "--strip-prefix", "module.encoder_q.", "--output",
-                  str(out / "encoder_q.npz")], check=True, timeout=600, capture_output=True)
+  subprocess.run(
+    [
+      SYSTEM_PYTHON,
+      os.path.join(TOOLS, "convert_torchvision_resnet.py"),
+      "--checkpoint",
+      str(out / "checkpoint.pth.tar"),
+      "--strip-prefix",
+      "module.encoder_q.",
+      "--output",
+      str(out / "encoder_q.npz"),
+    ],
+    check=True,
+    timeout=600,
+    capture_output=True,
+  )
   return out
 
 
@@ -107,8 +120,9 @@ def test_converted_weights_give_the_official_embeddings(official, tmp_path):
   images = np.load(official / "images.npy").transpose(0, 2, 3, 1)  # NCHW -> NHWC
   shapes = jax.eval_shape(lambda: encoder.init(jax.random.PRNGKey(0), images, train=False))
   mesh = sharding.make_mesh(1)
-  variables, source = checkpoint.restore_from(checkpoint.find_checkpoint_dir(tmp_path / "run", "pretrain"),
-                                              shapes, sharding.replicated(mesh), partial=True)
+  variables, source = checkpoint.restore_from(
+    checkpoint.find_checkpoint_dir(tmp_path / "run", "pretrain"), shapes, sharding.replicated(mesh), partial=True
+  )
   assert source.endswith("/0")
   out = encoder.apply(variables, images, train=False)
   embedding = np.array(out["embedding"], np.float64)

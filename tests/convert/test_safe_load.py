@@ -33,9 +33,12 @@ def torch_unavailable_reason():
 
 _REASON = torch_unavailable_reason()
 # The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = [pytest.mark.skipif(_REASON is not None, reason=f"needs Debian python3-torch and "
-                                 f"python3-torchvision for {SYSTEM_PYTHON} ({_REASON})"),
-              pytest.mark.xdist_group("test_safe_load")]
+pytestmark = [
+  pytest.mark.skipif(
+    _REASON is not None, reason=f"needs Debian python3-torch and python3-torchvision for {SYSTEM_PYTHON} ({_REASON})"
+  ),
+  pytest.mark.xdist_group("test_safe_load"),
+]
 
 # argv: output directory. Writes <layout>.pth and <layout>_expected.npz (the converter's names: no
 # prefix, no num_batches_tracked) for every layout in LAYOUTS.
@@ -114,8 +117,13 @@ torch.save({"state_dict": {"conv1.weight": torch.ones(4, 3, 1, 1)}, "note": payl
 
 
 def convert(checkpoint, output, *flags):
-  return subprocess.run([SYSTEM_PYTHON, CONVERTER, "--checkpoint", str(checkpoint), "--output", str(output),
-                         *flags], capture_output=True, text=True, timeout=300, env=ENV)
+  return subprocess.run(
+    [SYSTEM_PYTHON, CONVERTER, "--checkpoint", str(checkpoint), "--output", str(output), *flags],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=ENV,
+  )
 
 
 def read_npz(path):
@@ -157,8 +165,9 @@ def test_safe_mode_reads_the_layouts_we_need_exactly(checkpoints, layout, tmp_pa
 @pytest.mark.parametrize("payload", ["touch", "open_protocol4"])
 def test_code_in_a_checkpoint_is_not_run(payload, tmp_path):
   checkpoint, marker = tmp_path / "untrusted.pth", tmp_path / "marker"
-  subprocess.run([SYSTEM_PYTHON, "-c", MALICIOUS_SIDE, str(checkpoint), str(marker), payload], check=True,
-                 timeout=300, env=ENV)
+  subprocess.run(
+    [SYSTEM_PYTHON, "-c", MALICIOUS_SIDE, str(checkpoint), str(marker), payload], check=True, timeout=300, env=ENV
+  )
   assert not marker.exists()  # saving did not run the payload
 
   refused = convert(checkpoint, tmp_path / "out.npz")

@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dscl_jax.models import Encoder, ResNet
-from dscl_jax.convert.torchvision_resnet import load_torchvision_resnet, replace_trunk
-from dscl_jax.convert.torchvision_resnet import torchvision_arrays_to_variables
+from dscl_jax.convert.torchvision_resnet import load_torchvision_resnet, replace_trunk, torchvision_arrays_to_variables
 from dscl_jax.methods import get_method
+from dscl_jax.models import Encoder, ResNet
 from tests import REPO_ROOT
 
 # The module fixtures run once: one xdist worker runs the whole module.
@@ -27,8 +26,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 CONVERTER = os.path.join(REPO_ROOT, "tools", "convert_torchvision_resnet.py")
 RESNET50_STAGES = (3, 4, 6, 3)
 # torchvision stage name -> the last block of that stage in our ResNet-50.
-STAGE_OUTPUTS = {"layer1": "stage1_block3", "layer2": "stage2_block4", "layer3": "stage3_block6",
-                 "layer4": "stage4_block3"}
+STAGE_OUTPUTS = {
+  "layer1": "stage1_block3",
+  "layer2": "stage2_block4",
+  "layer3": "stage3_block6",
+  "layer4": "stage4_block3",
+}
 
 
 def torchvision_state_shapes(stage_sizes):
@@ -61,8 +64,10 @@ def torchvision_state_shapes(stage_sizes):
 def synthetic_arrays():
   """A random ResNet-50 state_dict in torchvision's names and layouts (distinct values everywhere)."""
   rng = np.random.default_rng(0)
-  return {name: rng.standard_normal(shape).astype(np.float32)
-          for name, shape in torchvision_state_shapes(RESNET50_STAGES).items()}
+  return {
+    name: rng.standard_normal(shape).astype(np.float32)
+    for name, shape in torchvision_state_shapes(RESNET50_STAGES).items()
+  }
 
 
 @pytest.fixture(scope="module")
@@ -71,24 +76,25 @@ def synthetic_variables(synthetic_arrays):
 
 
 def test_places_every_array_where_resnet_expects_it(synthetic_arrays, synthetic_variables):
-  init_shapes = jax.eval_shape(lambda: ResNet(50, "imagenet").init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  init_shapes = jax.eval_shape(
+    lambda: ResNet(50, "imagenet").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  )
   assert jax.tree.structure(synthetic_variables) == jax.tree.structure(init_shapes)
   assert jax.tree.map(lambda a: a.shape, synthetic_variables) == jax.tree.map(lambda a: a.shape, init_shapes)
   # Every torchvision array is used exactly once: as many leaves as arrays, all values distinct.
   assert len(jax.tree.leaves(synthetic_variables)) == len(synthetic_arrays)
   params, stats = synthetic_variables["params"], synthetic_variables["batch_stats"]
   expected = {
-      ("conv1.weight", True): params["stem_conv"]["kernel"],
-      ("bn1.weight", False): params["stem_bn"]["scale"],
-      ("bn1.running_var", False): stats["stem_bn"]["var"],
-      ("layer1.0.conv2.weight", True): params["stage1_block1"]["Conv_1"]["kernel"],
-      ("layer2.0.conv2.weight", True): params["stage2_block1"]["Conv_1"]["kernel"],
-      ("layer3.5.bn3.bias", False): params["stage3_block6"]["BatchNorm_2"]["bias"],
-      ("layer3.5.bn3.running_mean", False): stats["stage3_block6"]["BatchNorm_2"]["mean"],
-      ("layer4.0.downsample.0.weight", True): params["stage4_block1"]["proj_conv"]["kernel"],
-      ("layer4.0.downsample.1.weight", False): params["stage4_block1"]["proj_bn"]["scale"],
-      ("layer4.2.conv3.weight", True): params["stage4_block3"]["Conv_2"]["kernel"],
+    ("conv1.weight", True): params["stem_conv"]["kernel"],
+    ("bn1.weight", False): params["stem_bn"]["scale"],
+    ("bn1.running_var", False): stats["stem_bn"]["var"],
+    ("layer1.0.conv2.weight", True): params["stage1_block1"]["Conv_1"]["kernel"],
+    ("layer2.0.conv2.weight", True): params["stage2_block1"]["Conv_1"]["kernel"],
+    ("layer3.5.bn3.bias", False): params["stage3_block6"]["BatchNorm_2"]["bias"],
+    ("layer3.5.bn3.running_mean", False): stats["stage3_block6"]["BatchNorm_2"]["mean"],
+    ("layer4.0.downsample.0.weight", True): params["stage4_block1"]["proj_conv"]["kernel"],
+    ("layer4.0.downsample.1.weight", False): params["stage4_block1"]["proj_bn"]["scale"],
+    ("layer4.2.conv3.weight", True): params["stage4_block3"]["Conv_2"]["kernel"],
   }
   for (name, is_conv), leaf in expected.items():
     torch_layout = np.asarray(synthetic_arrays[name])
@@ -98,9 +104,14 @@ def test_places_every_array_where_resnet_expects_it(synthetic_arrays, synthetic_
 
 
 def test_skips_classifier_and_batch_counters(synthetic_arrays, synthetic_variables):
-  extended = dict(synthetic_arrays, **{"fc.weight": np.zeros((1000, 2048), np.float32),
-                                       "fc.bias": np.zeros((1000,), np.float32),
-                                       "layer1.0.bn1.num_batches_tracked": np.array(7)})
+  extended = dict(
+    synthetic_arrays,
+    **{
+      "fc.weight": np.zeros((1000, 2048), np.float32),
+      "fc.bias": np.zeros((1000,), np.float32),
+      "layer1.0.bn1.num_batches_tracked": np.array(7),
+    },
+  )
   loaded = torchvision_arrays_to_variables(extended, 50)
   jax.tree.map(np.testing.assert_array_equal, loaded, synthetic_variables)
 
@@ -121,8 +132,11 @@ def test_extra_key_is_named(synthetic_arrays):
 def test_wrong_shape_is_named(synthetic_arrays):
   arrays = dict(synthetic_arrays)
   arrays["layer2.1.conv2.weight"] = arrays["layer2.1.conv2.weight"][:, :64]
-  with pytest.raises(ValueError, match=r"layer2\.1\.conv2\.weight has shape \(128, 64, 3, 3\).*"
-                                       r"\(128, 128, 3, 3\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"layer2\.1\.conv2\.weight has shape \(128, 64, 3, 3\).*"
+    r"\(128, 128, 3, 3\)",
+  ):
     torchvision_arrays_to_variables(arrays, 50)
 
 
@@ -140,15 +154,21 @@ def test_file_errors_name_the_file(synthetic_arrays, tmp_path):
   arrays = {k: v for k, v in synthetic_arrays.items() if k != "conv1.weight"}
   path = tmp_path / "broken.npz"
   np.savez(path, **arrays)
-  with pytest.raises(ValueError, match=r"broken\.npz does not match torchvision ResNet-50: missing 1 key"
-                                       r"\(s\): conv1\.weight"):
+  with pytest.raises(
+    ValueError,
+    match=r"broken\.npz does not match torchvision ResNet-50: missing 1 key"
+    r"\(s\): conv1\.weight",
+  ):
     load_torchvision_resnet(path, 50)
 
 
 def _encoder_variables(width):
   """Shapes-only Encoder variables: enough for replace_trunk, which never reads the old trunk values."""
-  return jax.eval_shape(lambda: Encoder(50, "imagenet", width=width, num_classes=10).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  return jax.eval_shape(
+    lambda: Encoder(50, "imagenet", width=width, num_classes=10).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False
+    )
+  )
 
 
 def test_replace_trunk_replaces_only_the_trunk(synthetic_arrays, synthetic_variables, tmp_path):
@@ -182,15 +202,29 @@ def torchvision_case(tmp_path_factory):
   """Converts a random torchvision resnet50 and records its outputs on a fixed [2, 3, 224, 224] input."""
   probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torchvision"], capture_output=True, check=False)
   if probe.returncode != 0:
-    pytest.skip(f"{SYSTEM_PYTHON} cannot import torchvision: "
-                f"{probe.stderr.decode(errors='replace').strip()[-200:]}")
+    pytest.skip(f"{SYSTEM_PYTHON} cannot import torchvision: {probe.stderr.decode(errors='replace').strip()[-200:]}")
   case_dir = tmp_path_factory.mktemp("torchvision_resnet50")
   images = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
   np.save(case_dir / "images.npy", images)
   run = subprocess.run(
-      [SYSTEM_PYTHON, CONVERTER, "--arch", "resnet50", "--random-init", "--seed", "0", "--random-batchnorm",
-       "--output", str(case_dir / "resnet50.npz"), "--reference-input", str(case_dir / "images.npy")],
-      capture_output=True, check=False, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    [
+      SYSTEM_PYTHON,
+      CONVERTER,
+      "--arch",
+      "resnet50",
+      "--random-init",
+      "--seed",
+      "0",
+      "--random-batchnorm",
+      "--output",
+      str(case_dir / "resnet50.npz"),
+      "--reference-input",
+      str(case_dir / "images.npy"),
+    ],
+    capture_output=True,
+    check=False,
+    env=dict(os.environ, OMP_NUM_THREADS="2"),
+  )
   if run.returncode != 0:
     pytest.fail(f"converter failed:\n{run.stderr.decode(errors='replace')[-2000:]}")
   outputs = {name: np.load(case_dir / f"resnet50_{name}.npy") for name in (*STAGE_OUTPUTS, "pooled")}
@@ -206,8 +240,12 @@ def our_outputs(torchvision_case):
   @jax.jit
   def forward(variables, images):
     return ResNet(50, "imagenet").apply(
-        variables, images, train=False, mutable=["intermediates"],
-        capture_intermediates=lambda module, method: module.name in STAGE_OUTPUTS.values())
+      variables,
+      images,
+      train=False,
+      mutable=["intermediates"],
+      capture_intermediates=lambda module, method: module.name in STAGE_OUTPUTS.values(),
+    )
 
   out, state = jax.device_get(forward(variables, images))
   stages = {name: state["intermediates"][block]["__call__"][0] for name, block in STAGE_OUTPUTS.items()}
@@ -236,15 +274,19 @@ def test_matches_torchvision(name, torchvision_case, our_outputs):
   # cancellation and carry the same absolute error as the large ones).
   scale = float(np.abs(expected).max())
   assert 1.0 < scale < 1e3, "the calibrated BatchNorm statistics should keep activations between 1 and 1000"
-  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * scale,
-                             err_msg=f"{name} (torchvision) vs our ResNet-50; max |ref| {scale:.3g}")
+  np.testing.assert_allclose(
+    actual,
+    expected,
+    rtol=1e-4,
+    atol=1e-4 * scale,
+    err_msg=f"{name} (torchvision) vs our ResNet-50; max |ref| {scale:.3g}",
+  )
 
 
 def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays, tmp_path):
   """`--config.model.init_from=<npz>`: online and target trunks are the converted weights, heads random."""
-  from dscl_jax.core import optim
-  from dscl_jax.core import sharding
   from configs.common import imagenet_recipe_config
+  from dscl_jax.core import optim, sharding
   from dscl_jax.core.build import build_models, init_pretrain_state
 
   path = tmp_path / "weights.npz"
@@ -258,8 +300,9 @@ def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays,
   expected = load_torchvision_resnet(path, 50)
   for tree in (state.params, state.target_params):
     np.testing.assert_array_equal(tree["trunk"]["stem_conv"]["kernel"], expected["params"]["stem_conv"]["kernel"])
-    np.testing.assert_array_equal(tree["trunk"]["stage4_block3"]["Conv_2"]["kernel"],
-                                  expected["params"]["stage4_block3"]["Conv_2"]["kernel"])
+    np.testing.assert_array_equal(
+      tree["trunk"]["stage4_block3"]["Conv_2"]["kernel"], expected["params"]["stage4_block3"]["Conv_2"]["kernel"]
+    )
   np.testing.assert_array_equal(state.batch_stats["trunk"]["stem_bn"]["var"], expected["batch_stats"]["stem_bn"]["var"])
   config.model.style = "cifar"
   with pytest.raises(ValueError, match="model.init_from loads torchvision ResNet weights"):
@@ -268,9 +311,8 @@ def test_model_init_from_starts_both_encoders_from_the_weights(synthetic_arrays,
 
 def test_restore_template_does_not_read_init_from(synthetic_arrays, tmp_path):
   """Probe / eval restore a checkpoint into shapes alone: the init_from file need not exist any more."""
-  from dscl_jax.core import optim
-  from dscl_jax.core import sharding
   from configs.common import imagenet_recipe_config
+  from dscl_jax.core import optim, sharding
   from dscl_jax.core.build import abstract_pretrain_state, build_models, init_pretrain_state
 
   config = imagenet_recipe_config("imagenet_lt", depth=50)

@@ -21,8 +21,14 @@ def test_bfloat16_steps_track_float32(case):
   (history32, state32), (history16, state16) = results["float32"], results["bfloat16"]
 
   # Everything stored stays float32: parameters, optimizer state, BatchNorm statistics, queue, loss.
-  for tree in (state16.params, state16.opt_state, state16.batch_stats, state16.target_params,
-               state16.target_batch_stats, state16.queue):
+  for tree in (
+    state16.params,
+    state16.opt_state,
+    state16.batch_stats,
+    state16.target_params,
+    state16.target_batch_stats,
+    state16.queue,
+  ):
     for leaf in jax.tree.leaves(tree):
       if jnp.issubdtype(leaf.dtype, jnp.floating):
         assert leaf.dtype == jnp.float32, leaf.dtype
@@ -41,6 +47,8 @@ def test_bfloat16_steps_track_float32(case):
   flat = lambda tree: np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
   p0, p32, p16 = flat(initial), flat(state32.params), flat(state16.params)
   drift = np.linalg.norm(p16 - p32) / np.linalg.norm(p32 - p0)
-  print(f"{case}: max relative loss difference {np.max(np.abs(loss16 / loss32 - 1)):.2e}, parameter drift "
-        f"{drift:.3f} of the float32 update")
+  print(
+    f"{case}: max relative loss difference {np.max(np.abs(loss16 / loss32 - 1)):.2e}, parameter drift "
+    f"{drift:.3f} of the float32 update"
+  )
   assert drift < 0.2

@@ -13,8 +13,8 @@ from dscl_jax import methods
 from dscl_jax.core.build import build_models
 from dscl_jax.methods import get_method
 from tests import reference_losses as ref
-from tests.step_runner import CLASS_COUNTS, case_config, random_batches, setup
 from tests.ops.test_roi_align import reference_roi_align
+from tests.step_runner import CLASS_COUNTS, case_config, random_batches, setup
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
@@ -32,20 +32,26 @@ def momentum_keys(config, state, batch, online, target):
   """The target's EMA step, then its grouped-BatchNorm embedding of the permuted key batch, un-permuted."""
   m = config.moco.momentum
   params = jax.device_get(state.params)
-  target_params = jax.tree.map(lambda k, q: m * np.asarray(k) + (1 - m) * np.asarray(q),
-                               jax.device_get(state.target_params), params)
+  target_params = jax.tree.map(
+    lambda k, q: m * np.asarray(k) + (1 - m) * np.asarray(q), jax.device_get(state.target_params), params
+  )
   # The shuffle is drawn from the state's key folded with the step (resume-exact); reproduce the draw.
   perm = np.asarray(jax.random.permutation(jax.random.fold_in(state.rng, state.step), len(batch["label"])))
-  out, _ = target.apply({"params": target_params, "batch_stats": jax.device_get(state.target_batch_stats)},
-                        batch["key"][perm], train=True, mutable=["batch_stats"])
+  out, _ = target.apply(
+    {"params": target_params, "batch_stats": jax.device_get(state.target_batch_stats)},
+    batch["key"][perm],
+    train=True,
+    mutable=["batch_stats"],
+  )
   keys = np.zeros(out["embedding"].shape)
   keys[perm] = normalize(out["embedding"])
   return keys
 
 
 def online_outputs(state, images, online):
-  out, _ = online.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=True,
-                        mutable=["batch_stats"])
+  out, _ = online.apply(
+    {"params": state.params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"]
+  )
   return jax.device_get(out)
 
 
@@ -67,21 +73,29 @@ def test_dscl_pbsd_terms_match_numpy():
   query = normalize(out["embedding"])
   queue, queue_labels = np.asarray(state.queue), np.asarray(state.queue_labels)
   labels = batch["label"]
-  expected_dscl = ref.dscl_reference(query, keys, queue, labels, queue_labels, config.loss.beta,
-                                     config.loss.temperature)
+  expected_dscl = ref.dscl_reference(
+    query, keys, queue, labels, queue_labels, config.loss.beta, config.loss.temperature
+  )
   np.testing.assert_allclose(metrics["dscl"], expected_dscl, **TOLERANCE)
 
   b, n = batch["small_crops"].shape[:2]
   # The reference's student: one encoder call per crop, so BatchNorm statistics per crop batch.
-  student = np.stack([normalize(online_outputs(state, batch["small_crops"][:, i], online)["embedding"])
-                      for i in range(n)])
+  student = np.stack(
+    [normalize(online_outputs(state, batch["small_crops"][:, i], online)["embedding"]) for i in range(n)]
+  )
   feature_map = out["feature_map"]
   boxes = crop_major(batch["boxes"])
-  pooled = reference_roi_align(feature_map, boxes, np.tile(np.arange(b), n), (2, 2),
-                               feature_map.shape[1] / batch["query"].shape[1], -1, False)
+  pooled = reference_roi_align(
+    feature_map, boxes, np.tile(np.arange(b), n), (2, 2), feature_map.shape[1] / batch["query"].shape[1], -1, False
+  )
   teacher_in = pooled.mean(axis=(1, 2)).astype(np.float32)
-  projected = online.apply({"params": state.params, "batch_stats": state.batch_stats}, teacher_in, train=True,
-                           method="project", mutable=["batch_stats"])[0]
+  projected = online.apply(
+    {"params": state.params, "batch_stats": state.batch_stats},
+    teacher_in,
+    train=True,
+    method="project",
+    mutable=["batch_stats"],
+  )[0]
   teacher = normalize(projected).reshape(n, b, -1)
   expected_pbsd = ref.pbsd_reference(teacher, student, keys, queue, config.loss.temperature)
   np.testing.assert_allclose(metrics["pbsd"], expected_pbsd, **TOLERANCE)
@@ -95,9 +109,20 @@ def test_paco_loss_in_the_step_matches_numpy():
   prior = CLASS_COUNTS / CLASS_COUNTS.sum()
   np.testing.assert_allclose(np.asarray(state.method_state["class_prior"]), prior, rtol=1e-6)
   p = config.paco
-  expected = ref.paco_reference(normalize(out["embedding"]), keys, np.asarray(state.queue), batch["label"],
-                                np.asarray(state.queue_labels), out["logits"], prior, p.alpha, p.beta, p.gamma,
-                                config.loss.temperature, p.sup_temperature)
+  expected = ref.paco_reference(
+    normalize(out["embedding"]),
+    keys,
+    np.asarray(state.queue),
+    batch["label"],
+    np.asarray(state.queue_labels),
+    out["logits"],
+    prior,
+    p.alpha,
+    p.beta,
+    p.gamma,
+    config.loss.temperature,
+    p.sup_temperature,
+  )
   np.testing.assert_allclose(metrics["paco"], expected, **TOLERANCE)
   np.testing.assert_allclose(metrics["loss"], expected, **TOLERANCE)
 
@@ -110,10 +135,21 @@ def test_gpaco_loss_in_the_step_matches_numpy():
   out_k = online_outputs(state, batch["key"], online)
   prior = CLASS_COUNTS / CLASS_COUNTS.sum()
   p = config.paco
-  expected = ref.gpaco_reference(normalize(out_q["embedding"]), normalize(out_k["embedding"]),
-                                 np.asarray(state.queue), batch["label"], np.asarray(state.queue_labels),
-                                 np.concatenate([out_q["logits"], out_k["logits"]]), prior, p.alpha, p.beta,
-                                 p.gamma, config.loss.temperature, p.sup_temperature, p.label_smoothing)
+  expected = ref.gpaco_reference(
+    normalize(out_q["embedding"]),
+    normalize(out_k["embedding"]),
+    np.asarray(state.queue),
+    batch["label"],
+    np.asarray(state.queue_labels),
+    np.concatenate([out_q["logits"], out_k["logits"]]),
+    prior,
+    p.alpha,
+    p.beta,
+    p.gamma,
+    config.loss.temperature,
+    p.sup_temperature,
+    p.label_smoothing,
+  )
   np.testing.assert_allclose(metrics["gpaco"], expected, **TOLERANCE)
 
 
@@ -129,14 +165,17 @@ def test_gpaco_queue_holds_the_online_keys():
   np.testing.assert_array_equal(np.asarray(state.queue_labels)[:16], batch["label"])
 
 
-@pytest.mark.parametrize("case,views,target,queue,head,classifier", [
+@pytest.mark.parametrize(
+  "case,views,target,queue,head,classifier",
+  [
     ("ce", ("query",), False, False, None, True),
     ("dscl", ("query", "key"), True, True, "mlp", False),
     ("dscl_pbsd", ("query", "key", "small_crops"), True, True, "mlp", False),
     ("paco", ("query", "key"), True, True, "mlp_bn", True),
     ("gpaco", ("query", "key"), False, True, "mlp3", True),
     ("iccl", ("query", "key", "class_aware"), True, False, "mlp", True),
-])
+  ],
+)
 def test_requirements_shape_the_models_and_batches(case, views, target, queue, head, classifier):
   config = case_config(case)
   needs = methods.get_method(config).requirements
@@ -159,7 +198,9 @@ def test_requirements_shape_the_models_and_batches(case, views, target, queue, h
 def test_unknown_method_names_the_choices():
   config = case_config("dscl")
   config.method = "moco"
-  with pytest.raises(ValueError, match=r"method 'moco' is not one of \('ce', 'dscl', 'gpaco', 'iccl', 'paco', 'supcon'\)"):
+  with pytest.raises(
+    ValueError, match=r"method 'moco' is not one of \('ce', 'dscl', 'gpaco', 'iccl', 'paco', 'supcon'\)"
+  ):
     methods.get_method(config)
 
 
@@ -181,16 +222,23 @@ def test_iccl_terms_in_the_step_match_numpy():
   after, metrics = step(state, batch)
   online, target = build_models(config, get_method(config), 10)
   step_rng = jax.random.fold_in(before.rng, before.step)
-  lam = np.asarray(jax.random.beta(jax.random.fold_in(step_rng, 1), config.iccl.beta_a, config.iccl.beta_a,
-                                   (len(batch["label"]),), np.float32), np.float64)
-  mixed = (lam[:, None, None, None] * batch["query"] + (1 - lam[:, None, None, None]) * batch["class_aware"])
+  lam = np.asarray(
+    jax.random.beta(
+      jax.random.fold_in(step_rng, 1), config.iccl.beta_a, config.iccl.beta_a, (len(batch["label"]),), np.float32
+    ),
+    np.float64,
+  )
+  mixed = lam[:, None, None, None] * batch["query"] + (1 - lam[:, None, None, None]) * batch["class_aware"]
   out_mixed = online_outputs(before, mixed.astype(np.float32), online)
   out_a = online_outputs(before, batch["query"], online)
   centroids = np.asarray(before.method_state["centroids"])
   assert np.asarray(before.method_state["seen"]).any()
   labels_a, labels_b = batch["label"], batch["class_aware_label"]
-  np.testing.assert_allclose(metrics["icc"], ref.iccl_reference(normalize(out_mixed["embedding"]), centroids, labels_a,
-                                                                labels_b, lam, config.iccl.temperature), **TOLERANCE)
+  np.testing.assert_allclose(
+    metrics["icc"],
+    ref.iccl_reference(normalize(out_mixed["embedding"]), centroids, labels_a, labels_b, lam, config.iccl.temperature),
+    **TOLERANCE,
+  )
   np.testing.assert_allclose(metrics["ce"], ref.cross_entropy_reference(out_a["logits"], labels_a), **TOLERANCE)
   log_p = out_mixed["logits"] - out_mixed["logits"].max(1, keepdims=True)
   log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
@@ -198,8 +246,11 @@ def test_iccl_terms_in_the_step_match_numpy():
   expected_mix = np.mean(-lam * log_p[rows, labels_a] - (1 - lam) * log_p[rows, labels_b])
   np.testing.assert_allclose(metrics["mix_ce"], expected_mix, **TOLERANCE)
   w = config.iccl
-  np.testing.assert_allclose(metrics["loss"], w.weight_icc * metrics["icc"] + w.weight_ce * metrics["ce"]
-                             + w.weight_mix * metrics["mix_ce"], **TOLERANCE)
+  np.testing.assert_allclose(
+    metrics["loss"],
+    w.weight_icc * metrics["icc"] + w.weight_ce * metrics["ce"] + w.weight_mix * metrics["mix_ce"],
+    **TOLERANCE,
+  )
   # The centroids then move towards the target's embeddings of the class-agnostic key views (EMA).
   keys = momentum_keys(config, before, batch, online, target)
   expected = centroids.astype(np.float64).copy()

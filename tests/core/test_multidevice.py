@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.step_runner import CASES
 from tests import TESTS_DIR
+from tests.step_runner import CASES
 
 # One xdist worker runs the whole module, so the 1- and 8-device runs (a module fixture) happen once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multidevice")]
@@ -22,8 +22,12 @@ EXACT = ("devices", "processes", "queue_labels", "queue_ptr", "lr")
 def run_on(devices, out_dir, cases, steps=STEPS):
   os.makedirs(out_dir, exist_ok=True)
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-  subprocess.run([sys.executable, RUNNER, str(out_dir), "--cases", ",".join(cases), "--steps", str(steps)],
-                 check=True, env=env, timeout=1200)
+  subprocess.run(
+    [sys.executable, RUNNER, str(out_dir), "--cases", ",".join(cases), "--steps", str(steps)],
+    check=True,
+    env=env,
+    timeout=1200,
+  )
   return {case: dict(np.load(os.path.join(out_dir, f"{case}.npz"))) for case in cases}
 
 
@@ -69,10 +73,17 @@ def test_two_processes_match_one_device(tmp_path):
   out_dir = tmp_path / "two"
   out_dir.mkdir()
   for process_id in range(2):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
-    procs.append(subprocess.Popen([sys.executable, RUNNER, str(out_dir), "--cases", "dscl_pbsd", "--steps",
-                                   str(steps)], env=env))
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+      JAX_NUM_PROCESSES="2",
+      JAX_PROCESS_ID=str(process_id),
+    )
+    procs.append(
+      subprocess.Popen([sys.executable, RUNNER, str(out_dir), "--cases", "dscl_pbsd", "--steps", str(steps)], env=env)
+    )
   assert [p.wait(timeout=900) for p in procs] == [0, 0]
   two = dict(np.load(out_dir / "dscl_pbsd.npz"))
   assert int(two["processes"]) == 2 and int(two["devices"]) == 4

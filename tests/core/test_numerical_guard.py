@@ -11,8 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from dscl_jax.core import sharding
-from tests.step_runner import case_config, random_batches, setup
 from tests import REPO_ROOT
+from tests.step_runner import case_config, random_batches, setup
 
 ROOT = REPO_ROOT
 
@@ -56,12 +56,25 @@ def test_a_diverging_run_stops_and_leaves_only_finite_checkpoints(tmp_path):
   # base_lr 1e8 makes the digits model overflow within a few steps. log_every 3 does not divide
   # checkpoint_every 2: checkpoints fall on steps that are never logged, where the old loop never looked.
   workdir = tmp_path / "run"
-  command = [sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir",
-             str(workdir), "--config.mode=pretrain", "--config.train.base_lr=1e8", "--config.train.warmup_epochs=0",
-             "--config.train.max_steps=40", "--config.train.log_every=3", "--config.train.checkpoint_every=2",
-             "--config.train.max_skipped_steps=3"]
-  out = subprocess.run(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                       text=True, timeout=600)
+  command = [
+    sys.executable,
+    "-m",
+    "dscl_jax.main",
+    "--config",
+    "configs/digits_lt_dscl.py",
+    "--workdir",
+    str(workdir),
+    "--config.mode=pretrain",
+    "--config.train.base_lr=1e8",
+    "--config.train.warmup_epochs=0",
+    "--config.train.max_steps=40",
+    "--config.train.log_every=3",
+    "--config.train.checkpoint_every=2",
+    "--config.train.max_skipped_steps=3",
+  ]
+  out = subprocess.run(
+    command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600
+  )
   assert out.returncode != 0, out.stdout[-2000:]
   assert "Traceback" not in out.stderr, out.stderr[-3000:]
   assert "update skipped (3 in a row)" in out.stdout

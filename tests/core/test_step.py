@@ -6,11 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from dscl_jax.core import optim
-
-from dscl_jax.core import sharding
-from dscl_jax.core.step import enqueue, make_pretrain_step
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import build_models, init_pretrain_state
+from dscl_jax.core.step import enqueue, make_pretrain_step
 from dscl_jax.methods import get_method
 from tests.step_runner import random_batches, small_config
 
@@ -30,8 +28,9 @@ def test_enqueue_wraps_around_and_keeps_labels():
 
 
 def test_enqueue_with_empty_queue_is_identity():
-  queue, labels, ptr = enqueue(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32), jnp.zeros((), jnp.int32),
-                               jnp.ones((2, 3)), jnp.array([1, 2]))
+  queue, labels, ptr = enqueue(
+    jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32), jnp.zeros((), jnp.int32), jnp.ones((2, 3)), jnp.array([1, 2])
+  )
   assert queue.shape == (0, 3) and int(ptr) == 0
 
 
@@ -82,8 +81,12 @@ def test_queue_holds_the_target_keys():
   batch = next(random_batches(config, 1))
   m = config.moco.momentum
   target_params = jax.tree.map(lambda k, q: m * k + (1 - m) * q, state.target_params, state.params)
-  out, _ = target.apply({"params": target_params, "batch_stats": state.target_batch_stats}, batch["key"],
-                        train=True, mutable=["batch_stats"])
+  out, _ = target.apply(
+    {"params": target_params, "batch_stats": state.target_batch_stats},
+    batch["key"],
+    train=True,
+    mutable=["batch_stats"],
+  )
   keys = out["embedding"] / np.linalg.norm(out["embedding"], axis=1, keepdims=True)
   state, _ = step(state, batch)
   np.testing.assert_allclose(np.asarray(state.queue)[:16], keys, rtol=1e-4, atol=1e-5)
@@ -113,4 +116,3 @@ def test_step_schedule_and_sgd_match_pytorch():
     buf = 0.9 * buf + (np.array(g) + 0.1 * p_ref)
     p_ref = p_ref - 0.5 * buf
   np.testing.assert_allclose(np.asarray(p), p_ref, rtol=1e-6)
-

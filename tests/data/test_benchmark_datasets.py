@@ -18,9 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data import cifar_lt
-from data import long_tail
-from data import split_list
+from data import cifar_lt, long_tail, split_list
 from tests import REPO_ROOT
 
 # The module fixtures run once: one xdist worker runs the whole module.
@@ -62,11 +60,11 @@ def fixture_dirs(tmp_path_factory):
   split_dir = str(tmp_path_factory.mktemp("splits"))
   rng = np.random.default_rng(0)
   sizes = {
-      "train": _write_split(root, split_dir, "train", "train.txt", FIXTURE_COUNTS, rng),
-      "val": _write_split(root, split_dir, "train_heldout", "val.txt",
-                          [FIXTURE_EVAL_PER_CLASS] * len(FIXTURE_COUNTS), rng),
-      "test": _write_split(root, split_dir, "val", "test.txt",
-                           [FIXTURE_EVAL_PER_CLASS] * len(FIXTURE_COUNTS), rng),
+    "train": _write_split(root, split_dir, "train", "train.txt", FIXTURE_COUNTS, rng),
+    "val": _write_split(
+      root, split_dir, "train_heldout", "val.txt", [FIXTURE_EVAL_PER_CLASS] * len(FIXTURE_COUNTS), rng
+    ),
+    "test": _write_split(root, split_dir, "val", "test.txt", [FIXTURE_EVAL_PER_CLASS] * len(FIXTURE_COUNTS), rng),
   }
   return root, split_dir, sizes
 
@@ -97,7 +95,9 @@ def test_read_split_list_tolerates_crlf_and_trailing_blank_lines(tmp_path):
   np.testing.assert_array_equal(labels, [0, 2])
 
 
-@pytest.mark.parametrize("bad_line, message", [
+@pytest.mark.parametrize(
+  "bad_line, message",
+  [
     ("a/z.jpg 1 extra\n", r"line 3: expected 'relative/path label' \(2 fields\), got 3 fields: 'a/z.jpg 1 extra'"),
     ("a/z.jpg\n", r"line 3: expected 'relative/path label' \(2 fields\), got 1 fields: 'a/z.jpg'"),
     ("a/z.jpg one\n", r"line 3: label 'one' is not an integer: 'a/z.jpg one'"),
@@ -105,7 +105,8 @@ def test_read_split_list_tolerates_crlf_and_trailing_blank_lines(tmp_path):
     ("a/z.jpg 5\n", r"line 3: label 5 is outside \[0, 5\): 'a/z.jpg 5'"),
     ("a/z.jpg -1\n", r"line 3: label -1 is outside \[0, 5\)"),
     ("\n", r"line 3: blank line before the sample on line 4"),
-])
+  ],
+)
 def test_read_split_list_names_file_line_and_content(tmp_path, bad_line, message):
   path = _write_list(tmp_path / "bad.txt", ["a/x.jpg 0\n", "a/y.jpg 4\n", bad_line, "a/w.jpg 3\n"])
   with pytest.raises(ValueError, match=message) as error:
@@ -133,8 +134,7 @@ def test_read_split_list_missing_or_empty_file(tmp_path):
 
 def test_check_files_missing_root(tmp_path):
   missing_root = str(tmp_path / "no_such_root")
-  with pytest.raises(FileNotFoundError,
-                     match=rf"root {missing_root} does not exist; pass --config.data.root=<dir>"):
+  with pytest.raises(FileNotFoundError, match=rf"root {missing_root} does not exist; pass --config.data.root=<dir>"):
     split_list.check_files(missing_root, ["a/x.jpg"], "train.txt")
 
 
@@ -194,10 +194,15 @@ def test_decode_size_hint_drafts_jpeg_to_the_smallest_scale_still_covering_the_h
   full = split_list.JpegFileSource(str(tmp_path), ["big.jpg"], np.array([0]))[0]["image"]
   assert full.shape == (480, 640, 3)
   # DCT scales are 1/1, 1/2, 1/4, 1/8: the largest reduction whose shorter side is still >= the hint.
-  for hint, expected in [(256, (480, 640)), (240, (240, 320)), (100, (120, 160)), (60, (60, 80)),
-                         (10, (60, 80)), (1000, (480, 640))]:
-    source = split_list.JpegFileSource(str(tmp_path), ["big.jpg", "big.png"], np.array([0, 0]),
-                                       decode_size_hint=hint)
+  for hint, expected in [
+    (256, (480, 640)),
+    (240, (240, 320)),
+    (100, (120, 160)),
+    (60, (60, 80)),
+    (10, (60, 80)),
+    (1000, (480, 640)),
+  ]:
+    source = split_list.JpegFileSource(str(tmp_path), ["big.jpg", "big.png"], np.array([0, 0]), decode_size_hint=hint)
     assert source[0]["image"].shape == expected + (3,), hint
     assert source[1]["image"].shape == (480, 640, 3)  # PNG: no draft
   half = split_list.JpegFileSource(str(tmp_path), ["big.jpg"], np.array([0]), decode_size_hint=200)[0]["image"]
@@ -219,9 +224,11 @@ def test_source_errors(tmp_path):
 
 def test_source_pickles_for_grain_workers(fixture_dirs):
   import pickle
+
   root, split_dir, _ = fixture_dirs
-  split = split_list.split_from_list("val", root, os.path.join(split_dir, "val.txt"), num_classes=12,
-                                     decode_size_hint=16)
+  split = split_list.split_from_list(
+    "val", root, os.path.join(split_dir, "val.txt"), num_classes=12, decode_size_hint=16
+  )
   clone = pickle.loads(pickle.dumps(split.source))
   np.testing.assert_array_equal(clone[5]["image"], split.source[5]["image"])
   assert clone.decode_size_hint == 16 and len(clone) == 24
@@ -241,9 +248,11 @@ def _standard_lists(fixture_dirs, tmp_path, names):
 
 def test_imagenet_lt_builder_reads_standard_names(fixture_dirs, tmp_path):
   root = fixture_dirs[0]
-  split_dir = _standard_lists(fixture_dirs, tmp_path, {"train.txt": "ImageNet_LT_train.txt",
-                                                       "val.txt": "ImageNet_LT_val.txt",
-                                                       "test.txt": "ImageNet_LT_test.txt"})
+  split_dir = _standard_lists(
+    fixture_dirs,
+    tmp_path,
+    {"train.txt": "ImageNet_LT_train.txt", "val.txt": "ImageNet_LT_val.txt", "test.txt": "ImageNet_LT_test.txt"},
+  )
   dataset = split_list.load_imagenet_lt(root, split_dir, eval_decode_size_hint=8)
   assert dataset.name == "imagenet_lt" and dataset.num_classes == 1000 and dataset.channels == 3
   assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (513, 24, 24)
@@ -256,14 +265,17 @@ def test_imagenet_lt_builder_reads_standard_names(fixture_dirs, tmp_path):
 def test_places_lt_and_inat18_builders(fixture_dirs, tmp_path):
   root = fixture_dirs[0]
   (tmp_path / "p").mkdir()
-  places_dir = _standard_lists(fixture_dirs, tmp_path / "p",
-                               {"train.txt": "Places_LT_train.txt", "val.txt": "Places_LT_val.txt",
-                                "test.txt": "Places_LT_test.txt"})
+  places_dir = _standard_lists(
+    fixture_dirs,
+    tmp_path / "p",
+    {"train.txt": "Places_LT_train.txt", "val.txt": "Places_LT_val.txt", "test.txt": "Places_LT_test.txt"},
+  )
   places = split_list.load_places_lt(root, places_dir)
   assert places.num_classes == 365 and (len(places.train), len(places.val), len(places.test)) == (513, 24, 24)
   (tmp_path / "i").mkdir()
-  inat_dir = _standard_lists(fixture_dirs, tmp_path / "i", {"train.txt": "iNaturalist18_train.txt",
-                                                            "test.txt": "iNaturalist18_val.txt"})
+  inat_dir = _standard_lists(
+    fixture_dirs, tmp_path / "i", {"train.txt": "iNaturalist18_train.txt", "test.txt": "iNaturalist18_val.txt"}
+  )
   inat = split_list.load_inat18(root, inat_dir)
   assert inat.num_classes == 8142 and inat.val is None
   assert len(inat.test) == 24 and inat.test.name == "test"
@@ -281,13 +293,17 @@ def test_fixture_shot_groups_follow_the_thresholds(fixture_dirs):
 
 def test_builder_errors(fixture_dirs, tmp_path):
   root = fixture_dirs[0]
-  with pytest.raises(FileNotFoundError, match="split list directory .*nowhere does not exist; pass "
-                                              "--config.data.split_dir=<dir holding ImageNet_LT_train.txt"):
+  with pytest.raises(
+    FileNotFoundError,
+    match="split list directory .*nowhere does not exist; pass "
+    "--config.data.split_dir=<dir holding ImageNet_LT_train.txt",
+  ):
     split_list.load_imagenet_lt(root, str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="split list .*Places_LT_train.txt does not exist"):
     split_list.load_places_lt(root, str(tmp_path))
-  split_dir = _standard_lists(fixture_dirs, tmp_path, {"train.txt": "iNaturalist18_train.txt",
-                                                       "test.txt": "iNaturalist18_val.txt"})
+  split_dir = _standard_lists(
+    fixture_dirs, tmp_path, {"train.txt": "iNaturalist18_train.txt", "test.txt": "iNaturalist18_val.txt"}
+  )
   with pytest.raises(FileNotFoundError, match="root .*absent does not exist; pass --config.data.root=<dir>"):
     split_list.load_inat18(str(tmp_path / "absent"), split_dir)
   config = ml_collections.ConfigDict({"name": "imagenet_lt", "root": "", "imbalance_factor": 100.0, "seed": 0})
@@ -297,12 +313,10 @@ def test_builder_errors(fixture_dirs, tmp_path):
 
 def test_registry_builder_defaults_split_dir_to_root(fixture_dirs, tmp_path):
   root = fixture_dirs[0]
-  _standard_lists(fixture_dirs, tmp_path, {"train.txt": "iNaturalist18_train.txt",
-                                           "test.txt": "iNaturalist18_val.txt"})
+  _standard_lists(fixture_dirs, tmp_path, {"train.txt": "iNaturalist18_train.txt", "test.txt": "iNaturalist18_val.txt"})
   os.symlink(os.path.join(root, "train"), tmp_path / "train")
   os.symlink(os.path.join(root, "val"), tmp_path / "val")
-  config = ml_collections.ConfigDict({"name": "inat18", "root": str(tmp_path), "imbalance_factor": 1.0,
-                                      "seed": 0})
+  config = ml_collections.ConfigDict({"name": "inat18", "root": str(tmp_path), "imbalance_factor": 1.0, "seed": 0})
   dataset = split_list.build_inat18(config)
   assert len(dataset.train) == 513 and len(dataset.test) == 24
 
@@ -317,12 +331,15 @@ def _real(name):
   return path
 
 
-@pytest.mark.parametrize("name, num_classes, size, per_class", [
+@pytest.mark.parametrize(
+  "name, num_classes, size, per_class",
+  [
     ("ImageNet_LT_val.txt", 1000, 20_000, 20),
     ("ImageNet_LT_test.txt", 1000, 50_000, 50),
     ("Places_LT_val.txt", 365, 7_300, 20),
     ("iNaturalist18_val.txt", 8142, 24_426, 3),
-])
+  ],
+)
 def test_real_balanced_lists(name, num_classes, size, per_class):
   paths, labels = split_list.read_split_list(_real(name), num_classes)
   assert len(paths) == size
@@ -383,14 +400,17 @@ def _pixel_index(images):
   return images[:, 0, 0, 1].astype(int) * 256 + images[:, 0, 0, 2]
 
 
-@pytest.mark.parametrize("builder_name, imbalance_factor, total, head, tail", [
+@pytest.mark.parametrize(
+  "builder_name, imbalance_factor, total, head, tail",
+  [
     ("cifar100", 100, 10_847, 500, 5),
     ("cifar100", 50, 12_608, 500, 10),
     ("cifar100", 10, 19_573, 500, 50),
     ("cifar10", 100, 12_406, 5000, 50),
     ("cifar10", 50, 13_996, 5000, 100),
     ("cifar10", 10, 20_431, 5000, 500),
-])
+  ],
+)
 def test_cifar_lt_counts_and_untouched_test(builder_name, imbalance_factor, total, head, tail):
   num_classes = cifar_lt.NUM_CLASSES[builder_name]
   # Independent closed form: n_c = floor(n_max * IF^(-c / (C - 1))).
@@ -423,7 +443,8 @@ def test_cifar_lt_seed_picks_images_not_counts():
   assert not np.array_equal(_pixel_index(a.train.source.images), _pixel_index(b.train.source.images))
   # Class 0 keeps all 500 whatever the seed.
   assert set(_pixel_index(a.train.source.images[a.train.labels == 0])) == set(
-      _pixel_index(b.train.source.images[b.train.labels == 0]))
+    _pixel_index(b.train.source.images[b.train.labels == 0])
+  )
 
 
 def test_cifar_lt_through_tfds_default_mock():
@@ -442,8 +463,9 @@ def test_cifar_lt_missing_data_says_how_to_prepare(tmp_path):
   assert f"tfds dataset cifar100 is not prepared in {tmp_path}" in text
   assert "tfds build cifar100 --file_format=array_record" in text
   assert "--config.data.tfds_data_dir=<dir>" in text
-  config = ml_collections.ConfigDict({"name": "cifar10_lt", "root": "", "tfds_data_dir": str(tmp_path),
-                                      "imbalance_factor": 100.0, "seed": 0})
+  config = ml_collections.ConfigDict(
+    {"name": "cifar10_lt", "root": "", "tfds_data_dir": str(tmp_path), "imbalance_factor": 100.0, "seed": 0}
+  )
   with pytest.raises(FileNotFoundError, match=f"cifar10 is not prepared in {tmp_path}"):
     cifar_lt.build_cifar10_lt(config)
 
@@ -456,6 +478,7 @@ def _prepare_fake_cifar10(data_dir, raw_dir, per_class_train, per_class_test):
   """
   from tensorflow_datasets.core.features import image_feature
   from tensorflow_datasets.image_classification import cifar
+
   prefix = os.path.join(raw_dir, "cifar-10-batches-bin")
   os.makedirs(prefix)
   rng = np.random.default_rng(0)
@@ -483,12 +506,16 @@ def _prepare_fake_cifar10(data_dir, raw_dir, per_class_train, per_class_test):
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
 
-  with mock.patch.object(cifar, "_load_data", load_data), \
-      mock.patch.object(image_feature._ImageEncoder, "_encode_image", encode_png), \
-      mock.patch("tensorflow_datasets.core.dataset_builder.DatasetBuilder.url_infos",
-                 new_callable=mock.PropertyMock, return_value=None), \
-      mock.patch("tensorflow_datasets.core.download.DownloadManager.download_and_extract",
-                 lambda self, url: raw_dir):
+  with (
+    mock.patch.object(cifar, "_load_data", load_data),
+    mock.patch.object(image_feature._ImageEncoder, "_encode_image", encode_png),
+    mock.patch(
+      "tensorflow_datasets.core.dataset_builder.DatasetBuilder.url_infos",
+      new_callable=mock.PropertyMock,
+      return_value=None,
+    ),
+    mock.patch("tensorflow_datasets.core.download.DownloadManager.download_and_extract", lambda self, url: raw_dir),
+  ):
     builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
 
@@ -508,10 +535,12 @@ def test_cifar_lt_reads_real_array_record_files_without_tensorflow(tmp_path):
 
 def test_registry_knows_the_benchmarks_and_summarises_cifar():
   from data import registry
+
   for name in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt", "inat18"):
     assert name in registry.BUILDERS
-  config = ml_collections.ConfigDict({"name": "cifar10_lt", "root": "", "tfds_data_dir": "/nonexistent/tfds",
-                                      "imbalance_factor": 100.0, "seed": 3})
+  config = ml_collections.ConfigDict(
+    {"name": "cifar10_lt", "root": "", "tfds_data_dir": "/nonexistent/tfds", "imbalance_factor": 100.0, "seed": 3}
+  )
   with tfds.testing.mock_data(as_data_source_fn=_fake_as_data_source):
     dataset = registry.get_dataset(config)
   assert len(dataset.train) == 12_406

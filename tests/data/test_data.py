@@ -8,11 +8,7 @@ import numpy as np
 import pytest
 from sklearn import datasets as sklearn_datasets
 
-from data import digits
-from data import fashion_mnist
-from data import long_tail
-from data import registry
-
+from data import digits, fashion_mnist, long_tail, registry
 
 # --------------------------------------------------------------------------------- long-tailed profile
 
@@ -24,10 +20,16 @@ def test_cifar100_lt_profile_matches_the_published_counts():
   assert np.all(np.diff(counts) <= 0)
 
 
-@pytest.mark.parametrize("n_max, num_classes, imbalance_factor, total", [
-    (500, 100, 50, 12_608), (500, 100, 10, 19_573),
-    (5000, 10, 100, 12_406), (5000, 10, 50, 13_996), (5000, 10, 10, 20_431),
-])
+@pytest.mark.parametrize(
+  "n_max, num_classes, imbalance_factor, total",
+  [
+    (500, 100, 50, 12_608),
+    (500, 100, 10, 19_573),
+    (5000, 10, 100, 12_406),
+    (5000, 10, 50, 13_996),
+    (5000, 10, 10, 20_431),
+  ],
+)
 def test_cifar_lt_totals(n_max, num_classes, imbalance_factor, total):
   assert long_tail.long_tail_counts(n_max, num_classes, imbalance_factor).sum() == total
 
@@ -40,12 +42,15 @@ def test_profile_is_the_truncated_exponential():
   np.testing.assert_array_equal(long_tail.long_tail_counts(7, 4, 1), [7, 7, 7, 7])
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     ((500, 10, 0.5), "imbalance_factor must be >= 1"),
     ((10, 10, 100), "leaves class 9 with no image"),
     ((0, 10, 10), "n_max must be >= 1"),
     ((10, 0, 10), "num_classes must be >= 1"),
-])
+  ],
+)
 def test_profile_rejects_bad_arguments(args, message):
   with pytest.raises(ValueError, match=message):
     long_tail.long_tail_counts(*args)
@@ -58,8 +63,7 @@ def _balanced_labels(num_classes=10, per_class=50, seed=0):
 def test_subset_follows_the_profile_and_the_seed():
   labels = _balanced_labels()
   subset = long_tail.long_tail_subset(labels, 10, seed=3)
-  np.testing.assert_array_equal(np.bincount(labels[subset], minlength=10),
-                                long_tail.long_tail_counts(50, 10, 10))
+  np.testing.assert_array_equal(np.bincount(labels[subset], minlength=10), long_tail.long_tail_counts(50, 10, 10))
   assert np.all(np.diff(subset) > 0)  # sorted, no repeats
   np.testing.assert_array_equal(subset, long_tail.long_tail_subset(labels, 10, seed=3))
   assert not np.array_equal(subset, long_tail.long_tail_subset(labels, 10, seed=4))

@@ -25,8 +25,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data import registry
-from data import tfds_lt
+from data import registry, tfds_lt
 from tests import REPO_ROOT
 
 # The module fixtures run once: one xdist worker runs the whole module.
@@ -59,8 +58,11 @@ def _jpeg(mode: str, colour) -> bytes:
 
 def _records(counts: dict[int, int], start: int, key_name: str) -> list[dict]:
   serials = iter(range(start, start + sum(counts.values())))
-  return [{"image": _png(label, serial), "label": label, key_name: f"img_{serial}"}
-          for label, count in counts.items() for serial in [next(serials) for _ in range(count)]]
+  return [
+    {"image": _png(label, serial), "label": label, key_name: f"img_{serial}"}
+    for label, count in counts.items()
+    for serial in [next(serials) for _ in range(count)]
+  ]
 
 
 def _prepare(builder_name: str, data_dir: str, splits: dict[str, list[dict]]) -> None:
@@ -75,10 +77,15 @@ def _prepare(builder_name: str, data_dir: str, splits: dict[str, list[dict]]) ->
     del self
     yield from enumerate(records)
 
-  with mock.patch.object(builder_cls, "_split_generators", split_generators), \
-      mock.patch.object(builder_cls, "_generate_examples", generate_examples), \
-      mock.patch("tensorflow_datasets.core.dataset_builder.DatasetBuilder.url_infos",
-                 new_callable=mock.PropertyMock, return_value=None):
+  with (
+    mock.patch.object(builder_cls, "_split_generators", split_generators),
+    mock.patch.object(builder_cls, "_generate_examples", generate_examples),
+    mock.patch(
+      "tensorflow_datasets.core.dataset_builder.DatasetBuilder.url_infos",
+      new_callable=mock.PropertyMock,
+      return_value=None,
+    ),
+  ):
     tfds.builder(builder_name, data_dir=data_dir, file_format="array_record").download_and_prepare()
 
 
@@ -87,23 +94,35 @@ def imagenet_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds_imagenet"))
   train = _records(IMAGENET_TRAIN, 0, "file_name")
   # ILSVRC holds grayscale and CMYK JPEGs: one of each, in class 1.
-  train += [{"image": _jpeg("L", 128), "label": 1, "file_name": "gray.JPEG"},
-            {"image": _jpeg("CMYK", (0, 0, 0, 0)), "label": 1, "file_name": "cmyk.JPEG"}]
-  _prepare("imagenet_lt", data_dir, {"train": train,
-                                     "validation": _records(IMAGENET_VALIDATION, 100, "file_name"),
-                                     "test": _records(IMAGENET_TEST, 200, "file_name")})
+  train += [
+    {"image": _jpeg("L", 128), "label": 1, "file_name": "gray.JPEG"},
+    {"image": _jpeg("CMYK", (0, 0, 0, 0)), "label": 1, "file_name": "cmyk.JPEG"},
+  ]
+  _prepare(
+    "imagenet_lt",
+    data_dir,
+    {
+      "train": train,
+      "validation": _records(IMAGENET_VALIDATION, 100, "file_name"),
+      "test": _records(IMAGENET_TEST, 200, "file_name"),
+    },
+  )
   return data_dir
 
 
 @pytest.fixture(scope="module")
 def inat_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds_inat"))
-  unlabelled = [{"image": _png(0, 250 + i), "label": -1, "supercategory": -1, "id": f"test_{i}"}
-                for i in range(INAT_UNLABELLED_TEST)]
+  unlabelled = [
+    {"image": _png(0, 250 + i), "label": -1, "supercategory": -1, "id": f"test_{i}"}
+    for i in range(INAT_UNLABELLED_TEST)
+  ]
   labelled = lambda counts, start: [dict(r, supercategory=0) for r in _records(counts, start, "id")]
-  _prepare("i_naturalist2018", data_dir, {"train": labelled(INAT_TRAIN, 0),
-                                          "validation": labelled(INAT_VALIDATION, 100),
-                                          "test": unlabelled})
+  _prepare(
+    "i_naturalist2018",
+    data_dir,
+    {"train": labelled(INAT_TRAIN, 0), "validation": labelled(INAT_VALIDATION, 100), "test": unlabelled},
+  )
   return data_dir
 
 
@@ -167,8 +186,11 @@ def test_inat18_uses_validation_as_test_and_never_reads_the_unlabelled_test(inat
   _check_split(dataset.test, INAT_VALIDATION, range(100, 109))
   assert len(dataset.class_names) == 8142
   # tfds's own test split is there, unlabelled; reading it as a split is refused.
-  with pytest.raises(ValueError, match=r"i_naturalist2018 split 'test': record 0 has label -1, expected "
-                                       r"\[0, 8142\) \(4 such records; tfds marks unlabelled records"):
+  with pytest.raises(
+    ValueError,
+    match=r"i_naturalist2018 split 'test': record 0 has label -1, expected "
+    r"\[0, 8142\) \(4 such records; tfds marks unlabelled records",
+  ):
     tfds_lt.TfdsImageSource("i_naturalist2018", "test", inat_dir, num_classes=8142)
 
 
@@ -184,12 +206,16 @@ def test_source_pickles_without_its_tfds_source_and_reopens(imagenet_dir, tmp_pa
   # A fresh process, as a grain worker: it reopens the files itself.
   pickled = tmp_path / "source.pkl"
   pickled.write_bytes(pickle.dumps(source))
-  script = ("import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb')); "
-            "print(len(s), [s[i]['label'] for i in range(len(s))], s[3]['image'][0, 0].tolist())")
-  result = subprocess.run([sys.executable, "-c", script, str(pickled)], capture_output=True, text=True,
-                          check=True, timeout=120, cwd=REPO_ROOT)
-  assert result.stdout.split("\n")[-2] == (f"{len(source)} {[r['label'] for r in expected]} "
-                                           f"{expected[3]['image'][0, 0].tolist()}")
+  script = (
+    "import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb')); "
+    "print(len(s), [s[i]['label'] for i in range(len(s))], s[3]['image'][0, 0].tolist())"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", script, str(pickled)], capture_output=True, text=True, check=True, timeout=120, cwd=REPO_ROOT
+  )
+  assert result.stdout.split("\n")[-2] == (
+    f"{len(source)} {[r['label'] for r in expected]} {expected[3]['image'][0, 0].tolist()}"
+  )
 
 
 def _encode_png(self, array):
@@ -199,14 +225,20 @@ def _encode_png(self, array):
   return buffer.getvalue()
 
 
-@pytest.mark.parametrize("loader, num_classes, has_val", [
+@pytest.mark.parametrize(
+  "loader, num_classes, has_val",
+  [
     (tfds_lt.load_imagenet_lt_tfds, 1000, True),
     (tfds_lt.load_inat18_tfds, 8142, False),
-])
+  ],
+)
 def test_through_tfds_mock_data(loader, num_classes, has_val):
   from tensorflow_datasets.core.features import image_feature
-  with mock.patch.object(image_feature._ImageEncoder, "_encode_image", _encode_png), \
-      tfds.testing.mock_data(num_examples=6):
+
+  with (
+    mock.patch.object(image_feature._ImageEncoder, "_encode_image", _encode_png),
+    tfds.testing.mock_data(num_examples=6),
+  ):
     dataset = loader("/nonexistent/tfds")
     records = [split.source[i] for split in (dataset.train, dataset.test) for i in range(6)]
   assert (dataset.val is not None) == has_val
@@ -215,16 +247,18 @@ def test_through_tfds_mock_data(loader, num_classes, has_val):
       assert len(split) == 6 and split.labels.min() >= 0 and split.labels.max() < num_classes
   # tfds's mock draws each label from [0, C): with C >= 1000, six alike would mean a constant.
   assert len(np.unique(dataset.train.labels)) > 1
-  np.testing.assert_array_equal([r["label"] for r in records],
-                                np.concatenate([dataset.train.labels, dataset.test.labels]))
+  np.testing.assert_array_equal(
+    [r["label"] for r in records], np.concatenate([dataset.train.labels, dataset.test.labels])
+  )
   for record in records:
     assert record["image"].dtype == np.uint8 and record["image"].ndim == 3 and record["image"].shape[2] == 3
 
 
 def test_registry_dispatch_and_data_dir_fallback(imagenet_dir, inat_dir):
   def config(name, root, tfds_data_dir):
-    return ml_collections.ConfigDict({"name": name, "root": root, "tfds_data_dir": tfds_data_dir,
-                                      "imbalance_factor": 100.0, "seed": 0})
+    return ml_collections.ConfigDict(
+      {"name": name, "root": root, "tfds_data_dir": tfds_data_dir, "imbalance_factor": 100.0, "seed": 0}
+    )
 
   dataset = registry.get_dataset(config("imagenet_lt_tfds", "", imagenet_dir))
   assert dataset.name == "imagenet_lt" and isinstance(dataset.train.source, tfds_lt.TfdsImageSource)
@@ -241,15 +275,21 @@ def test_missing_data_says_how_to_prepare_and_the_split_list_route(tmp_path):
     tfds_lt.load_imagenet_lt_tfds(str(tmp_path))
   text = str(error.value)
   assert f"tfds dataset imagenet_lt is not prepared in {tmp_path} (looked for {tmp_path}/imagenet_lt" in text
-  assert ("`tfds build imagenet_lt --file_format=array_record --data_dir=<dir> --manual_dir=<dir holding "
-          "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar>`") in text
+  assert (
+    "`tfds build imagenet_lt --file_format=array_record --data_dir=<dir> --manual_dir=<dir holding "
+    "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar>`"
+  ) in text
   assert "--config.data.tfds_data_dir=<dir>" in text
   assert "--config.data.name=imagenet_lt --config.data.root=<dir holding ILSVRC2012 train/ and val/>" in text
-  config = ml_collections.ConfigDict({"name": "inat18_tfds", "root": "", "tfds_data_dir": str(tmp_path),
-                                      "imbalance_factor": 100.0, "seed": 0})
-  with pytest.raises(FileNotFoundError, match=r"i_naturalist2018 is not prepared in .*`tfds build "
-                                              r"i_naturalist2018 --file_format=array_record.*"
-                                              r"--config.data.name=inat18 --config.data.root="):
+  config = ml_collections.ConfigDict(
+    {"name": "inat18_tfds", "root": "", "tfds_data_dir": str(tmp_path), "imbalance_factor": 100.0, "seed": 0}
+  )
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"i_naturalist2018 is not prepared in .*`tfds build "
+    r"i_naturalist2018 --file_format=array_record.*"
+    r"--config.data.name=inat18 --config.data.root=",
+  ):
     tfds_lt.build_inat18_tfds(config)
   assert not os.listdir(tmp_path)  # nothing was downloaded or created
 
@@ -264,7 +304,10 @@ def test_data_prepared_as_tfrecord_is_refused(imagenet_dir, tmp_path):
   info = json.loads((copy_dir / "dataset_info.json").read_text())
   info["fileFormat"] = "tfrecord"
   (copy_dir / "dataset_info.json").write_text(json.dumps(info))
-  with pytest.raises(ValueError, match="imagenet_lt in .*1.0.0 is prepared as tfrecord, which tfds cannot "
-                                       "random-access. Prepare it once with `tfds build imagenet_lt "
-                                       "--file_format=array_record"):
+  with pytest.raises(
+    ValueError,
+    match="imagenet_lt in .*1.0.0 is prepared as tfrecord, which tfds cannot "
+    "random-access. Prepare it once with `tfds build imagenet_lt "
+    "--file_format=array_record",
+  ):
     tfds_lt.load_imagenet_lt_tfds(str(tmp_path))

@@ -7,10 +7,9 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dscl_jax.input import augment
-
 from dscl_jax.core import sharding
 from dscl_jax.evaluation.bn_reestimation import reestimate_batch_stats
+from dscl_jax.input import augment
 from dscl_jax.models.resnet import ResNet
 from tests import REPO_ROOT
 
@@ -26,8 +25,9 @@ def trunk_and_variables():
 
 def batch_statistics(trunk, variables, images):
   """{BatchNorm path: (mean, unbiased var)} of every BatchNorm's input on `images` (NumPy, float64)."""
-  _, state = trunk.apply(variables, images, train=True, mutable=["batch_stats", "intermediates"],
-                         capture_intermediates=True)
+  _, state = trunk.apply(
+    variables, images, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=True
+  )
   captured = traverse_util.flatten_dict(state["intermediates"])
   expected = {}
   for path in traverse_util.flatten_dict(variables["batch_stats"]):
@@ -36,7 +36,9 @@ def batch_statistics(trunk, variables, images):
     bn = path[:-1]
     # The input of a BatchNorm is the output of the convolution that feeds it.
     conv = bn[:-1] + ((bn[-1].replace("BatchNorm", "Conv").replace("_bn", "_conv")),)
-    x = np.asarray(captured[conv + ("__call__",)][0], np.float64).reshape(-1, np.asarray(captured[conv + ("__call__",)][0]).shape[-1])
+    x = np.asarray(captured[conv + ("__call__",)][0], np.float64).reshape(
+      -1, np.asarray(captured[conv + ("__call__",)][0]).shape[-1]
+    )
     expected[bn] = (x.mean(0), x.var(0, ddof=1))
   return expected
 
@@ -63,8 +65,9 @@ def test_one_batch_gives_its_own_statistics():
   trunk, variables = trunk_and_variables()
   images = np.random.default_rng(2).normal(size=(8, 16, 16, 1)).astype(np.float32)
   # Float images are taken as normalised already (the mean / std are then unused).
-  stats = reestimate_batch_stats(trunk, variables, iter([{"image": images}]), 1, sharding.make_mesh(-1),
-                                 augment.default_augment_config(16, 1))
+  stats = reestimate_batch_stats(
+    trunk, variables, iter([{"image": images}]), 1, sharding.make_mesh(-1), augment.default_augment_config(16, 1)
+  )
   expected = batch_statistics(trunk, variables, images)
   flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, stats))
   for bn, (mean, var) in expected.items():
@@ -80,11 +83,28 @@ def test_probe_and_eval_use_the_reestimated_statistics(tmp_path):
   import sys
 
   import orbax.checkpoint as ocp
+
   root = REPO_ROOT
-  out = subprocess.run([sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir",
-                        str(tmp_path), "--config.train.max_steps=4", "--config.probe.max_steps=3",
-                        "--config.probe.reestimate_bn_batches=2", "--config.probe.batch_size=64"],
-                       cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "dscl_jax.main",
+      "--config",
+      "configs/digits_lt_dscl.py",
+      "--workdir",
+      str(tmp_path),
+      "--config.train.max_steps=4",
+      "--config.probe.max_steps=3",
+      "--config.probe.reestimate_bn_batches=2",
+      "--config.probe.batch_size=64",
+    ],
+    cwd=root,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "BatchNorm statistics re-estimated on 2 batches of 64 probe training images" in out.stdout
   probe_dir = tmp_path / "probe" / "checkpoints" / "3" / "state"

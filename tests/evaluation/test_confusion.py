@@ -5,10 +5,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from dscl_jax.input import augment
-
 from dscl_jax.evaluation import figures
 from dscl_jax.evaluation.accuracy import confusion_bins, make_count_step
+from dscl_jax.input import augment
 from dscl_jax.models.resnet import ResNet
 
 
@@ -35,7 +34,8 @@ def test_confusion_matches_numpy():
   mask[-3:] = False  # padding rows of the last batch
   bins = np.array([0, 0, 1, 1, 2], np.int32)  # 5 classes in 3 bins
   correct, seen, confusion = jax.jit(make_count_step(trunk, augment.default_augment_config(8, 1), 5, bins))(
-      variables, classifier, {"image": images, "label": labels, "mask": mask})
+    variables, classifier, {"image": images, "label": labels, "mask": mask}
+  )
 
   features = np.asarray(trunk.apply(variables, images, train=False)["pooled"], np.float64)
   predictions = np.argmax(features @ classifier["kernel"] + classifier["bias"], axis=1)
@@ -43,8 +43,9 @@ def test_confusion_matches_numpy():
   np.add.at(expected, (bins[labels[mask]], bins[predictions[mask]]), 1)
   np.testing.assert_array_equal(np.asarray(confusion), expected)
   np.testing.assert_array_equal(np.asarray(seen), np.bincount(labels[mask], minlength=5))
-  np.testing.assert_array_equal(np.asarray(correct), np.bincount(labels[mask], weights=predictions[mask] == labels[mask],
-                                                                 minlength=5))
+  np.testing.assert_array_equal(
+    np.asarray(correct), np.bincount(labels[mask], weights=predictions[mask] == labels[mask], minlength=5)
+  )
 
 
 def test_figures_are_pngs(tmp_path):

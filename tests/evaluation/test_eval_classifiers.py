@@ -14,14 +14,20 @@ import pytest
 from data.registry import get_dataset
 from dscl_jax.input import augment
 from dscl_jax.models import build_trunk
-from tests.config.test_configs import load_config
 from tests import REPO_ROOT
+from tests.config.test_configs import load_config
 
 pytestmark = pytest.mark.slow
 ROOT = REPO_ROOT
-OVERRIDES = ["--config.method=paco", "--config.loss.temperature=0.2", "--config.augment.query.randaugment_ops=2",
-             "--config.train.max_steps=60", "--config.train.log_every=20", "--config.probe.max_steps=40",
-             "--config.probe.log_every=20"]
+OVERRIDES = [
+  "--config.method=paco",
+  "--config.loss.temperature=0.2",
+  "--config.augment.query.randaugment_ops=2",
+  "--config.train.max_steps=60",
+  "--config.train.log_every=20",
+  "--config.probe.max_steps=40",
+  "--config.probe.log_every=20",
+]
 
 
 def restore(path):
@@ -33,9 +39,23 @@ def latest_step_dir(directory):
 
 
 def test_eval_reports_the_class_centres_and_the_linear_probe(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py",
-                        "--workdir", str(tmp_path), *OVERRIDES], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "dscl_jax.main",
+      "--config",
+      "configs/digits_lt_dscl.py",
+      "--workdir",
+      str(tmp_path),
+      *OVERRIDES,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert "| linear_probe |" in out.stdout and "| model |" in out.stdout
   report = json.loads((tmp_path / "eval_test.json").read_text())
@@ -47,20 +67,26 @@ def test_eval_reports_the_class_centres_and_the_linear_probe(tmp_path):
   # Every classifier counts the whole test split, and the top level says how large it is: the count is
   # the split's, not whichever classifier's loop ran last.
   assert report["num_images"] == 500
-  assert {name: r["num_images"] for name, r in report["classifiers"].items()} == dict.fromkeys(report["classifiers"], 500)
+  assert {name: r["num_images"] for name, r in report["classifiers"].items()} == dict.fromkeys(
+    report["classifiers"], 500
+  )
 
   # Recompute both accuracies: trunk features in inference mode, then the two linear maps, in NumPy.
   config = load_config(os.path.join(ROOT, "configs", "digits_lt_dscl.py"))
   dataset = get_dataset(config.data)
   pretrain = restore(latest_step_dir(tmp_path / "pretrain" / "checkpoints"))
   probe = restore(latest_step_dir(tmp_path / "probe" / "checkpoints"))
-  images = np.stack([augment.eval_view(dataset.test.source[i]["image"], config.augment)
-                     for i in range(len(dataset.test))])
+  images = np.stack(
+    [augment.eval_view(dataset.test.source[i]["image"], config.augment) for i in range(len(dataset.test))]
+  )
   labels = np.asarray(dataset.test.labels)
   trunk = build_trunk(config.model)
-  features = np.asarray(trunk.apply({"params": pretrain["params"]["trunk"],
-                                     "batch_stats": pretrain["batch_stats"]["trunk"]}, images, train=False)["pooled"],
-                        np.float64)
+  features = np.asarray(
+    trunk.apply(
+      {"params": pretrain["params"]["trunk"], "batch_stats": pretrain["batch_stats"]["trunk"]}, images, train=False
+    )["pooled"],
+    np.float64,
+  )
   centres = pretrain["params"]["classifier"]
   logits = features @ np.asarray(centres["kernel"], np.float64) + np.asarray(centres["bias"], np.float64)
   model_accuracy = 100.0 * np.mean(logits.argmax(1) == labels)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from data.registry import get_dataset
-from dscl_jax.input import augment
-from dscl_jax.core import sharding
 from dscl_jax.config.schema import base_config
+from dscl_jax.core import sharding
 from dscl_jax.evaluation.feature_eval import extract_features, knn_predict, logistic_regression_predict
+from dscl_jax.input import augment
 from dscl_jax.models.resnet import ResNet
 
 
@@ -34,8 +34,9 @@ def test_knn_matches_brute_force():
   train = centres[labels] + rng.normal(size=(len(labels), 6))
   test = centres[rng.integers(0, 4, 30)] + rng.normal(size=(30, 6))
   for k in (1, 5, 20):
-    np.testing.assert_array_equal(knn_predict(train, labels, test, 4, k, chunk=7),
-                                  brute_force_knn(train, labels, test, 4, k))
+    np.testing.assert_array_equal(
+      knn_predict(train, labels, test, 4, k, chunk=7), brute_force_knn(train, labels, test, 4, k)
+    )
 
 
 def test_knn_votes_are_class_balanced():

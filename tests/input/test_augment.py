@@ -65,7 +65,8 @@ def _torchvision(tmp_path, script: str, **arrays) -> dict[str, np.ndarray]:
     pytest.skip("torchvision is not importable by /usr/bin/python3")
   for name, array in arrays.items():
     np.save(tmp_path / f"in_{name}.npy", array)
-  program = textwrap.dedent("""
+  program = (
+    textwrap.dedent("""
       import glob, os, sys
       import numpy as np
       import torch
@@ -79,10 +80,13 @@ def _torchvision(tmp_path, script: str, **arrays) -> dict[str, np.ndarray]:
         a = np.asarray(im)
         return a[..., None] if a.ndim == 2 else a
       outputs = {}
-  """) + textwrap.dedent(script) + textwrap.dedent("""
+  """)
+    + textwrap.dedent(script)
+    + textwrap.dedent("""
       for name, value in outputs.items():
         np.save(os.path.join(root, 'out_' + name + '.npy'), value)
   """)
+  )
   subprocess.run([_SYSTEM_PYTHON, "-c", program, str(tmp_path)], check=True, capture_output=True)
   return {p[4:-4]: np.load(tmp_path / p) for p in os.listdir(tmp_path) if p.startswith("out_")}
 
@@ -150,8 +154,9 @@ def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
 def test_resize_is_antialiased_bilinear(out_shape, channels):
   pixels = _uint8_image(24, 20, channels)
   ours = _pixels(augment.resize(augment.to_pil(pixels), out_shape))
-  reference = np.einsum("oh,hwc,pw->opc", _resample_matrix(24, out_shape[0]), pixels.astype(np.float64),
-                        _resample_matrix(20, out_shape[1]))
+  reference = np.einsum(
+    "oh,hwc,pw->opc", _resample_matrix(24, out_shape[0]), pixels.astype(np.float64), _resample_matrix(20, out_shape[1])
+  )
   assert ours.shape == (*out_shape, channels)
   # PIL rounds to 8 bits between its two 1-D passes and at the end (fixed-point weights): at most one
   # level from the exact value (plus float64 noise in the reference).
@@ -165,26 +170,33 @@ def test_resize_keeps_constants_and_resizes_channels_independently():
   np.testing.assert_array_equal(augment.to_array(out), constant[:5, :5])
   rgb = _uint8_image(9, 9, 3)
   for c in range(3):
-    np.testing.assert_array_equal(augment.to_array(augment.resize(augment.to_pil(rgb), 4))[..., c],
-                                  augment.to_array(augment.resize(augment.to_pil(rgb[..., c:c + 1]), 4))[..., 0])
+    np.testing.assert_array_equal(
+      augment.to_array(augment.resize(augment.to_pil(rgb), 4))[..., c],
+      augment.to_array(augment.resize(augment.to_pil(rgb[..., c : c + 1]), 4))[..., 0],
+    )
 
 
 def test_resized_crop_reads_only_its_box():
   pixels = _uint8_image(20, 20, 3)
   box = np.array([3, 5, 13, 15])  # [x1, y1, x2, y2], 10 x 10
-  np.testing.assert_array_equal(augment.to_array(augment.resized_crop(augment.to_pil(pixels), box, 10)),
-                                pixels[5:15, 3:13])
+  np.testing.assert_array_equal(
+    augment.to_array(augment.resized_crop(augment.to_pil(pixels), box, 10)), pixels[5:15, 3:13]
+  )
   # Shrinking: the filter straddles the box edges, yet pixels outside the box must not matter (crop, then
   # resize, as torchvision does; PIL's resize(box=...) would blend them in).
   other = _uint8_image(20, 20, 3, seed=1)
   other[5:15, 3:13] = pixels[5:15, 3:13]
-  np.testing.assert_array_equal(augment.to_array(augment.resized_crop(augment.to_pil(pixels), box, 4)),
-                                augment.to_array(augment.resized_crop(augment.to_pil(other), box, 4)))
+  np.testing.assert_array_equal(
+    augment.to_array(augment.resized_crop(augment.to_pil(pixels), box, 4)),
+    augment.to_array(augment.resized_crop(augment.to_pil(other), box, 4)),
+  )
   # Upscaling by 2: output centres fall at quarter positions, so each is 3/4 of its nearest input pixel
   # plus 1/4 of the next one (edges clamp): exact in uint8 for these values.
   row = np.array([[[0], [100], [200]]], np.uint8)
-  np.testing.assert_array_equal(augment.to_array(augment.resized_crop(augment.to_pil(row), [0, 0, 3, 1], (1, 6))),
-                                [[[0], [25], [75], [125], [175], [200]]])
+  np.testing.assert_array_equal(
+    augment.to_array(augment.resized_crop(augment.to_pil(row), [0, 0, 3, 1], (1, 6))),
+    [[[0], [25], [75], [125], [175], [200]]],
+  )
   with pytest.raises(ValueError, match="not a non-empty box inside"):
     augment.resized_crop(augment.to_pil(pixels), [15, 0, 25, 10], 4)
 
@@ -198,10 +210,10 @@ def test_random_resized_crop_returns_its_box():
 
 def test_flip_and_center_crop():
   pixels = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
-  np.testing.assert_array_equal(augment.to_array(augment.horizontal_flip(augment.to_pil(pixels)))[0, :, 0],
-                                [3, 2, 1, 0])
-  flips = [augment.to_array(augment.random_flip(augment.to_pil(pixels), _rng(s)))[0, 0, 0] == 3
-           for s in range(200)]
+  np.testing.assert_array_equal(
+    augment.to_array(augment.horizontal_flip(augment.to_pil(pixels)))[0, :, 0], [3, 2, 1, 0]
+  )
+  flips = [augment.to_array(augment.random_flip(augment.to_pil(pixels), _rng(s)))[0, 0, 0] == 3 for s in range(200)]
   assert 70 < sum(flips) < 130
   assert augment.center_crop(augment.to_pil(np.zeros((7, 10, 1), np.uint8)), 4).size == (4, 4)
   window = augment.center_crop(augment.to_pil(np.arange(36, dtype=np.uint8).reshape(6, 6, 1)), 2)
@@ -222,8 +234,9 @@ def _luma(pixels):
 def test_colour_jitter_is_the_identity_at_zero_strength():
   for channels in (1, 3):
     image = _pil(channels=channels)
-    np.testing.assert_array_equal(augment.to_array(augment.color_jitter(image, _rng(), 0, 0, 0, 0)),
-                                  augment.to_array(image))
+    np.testing.assert_array_equal(
+      augment.to_array(augment.color_jitter(image, _rng(), 0, 0, 0, 0)), augment.to_array(image)
+    )
   image = _pil()
   for adjust in (augment.adjust_brightness, augment.adjust_contrast, augment.adjust_saturation):
     np.testing.assert_array_equal(augment.to_array(adjust(image, 1.0)), augment.to_array(image))
@@ -239,8 +252,7 @@ def test_colour_adjustments_closed_forms():
   # PIL's blend truncates: brightness 0.5 is floor(x / 2).
   np.testing.assert_array_equal(augment.to_array(augment.adjust_brightness(image, 0.5)), pixels // 2)
   gray_mean = int(_luma(pixels).mean() + 0.5)
-  np.testing.assert_array_equal(augment.to_array(augment.adjust_contrast(image, 0.0)),
-                                np.full_like(pixels, gray_mean))
+  np.testing.assert_array_equal(augment.to_array(augment.adjust_contrast(image, 0.0)), np.full_like(pixels, gray_mean))
   gray = np.repeat(_luma(pixels)[..., None], 3, axis=-1)
   np.testing.assert_array_equal(augment.to_array(augment.adjust_saturation(image, 0.0)), gray)
   np.testing.assert_array_equal(augment.to_array(augment.to_grayscale(image)), gray)
@@ -335,7 +347,9 @@ def test_operations_match_torchvision_pil_path(tmp_path):
   photo = _smooth_uint8_image(40, 48)
   noise = _uint8_image(16, 12, 3)
   single = _uint8_image(16, 12, 1)
-  ref = _torchvision(tmp_path, """
+  ref = _torchvision(
+    tmp_path,
+    """
       im, noise, single = pil(inputs['photo']), pil(inputs['noise']), pil(inputs['single'])
       outputs['shrink'] = array(F.resize(im, [17, 11]))
       outputs['enlarge'] = array(F.resize(noise, [30, 41]))
@@ -355,7 +369,11 @@ def test_operations_match_torchvision_pil_path(tmp_path):
       outputs['single_blur'] = array(single.filter(ImageFilter.GaussianBlur(radius=0.6)))
       outputs['normalized'] = F.normalize(F.to_tensor(im), [0.485, 0.456, 0.406],
                                           [0.229, 0.224, 0.225]).numpy().transpose(1, 2, 0)
-  """, photo=photo, noise=noise, single=single)
+  """,
+    photo=photo,
+    noise=noise,
+    single=single,
+  )
   image = augment.to_pil(photo)
   exact = np.testing.assert_array_equal
   exact(augment.to_array(augment.resize(image, (17, 11))), ref["shrink"])
@@ -377,8 +395,9 @@ def test_operations_match_torchvision_pil_path(tmp_path):
   exact(augment.to_array(augment.adjust_contrast(gray, 1.35)), ref["single_contrast"])
   exact(augment.to_array(augment.gaussian_blur(gray, 0.6)), ref["single_blur"])
   # ToTensor + Normalize divide by 255, subtract and divide; we multiply and subtract: float32 rounding.
-  np.testing.assert_allclose(augment.normalize(image, augment.IMAGENET_MEAN, augment.IMAGENET_STD),
-                             ref["normalized"], rtol=0, atol=2e-6)
+  np.testing.assert_allclose(
+    augment.normalize(image, augment.IMAGENET_MEAN, augment.IMAGENET_STD), ref["normalized"], rtol=0, atol=2e-6
+  )
 
 
 # ------------------------------------------------------------------------------------------- recipes
@@ -448,8 +467,14 @@ def test_small_crops_are_cut_from_the_flipped_global_crop():
   cfg_augment, cfg_pbsd = _configs(image_size=size, crop_size=8)
   cfg_augment.crop_scale, cfg_augment.crop_ratio = (1.0, 1.0), (1.0, 1.0)  # global crop = whole image
   _identity_normalisation(cfg_augment)
-  cfg_augment.query = dict(jitter=(0.0, 0.0, 0.0, 0.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
-                           randaugment_ops=0, randaugment_magnitude=10)
+  cfg_augment.query = dict(
+    jitter=(0.0, 0.0, 0.0, 0.0),
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    randaugment_ops=0,
+    randaugment_magnitude=10,
+  )
   cfg_pbsd.flip_prob = 0.0  # the crops' own flip is tested in test_reference_recipe.py
   image = _uint8_image(size, size)
   flipped_seen = set()
@@ -465,17 +490,24 @@ def test_small_crops_are_cut_from_the_flipped_global_crop():
       expected = augment.to_array(augment.resize(augment.to_pil(np.ascontiguousarray(query[y1:y2, x1:x2])), 8))
       np.testing.assert_array_equal(_as_uint8(crop), expected)
       if flipped:  # the box is in flipped coordinates: mirrored, it indexes the original image
-        mirrored = np.ascontiguousarray(image[y1:y2, size - x2:size - x1][:, ::-1])
+        mirrored = np.ascontiguousarray(image[y1:y2, size - x2 : size - x1][:, ::-1])
         np.testing.assert_array_equal(_as_uint8(crop), augment.to_array(augment.resize(augment.to_pil(mirrored), 8)))
   assert flipped_seen == {True, False}
 
 
 def test_query_colours_are_drawn_independently_for_each_small_crop():
   """Same box, full-strength query jitter: the small crops differ only by their own colour draws."""
-  cfg_augment, cfg_pbsd = _configs(image_size=16, crop_size=8, num_crops=4, crop_scale=(1.0, 1.0),
-                                   crop_ratio=(1.0, 1.0))  # every small crop is the whole global crop
-  cfg_augment.query = dict(jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0,
-                           randaugment_ops=0, randaugment_magnitude=10)
+  cfg_augment, cfg_pbsd = _configs(
+    image_size=16, crop_size=8, num_crops=4, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)
+  )  # every small crop is the whole global crop
+  cfg_augment.query = dict(
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_prob=1.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    randaugment_ops=0,
+    randaugment_magnitude=10,
+  )
   views = augment.pretrain_views(_uint8_image(16, 16), _rng(2), cfg_augment, cfg_pbsd)
   np.testing.assert_array_equal(views["boxes"], np.tile([0, 0, 16, 16], (4, 1)))
   crops = views["small_crops"]
@@ -486,7 +518,7 @@ def test_small_crop_boxes_follow_the_pbsd_scale():
   cfg_augment, cfg_pbsd = _configs(image_size=32, crop_size=8, num_crops=50)
   boxes = augment.pretrain_views(_uint8_image(40, 40), _rng(3), cfg_augment, cfg_pbsd)["boxes"]
   widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-  fractions = widths * heights / 32 ** 2
+  fractions = widths * heights / 32**2
   assert fractions.min() > 0.05 * 0.7 and fractions.max() < 0.6 * 1.2
 
 
@@ -509,20 +541,25 @@ def test_eval_view_matches_torchvision(tmp_path):
   assert cfg_rgb.eval_resize_ratio == 256 / 224
   landscape = _smooth_uint8_image(300, 400)
   portrait = np.ascontiguousarray(landscape.transpose(1, 0, 2))
-  ref = _torchvision(tmp_path, """
+  ref = _torchvision(
+    tmp_path,
+    """
       for name in ('landscape', 'portrait'):
         view = F.center_crop(F.resize(pil(inputs[name]), 256), 224)
         outputs[name + '_pixels'] = array(view)
         outputs[name] = F.normalize(F.to_tensor(view), [0.485, 0.456, 0.406],
                                     [0.229, 0.224, 0.225]).numpy().transpose(1, 2, 0)
-  """, landscape=landscape, portrait=portrait)
+  """,
+    landscape=landscape,
+    portrait=portrait,
+  )
   for name, pixels in (("landscape", landscape), ("portrait", portrait)):
     ours = augment.eval_view(pixels, cfg_rgb)
     assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref[name], rtol=0, atol=2e-6)  # float32 rounding of the normalisation
     resized = augment.resize(augment.to_pil(pixels), (256, 341) if name == "landscape" else (341, 256))
     top, left = (16, 58) if name == "landscape" else (58, 16)
-    window = augment.to_array(resized)[top:top + 224, left:left + 224]
+    window = augment.to_array(resized)[top : top + 224, left : left + 224]
     np.testing.assert_array_equal(window, ref[name + "_pixels"])
     np.testing.assert_array_equal(ours, augment.normalize(window, cfg_rgb.mean, cfg_rgb.std))
 

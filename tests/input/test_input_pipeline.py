@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from data import base
-from dscl_jax.input import augment
-from dscl_jax.input import pipeline
+from dscl_jax.input import augment, pipeline
 
 NUM_EXAMPLES = 40
 SIZE = 12
@@ -67,8 +66,7 @@ def test_sample_is_a_function_of_seed_and_global_position():
   for p in (0, 17, 39, 40, 77, 95):
     step, row = divmod(p, 16)
     index = pipeline.epoch_permutation(3, p // NUM_EXAMPLES, NUM_EXAMPLES)[p % NUM_EXAMPLES]
-    views = augment.pretrain_views(split.source.images[index], pipeline.sample_rng(3, p),
-                                   cfg_augment, cfg_pbsd)
+    views = augment.pretrain_views(split.source.images[index], pipeline.sample_rng(3, p), cfg_augment, cfg_pbsd)
     for name, value in views.items():
       got = batches[step][name][row]
       if got.dtype == np.uint8:  # image views: the host-normalised recipe is their normalisation
@@ -160,12 +158,11 @@ def test_probe_iterator_balanced_and_uniform():
   chi_square = ((counts - 64) ** 2 / 64).sum()
   assert chi_square < 26.1
   # Instance-uniform: one epoch of 388 images reproduces the long-tailed counts.
-  uniform = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=97, seed=1,
-                                                class_balanced=False), 4)
-  np.testing.assert_array_equal(np.bincount(np.concatenate([b["label"] for b in uniform])),
-                                [200, 100, 50, 20, 10, 5, 2, 1])
-  restarted = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1,
-                                                  start_step=5), 3)
+  uniform = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=97, seed=1, class_balanced=False), 4)
+  np.testing.assert_array_equal(
+    np.bincount(np.concatenate([b["label"] for b in uniform])), [200, 100, 50, 20, 10, 5, 2, 1]
+  )
+  restarted = _take(pipeline.probe_iterator(split, cfg_augment, global_batch_size=64, seed=1, start_step=5), 3)
   _assert_same_batches(restarted, balanced[5:])
 
 
@@ -186,8 +183,9 @@ def test_eval_batches_cover_the_split_in_order_with_padding():
   np.testing.assert_array_equal(augment.normalize(images, cfg_augment.mean, cfg_augment.std), expected)
   np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:NUM_EXAMPLES], split.labels)
   assert not batches[-1]["image"][8:].any() and not batches[-1]["label"][8:].any()
-  shards = [list(pipeline.eval_batches(split, cfg_augment, batch_size=16, process_index=k,
-                                             process_count=2)) for k in range(2)]
+  shards = [
+    list(pipeline.eval_batches(split, cfg_augment, batch_size=16, process_index=k, process_count=2)) for k in range(2)
+  ]
   for step, batch in enumerate(batches):
     for name in batch:
       np.testing.assert_array_equal(np.concatenate([s[step][name] for s in shards]), batch[name])

@@ -6,8 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from dscl_jax.input import augment, normalization
-from dscl_jax.input import pixels
+from dscl_jax.input import augment, normalization, pixels
 from tests.step_runner import setup, small_config
 
 FASHION = ((0.2860,), (0.3530,))
@@ -48,11 +47,13 @@ def test_a_fused_multiply_add_would_not_be_bitwise():
 def test_normalize_views_converts_image_views_only():
   cfg = _cfg(*FASHION)
   rng = np.random.default_rng(1)
-  batch = {"query": rng.integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8),
-           "small_crops": rng.integers(0, 256, size=(4, 2, 4, 4, 1), dtype=np.uint8),
-           "key": rng.normal(size=(4, 8, 8, 1)).astype(np.float32),  # taken as normalised already
-           "boxes": rng.uniform(0, 8, size=(4, 2, 4)).astype(np.float32),
-           "label": np.arange(4, dtype=np.int32)}
+  batch = {
+    "query": rng.integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8),
+    "small_crops": rng.integers(0, 256, size=(4, 2, 4, 4, 1), dtype=np.uint8),
+    "key": rng.normal(size=(4, 8, 8, 1)).astype(np.float32),  # taken as normalised already
+    "boxes": rng.uniform(0, 8, size=(4, 2, 4)).astype(np.float32),
+    "label": np.arange(4, dtype=np.int32),
+  }
   out = pixels.normalize_views(batch, cfg)
   np.testing.assert_array_equal(out["query"], augment.normalize(batch["query"], *FASHION))
   np.testing.assert_array_equal(out["small_crops"], augment.normalize(batch["small_crops"], *FASHION))
@@ -70,11 +71,13 @@ def test_pretrain_step_on_uint8_pixels_is_the_step_on_normalised_floats():
   rng = np.random.default_rng(2)
   b, n, s, c = config.train.batch_size, config.pbsd.num_crops, config.pbsd.crop_size, 1
   size = config.augment.image_size
-  as_uint8 = {"query": rng.integers(0, 256, size=(b, size, size, c), dtype=np.uint8),
-              "key": rng.integers(0, 256, size=(b, size, size, c), dtype=np.uint8),
-              "small_crops": rng.integers(0, 256, size=(b, n, s, s, c), dtype=np.uint8),
-              "boxes": np.tile(np.array([[0, 0, 8, 8], [4, 4, 16, 16]], np.float32), (b, 1, 1)),
-              "label": rng.integers(0, 10, size=b).astype(np.int32)}
+  as_uint8 = {
+    "query": rng.integers(0, 256, size=(b, size, size, c), dtype=np.uint8),
+    "key": rng.integers(0, 256, size=(b, size, size, c), dtype=np.uint8),
+    "small_crops": rng.integers(0, 256, size=(b, n, s, s, c), dtype=np.uint8),
+    "boxes": np.tile(np.array([[0, 0, 8, 8], [4, 4, 16, 16]], np.float32), (b, 1, 1)),
+    "label": rng.integers(0, 10, size=b).astype(np.int32),
+  }
   as_float = {k: augment.normalize(v, *FASHION) if v.dtype == np.uint8 else v for k, v in as_uint8.items()}
   results = []
   for batch in (as_uint8, as_float):

@@ -23,15 +23,24 @@ pytestmark = pytest.mark.xdist_group("test_randaugment")
 _SYSTEM_PYTHON = "/usr/bin/python3"
 
 _TORCHVISION_NAMES = {
-    "identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",
-    "translate_y": "TranslateY", "rotate": "Rotate", "brightness": "Brightness", "color": "Color",
-    "contrast": "Contrast", "sharpness": "Sharpness", "posterize": "Posterize", "solarize": "Solarize",
-    "autocontrast": "AutoContrast", "equalize": "Equalize",
+  "identity": "Identity",
+  "shear_x": "ShearX",
+  "shear_y": "ShearY",
+  "translate_x": "TranslateX",
+  "translate_y": "TranslateY",
+  "rotate": "Rotate",
+  "brightness": "Brightness",
+  "color": "Color",
+  "contrast": "Contrast",
+  "sharpness": "Sharpness",
+  "posterize": "Posterize",
+  "solarize": "Solarize",
+  "autocontrast": "AutoContrast",
+  "equalize": "Equalize",
 }
 # Table sizes checked against torchvision: 31 bins (the default) and counts whose linspace has no
 # vectorised part, one vector pair, or both.
-_TABLES = ((31, 32, 40), (31, 28, 28), (31, 224, 224), (10, 331, 500), (2, 28, 28), (17, 40, 32),
-           (64, 96, 128))
+_TABLES = ((31, 32, 40), (31, 28, 28), (31, 224, 224), (10, 331, 500), (2, 28, 28), (17, 40, 32), (64, 96, 128))
 _BINS = (0, 1, 9, 10, 15, 30)  # table entries tried for every op: both ends and the common m = 9, 10
 
 
@@ -57,12 +66,12 @@ def _images() -> dict[str, np.ndarray]:
   smooth = np.stack([30 + 4 * x + disc, 210 - 5 * y + 0.5 * disc, 50 + 3 * (x + y) % 140], -1)
   y, x = np.mgrid[0:28, 0:28].astype(np.float64)
   return {
-      "rgb_noise": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
-      "rgb_narrow": rng.integers([30, 60, 5], [200, 150, 250], (32, 40, 3)).astype(np.uint8),
-      "rgb_smooth": np.clip(smooth, 0, 255).astype(np.uint8),
-      "l_noise": rng.integers(20, 230, (28, 28, 1), dtype=np.uint8),
-      "l_smooth": (40 + 5 * x + 2 * y)[..., None].astype(np.uint8),
-      "l_wide": rng.integers(0, 256, (20, 30, 1), dtype=np.uint8),
+    "rgb_noise": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
+    "rgb_narrow": rng.integers([30, 60, 5], [200, 150, 250], (32, 40, 3)).astype(np.uint8),
+    "rgb_smooth": np.clip(smooth, 0, 255).astype(np.uint8),
+    "l_noise": rng.integers(20, 230, (28, 28, 1), dtype=np.uint8),
+    "l_smooth": (40 + 5 * x + 2 * y)[..., None].astype(np.uint8),
+    "l_wide": rng.integers(0, 256, (20, 30, 1), dtype=np.uint8),
   }
 
 
@@ -76,14 +85,18 @@ def _single_op_cases(height: int, width: int) -> list[list[tuple[str, float]]]:
     if signed:
       cases += [[(name, -value)] for value in values]
   extremes = {
-      "shear_x": (1.0, -1.0, 0.05), "shear_y": (1.0, -1.0, -0.05),
-      # Truncation towards zero, and shifts past the border (all fill).
-      "translate_x": (3.7, -3.7, 0.9, width + 5.0, -(width + 5.0)),
-      "translate_y": (3.7, -3.7, -0.9, height + 5.0, -(height + 5.0)),
-      "rotate": (45.5, -45.5, 90.0, -90.0, 180.0, 17.3),
-      "brightness": (-1.0, 1.5), "color": (-1.0, 1.5), "contrast": (-1.0, 1.5), "sharpness": (-1.0, 1.5),
-      "posterize": tuple(float(bits) for bits in range(1, 9)),
-      "solarize": (0.0, 1.0, 127.5, 128.0, 255.0, 255.5, 256.0, -1.0),
+    "shear_x": (1.0, -1.0, 0.05),
+    "shear_y": (1.0, -1.0, -0.05),
+    # Truncation towards zero, and shifts past the border (all fill).
+    "translate_x": (3.7, -3.7, 0.9, width + 5.0, -(width + 5.0)),
+    "translate_y": (3.7, -3.7, -0.9, height + 5.0, -(height + 5.0)),
+    "rotate": (45.5, -45.5, 90.0, -90.0, 180.0, 17.3),
+    "brightness": (-1.0, 1.5),
+    "color": (-1.0, 1.5),
+    "contrast": (-1.0, 1.5),
+    "sharpness": (-1.0, 1.5),
+    "posterize": tuple(float(bits) for bits in range(1, 9)),
+    "solarize": (0.0, 1.0, 127.5, 128.0, 255.0, 255.5, 256.0, -1.0),
   }
   for name, values in extremes.items():
     cases += [[(name, value)] for value in values]
@@ -92,8 +105,10 @@ def _single_op_cases(height: int, width: int) -> list[list[tuple[str, float]]]:
 
 def _policy_seeds():
   """(seed, num_ops, magnitude) of the full-policy draws replayed through torchvision."""
-  return [(seed, num_ops, magnitude) for seed, (num_ops, magnitude) in
-          enumerate([(2, 9), (3, 10), (4, 30), (2, 0), (6, 15), (3, 9)])]
+  return [
+    (seed, num_ops, magnitude)
+    for seed, (num_ops, magnitude) in enumerate([(2, 9), (3, 10), (4, 30), (2, 0), (6, 15), (3, 9)])
+  ]
 
 
 # ------------------------------------------------------------------------- torchvision, out of process
@@ -154,9 +169,11 @@ def reference(tmp_path_factory):
       chains[name].append(randaugment.sample_ops(_rng(seed), num_ops, magnitude, 31, height, width))
     np.save(root / f"in_{name}.npy", pixels)
   request = {
-      "chains": {name: [[(_TORCHVISION_NAMES[op], value) for op, value in chain] for chain in image_chains]
-                 for name, image_chains in chains.items()},
-      "tables": _TABLES,
+    "chains": {
+      name: [[(_TORCHVISION_NAMES[op], value) for op, value in chain] for chain in image_chains]
+      for name, image_chains in chains.items()
+    },
+    "tables": _TABLES,
   }
   (root / "request.json").write_text(json.dumps(request))
   result = subprocess.run([_SYSTEM_PYTHON, "-c", _PROGRAM, str(root)], capture_output=True, text=True)
@@ -177,7 +194,7 @@ def test_every_operation_matches_torchvision(reference):
   for name, pixels in images.items():
     num_single = len(_single_op_cases(*pixels.shape[:2]))
     for chain, expected in zip(chains[name][:num_single], outputs[name][:num_single]):
-      (op, value), = chain
+      ((op, value),) = chain
       ours = _array(randaugment.OPS[op](_pil(pixels), value))
       checked.add(op)
       if ours.shape != expected.shape or not np.array_equal(ours, expected):
@@ -192,8 +209,9 @@ def test_rand_augment_matches_torchvision_replaying_its_draws(reference):
   images, chains, outputs, _ = reference
   num_policies = len(_policy_seeds())
   for name, pixels in images.items():
-    for (seed, num_ops, magnitude), chain, expected in zip(_policy_seeds(), chains[name][-num_policies:],
-                                                           outputs[name][-num_policies:]):
+    for (seed, num_ops, magnitude), chain, expected in zip(
+      _policy_seeds(), chains[name][-num_policies:], outputs[name][-num_policies:]
+    ):
       ours = randaugment.rand_augment(_pil(pixels), _rng(seed), num_ops, magnitude)
       np.testing.assert_array_equal(_array(ours), expected, err_msg=f"{name}: {chain}")
 
@@ -300,12 +318,12 @@ def test_geometric_ops_closed_forms():
   # (x + 1/2 + (y + 1/2), y + 1/2), so row y is row y shifted left by y + 1.
   sheared = _array(randaugment.shear_x(image, 1.0))
   for row in (0, 5, 17):
-    np.testing.assert_array_equal(sheared[row, :39 - row], pixels[row, row + 1:])
-    assert not sheared[row, 39 - row:].any()
+    np.testing.assert_array_equal(sheared[row, : 39 - row], pixels[row, row + 1 :])
+    assert not sheared[row, 39 - row :].any()
   # By -1 along y: the point (x + 1/2, y + 1/2 - (x + 1/2)), so column x is shifted down by x.
   sheared = _array(randaugment.shear_y(image, -1.0))
   for column in (0, 4, 30):
-    np.testing.assert_array_equal(sheared[column:, column], pixels[:32 - column, column])
+    np.testing.assert_array_equal(sheared[column:, column], pixels[: 32 - column, column])
     assert not sheared[:column, column].any()
   np.testing.assert_array_equal(_array(randaugment.shear_y(image, 0.0)), pixels)
   np.testing.assert_array_equal(_array(randaugment.rotate(image, 0.0)), pixels)
@@ -318,8 +336,7 @@ def test_colour_ops_closed_forms():
   levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
   ramp = _pil(levels)
   np.testing.assert_array_equal(_array(randaugment.posterize(ramp, 5.0)), levels & 0b11111000)
-  np.testing.assert_array_equal(_array(randaugment.solarize(ramp, 100.0)),
-                                np.where(levels < 100, levels, 255 - levels))
+  np.testing.assert_array_equal(_array(randaugment.solarize(ramp, 100.0)), np.where(levels < 100, levels, 255 - levels))
   assert not _array(randaugment.brightness(ramp, -1.0)).any()
   narrow = levels // 3 + 50  # levels 50..135: autocontrast multiplies by 255 / 85 = 3 exactly
   np.testing.assert_array_equal(_array(randaugment.autocontrast(_pil(narrow))), (narrow - 50) * 3)
@@ -331,8 +348,11 @@ def test_every_op_keeps_mode_and_size(mode):
   image = _pil(_images()["l_wide" if mode == "L" else "rgb_smooth"])
   space = randaugment.augmentation_space(31, image.height, image.width)
   for name, (magnitudes, _) in space.items():
-    value = -float(magnitudes[30]) if magnitudes.ndim and space[name][1] else (
-        float(magnitudes[30]) if magnitudes.ndim else 0.0)
+    value = (
+      -float(magnitudes[30])
+      if magnitudes.ndim and space[name][1]
+      else (float(magnitudes[30]) if magnitudes.ndim else 0.0)
+    )
     out = randaugment.OPS[name](image, value)
     assert out.mode == mode and out.size == image.size, name
 

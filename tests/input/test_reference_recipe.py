@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from dscl_jax.input import augment
-from dscl_jax.config.schema import base_config
 from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
+from dscl_jax.config.schema import base_config
+from dscl_jax.input import augment
 from dscl_jax.models import build_encoder
 
 
@@ -18,8 +18,9 @@ def test_zero_init_residual_zeroes_the_last_scale_of_every_block(depth, style, l
   assert config.model.zero_init_residual  # the reference's default
   encoder = build_encoder(config.model)
   params = encoder.init(jax.random.PRNGKey(0), np.zeros((2, 32, 32, 3), np.float32), train=False)["params"]
-  scales = {"/".join(k[:-1]): np.asarray(v) for k, v in traverse_util.flatten_dict(params["trunk"]).items()
-            if k[-1] == "scale"}
+  scales = {
+    "/".join(k[:-1]): np.asarray(v) for k, v in traverse_util.flatten_dict(params["trunk"]).items() if k[-1] == "scale"
+  }
   blocks = {name.split("/")[0] for name in scales if name.startswith("stage")}
   assert blocks and all(f"{block}/{last}" in scales for block in blocks)
   for name, scale in scales.items():
@@ -27,8 +28,9 @@ def test_zero_init_residual_zeroes_the_last_scale_of_every_block(depth, style, l
     np.testing.assert_array_equal(scale, np.full_like(scale, expected), err_msg=name)
 
   config.model.zero_init_residual = False
-  params = build_encoder(config.model).init(jax.random.PRNGKey(0), np.zeros((2, 32, 32, 3), np.float32),
-                                            train=False)["params"]
+  params = build_encoder(config.model).init(jax.random.PRNGKey(0), np.zeros((2, 32, 32, 3), np.float32), train=False)[
+    "params"
+  ]
   block = sorted(blocks)[0]
   np.testing.assert_array_equal(np.asarray(params["trunk"][block][last]["scale"]), 1.0)
 
@@ -70,8 +72,9 @@ def test_blur_range_scales_with_the_view_size(monkeypatch):
   c.augment.query["blur_prob"] = 1.0
   drawn = []
   real_blur = augment.gaussian_blur
-  monkeypatch.setattr(augment, "gaussian_blur", lambda image, sigma: drawn.append((image.size, sigma))
-                      or real_blur(image, sigma))
+  monkeypatch.setattr(
+    augment, "gaussian_blur", lambda image, sigma: drawn.append((image.size, sigma)) or real_blur(image, sigma)
+  )
   rng = np.random.default_rng(1)
   for _ in range(20):
     augment.pretrain_views(np.zeros((28, 28, 1), np.uint8), rng, c.augment, c.pbsd)
@@ -85,6 +88,7 @@ def test_blur_range_scales_with_the_view_size(monkeypatch):
 
 def test_each_crop_batch_is_normalised_on_its_own():
   from dscl_jax.methods.base import OnlineForward
+
   config = base_config(dataset="digits_lt", image_size=16, channels=1, depth=8, style="cifar")
   assert config.pbsd.crop_bn_groups  # the reference's behaviour by default
   encoder = build_encoder(config.model)
@@ -93,7 +97,9 @@ def test_each_crop_batch_is_normalised_on_its_own():
   crops = rng.normal(size=(2 * 6, 8, 8, 1)).astype(np.float32)  # crop-major: 2 crops x B = 6
   changed = crops.copy()
   changed[6:] = 3.0 * changed[6:] + 1.0  # only the second crop's batch
-  embed = lambda x, g: np.asarray(OnlineForward(encoder, variables["params"], variables["batch_stats"])(x, g)["embedding"])
+  embed = lambda x, g: np.asarray(
+    OnlineForward(encoder, variables["params"], variables["batch_stats"])(x, g)["embedding"]
+  )
   grouped, grouped_changed = embed(crops, 6), embed(changed, 6)
   np.testing.assert_array_equal(grouped[:6], grouped_changed[:6])  # the first crop's batch does not see it
   alone = embed(crops[:6], None)  # one encoder call on the first crop's batch
@@ -105,5 +111,6 @@ def test_reference_recipes_reestimate_the_trunk_statistics_before_the_probe():
   # The reference probes with the trunk in training mode: its BatchNorm statistics come from probe images.
   assert imagenet_recipe_config("imagenet_lt").probe.reestimate_bn_batches > 0
   assert fashion_mnist_lt_config("dscl").probe.reestimate_bn_batches > 0
-  assert base_config(dataset="digits_lt", image_size=32, channels=3, depth=8,
-                     style="cifar").probe.reestimate_bn_batches == 0  # opt-in elsewhere
+  assert (
+    base_config(dataset="digits_lt", image_size=32, channels=3, depth=8, style="cifar").probe.reestimate_bn_batches == 0
+  )  # opt-in elsewhere

@@ -18,14 +18,31 @@ def test_unknown_override_names_the_field_and_the_closest_ones():
   assert "train.batch_size" in message
   assert main.unknown_override(argv[:4]) is None
   assert main.unknown_override(["main", "--config.trainn.batch_size=1"]).startswith(
-      "--config.trainn.batch_size=1: the config has no field 'trainn.batch_size'")
+    "--config.trainn.batch_size=1: the config has no field 'trainn.batch_size'"
+  )
 
 
 def test_an_unknown_override_fails_in_one_line():
-  out = subprocess.run([sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py",
-                        "--workdir", "/nonexistent/unused", "--config.train.batchsize=3"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "dscl_jax.main",
+      "--config",
+      "configs/digits_lt_dscl.py",
+      "--workdir",
+      "/nonexistent/unused",
+      "--config.train.batchsize=3",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert out.returncode != 0
   lines = out.stderr.strip().splitlines()
-  assert lines == ["error: --config.train.batchsize=3: the config has no field 'train.batchsize'; did you mean "
-                   "train.batch_size or eval.batch_size or train.base_lr?"], out.stderr
+  assert lines == [
+    "error: --config.train.batchsize=3: the config has no field 'train.batchsize'; did you mean "
+    "train.batch_size or eval.batch_size or train.base_lr?"
+  ], out.stderr

@@ -12,13 +12,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data.registry import BUILDERS, SHAPES, get_dataset
-from dscl_jax.jobs import dry_run
-from dscl_jax.core import sharding
-from dscl_jax.input import synthetic
-from dscl_jax.config.schema import load_config_file
 from configs.common import fashion_mnist_lt_config
+from data.registry import BUILDERS, SHAPES, get_dataset
+from dscl_jax.config.schema import load_config_file
+from dscl_jax.core import sharding
 from dscl_jax.core.build import init_pretrain_state
+from dscl_jax.input import synthetic
+from dscl_jax.jobs import dry_run
 from dscl_jax.methods import get_method
 from tests import REPO_ROOT
 
@@ -62,11 +62,17 @@ def test_abstract_compile_memory_matches_the_real_step():
   # The same step compiled on real arrays: an initialised state and a synthetic batch.
   from dscl_jax.core import optim
   from dscl_jax.core.build import build_models, jit_pretrain_step
+
   schedule = optim.warmup_cosine_schedule(0.1, 1000, 10)
   tx = optim.sgd(schedule, config.train.momentum, config.train.weight_decay)
   online, target = build_models(config, get_method(config), 10)
   state = init_pretrain_state(config, get_method(config), online, tx, 10, 1, mesh, np.ones(10))
-  batch = sharding.to_global(synthetic.pretrain_batch(config, get_method(config).requirements.views, 1, 10, np.random.default_rng(0), pixels=True), mesh)
+  batch = sharding.to_global(
+    synthetic.pretrain_batch(
+      config, get_method(config).requirements.views, 1, 10, np.random.default_rng(0), pixels=True
+    ),
+    mesh,
+  )
   real = jit_pretrain_step(config, get_method(config), online, target, tx, schedule, mesh).lower(state, batch).compile()
   measured = dry_run.memory_bytes(real)
   assert measured["total"] > 0
@@ -78,10 +84,24 @@ def test_abstract_compile_memory_matches_the_real_step():
 
 def test_the_command_reads_no_data(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", "dscl_jax.main", f"--config={REPO}/configs/fashion_mnist_lt_dscl.py",
-                        f"--workdir={tmp_path / 'work'}", "--config.dry_run=True", "--config.model.depth=8",
-                        "--config.dry_run_memory_gib=2", f"--config.data.root={tmp_path / 'no_such_dir'}"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "dscl_jax.main",
+      f"--config={REPO}/configs/fashion_mnist_lt_dscl.py",
+      f"--workdir={tmp_path / 'work'}",
+      "--config.dry_run=True",
+      "--config.model.depth=8",
+      "--config.dry_run_memory_gib=2",
+      f"--config.data.root={tmp_path / 'no_such_dir'}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   # ResNet-8 (CIFAR style) on 1 channel: 77,104 trunk + 12,480 projection-head parameters, counted by hand.
   assert "parameters 89,584 (0.09M)" in out.stdout and "FLOPs per step" in out.stdout
@@ -112,8 +132,9 @@ print(json.dumps(out))
 
 def test_the_step_is_split_over_eight_devices():
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run([sys.executable, "-c", SPLIT_CHECK, REPO], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=900)
+  out = subprocess.run(
+    [sys.executable, "-c", SPLIT_CHECK, REPO], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   figures = json.loads(out.stdout.strip().splitlines()[-1])
   for case in {k.split("/")[0] for k in figures}:

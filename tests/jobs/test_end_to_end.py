@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
 from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -38,15 +39,42 @@ def test_pretrain_probe_eval_on_split_lists(tmp_path):
   write_split(str(images), splits / "ImageNet_LT_train.txt", "train", TRAIN_COUNTS, rng)
   write_split(str(images), splits / "ImageNet_LT_val.txt", "heldout", [3] * 6, rng)
   write_split(str(images), splits / "ImageNet_LT_test.txt", "val", [4] * 6, rng)
-  overrides = [f"--config.data.root={images}", f"--config.data.split_dir={splits}",
-               "--config.model.style=cifar", "--config.model.depth=8", "--config.augment.image_size=32",
-               "--config.pbsd.crop_size=8", "--config.train.batch_size=16", "--config.moco.queue_size=32",
-               "--config.model.key_bn_group_size=8", "--config.train.epochs=3", "--config.train.warmup_epochs=1",
-               "--config.train.num_workers=0", "--config.train.log_every=2", "--config.probe.batch_size=16",
-               "--config.probe.epochs=3", "--config.probe.lr=0.5", "--config.eval.batch_size=8"]
-  out = subprocess.run([sys.executable, "-m", "dscl_jax.main", "--config", "configs/imagenet_lt_dscl_pbsd.py",
-                        "--workdir", str(workdir), *overrides], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  overrides = [
+    f"--config.data.root={images}",
+    f"--config.data.split_dir={splits}",
+    "--config.model.style=cifar",
+    "--config.model.depth=8",
+    "--config.augment.image_size=32",
+    "--config.pbsd.crop_size=8",
+    "--config.train.batch_size=16",
+    "--config.moco.queue_size=32",
+    "--config.model.key_bn_group_size=8",
+    "--config.train.epochs=3",
+    "--config.train.warmup_epochs=1",
+    "--config.train.num_workers=0",
+    "--config.train.log_every=2",
+    "--config.probe.batch_size=16",
+    "--config.probe.epochs=3",
+    "--config.probe.lr=0.5",
+    "--config.eval.batch_size=8",
+  ]
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "dscl_jax.main",
+      "--config",
+      "configs/imagenet_lt_dscl_pbsd.py",
+      "--workdir",
+      str(workdir),
+      *overrides,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   log = out.stdout
   assert "imagenet_lt: 1000 classes, train 175 images" in log

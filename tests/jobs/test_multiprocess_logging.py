@@ -7,25 +7,52 @@ import sys
 
 import pytest
 
-from tests.core.test_multidevice import free_port
 from tests import REPO_ROOT
+from tests.core.test_multidevice import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = REPO_ROOT
-SHORT = ["--config.train.max_steps=2", "--config.train.log_every=1", "--config.probe.max_steps=2",
-         "--config.probe.log_every=1", "--config.eval.knn_k=0", "--config.eval.logistic_regression=False"]
+SHORT = [
+  "--config.train.max_steps=2",
+  "--config.train.log_every=1",
+  "--config.probe.max_steps=2",
+  "--config.probe.log_every=1",
+  "--config.eval.knn_k=0",
+  "--config.eval.logistic_regression=False",
+]
 
 
 def test_only_process_zero_prints_logs_and_tables(tmp_path):
   port = free_port()
   procs = []
   for process_id in range(2):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir",
-         str(tmp_path / "run"), *SHORT], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True))
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=1",
+      JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+      JAX_NUM_PROCESSES="2",
+      JAX_PROCESS_ID=str(process_id),
+    )
+    procs.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          "-m",
+          "dscl_jax.main",
+          "--config",
+          "configs/digits_lt_dscl.py",
+          "--workdir",
+          str(tmp_path / "run"),
+          *SHORT,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   outputs = [p.communicate(timeout=900) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
   first, second = outputs[0][0], outputs[1][0]

@@ -43,8 +43,7 @@ def _contrastive_inputs(seed, batch, queue_size, dim=8, num_classes=3):
 
 # (B, K, D): K = 0 and K > 0, B = 1 (only the own key is a candidate), a
 # batch larger than the class count, and the real D at T = 0.07.
-SHAPES = [(1, 0, 4), (2, 0, 4), (6, 0, 8), (4, 16, 8), (16, 64, 8),
-          (5, 33, 16), (32, 256, 128)]
+SHAPES = [(1, 0, 4), (2, 0, 4), (6, 0, 8), (4, 16, 8), (16, 64, 8), (5, 33, 16), (32, 256, 128)]
 
 
 @pytest.mark.parametrize("batch,queue_size,dim", SHAPES)
@@ -84,10 +83,8 @@ def _two_sample_inputs(same_label):
 
 def _two_sample_log_probs(temperature):
   own_key, other_query, other_key = math.sqrt(3) / 2, 0.0, 0.5
-  log_z = math.log(sum(math.exp(s / temperature)
-                       for s in (own_key, other_query, other_key)))
-  return (own_key / temperature - log_z, other_query / temperature - log_z,
-          other_key / temperature - log_z)
+  log_z = math.log(sum(math.exp(s / temperature) for s in (own_key, other_query, other_key)))
+  return (own_key / temperature - log_z, other_query / temperature - log_z, other_key / temperature - log_z)
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.07])
@@ -98,23 +95,16 @@ def test_two_sample_same_class_by_hand(temperature):
   # P_i = {other query, other key}: they share beta, the own key has 1.
   dscl_by_hand = -(own_key + beta / 2 * (other_query + other_key)) / (1 + beta)
   supcon_by_hand = -(own_key + other_query + other_key) / 3
-  np.testing.assert_allclose(
-      dscl_loss(*inputs, beta=beta, temperature=temperature), dscl_by_hand,
-      rtol=RTOL)
-  np.testing.assert_allclose(
-      supcon_loss(*inputs, temperature=temperature), supcon_by_hand, rtol=RTOL)
-  np.testing.assert_allclose(
-      dscl_loss(*inputs, beta=0.0, temperature=temperature), -own_key,
-      rtol=RTOL)
+  np.testing.assert_allclose(dscl_loss(*inputs, beta=beta, temperature=temperature), dscl_by_hand, rtol=RTOL)
+  np.testing.assert_allclose(supcon_loss(*inputs, temperature=temperature), supcon_by_hand, rtol=RTOL)
+  np.testing.assert_allclose(dscl_loss(*inputs, beta=0.0, temperature=temperature), -own_key, rtol=RTOL)
 
 
 def test_two_sample_different_classes_by_hand():
   inputs = _two_sample_inputs(same_label=False)
   own_key, _, _ = _two_sample_log_probs(0.5)
-  np.testing.assert_allclose(
-      dscl_loss(*inputs, beta=8.0, temperature=0.5), -own_key, rtol=RTOL)
-  np.testing.assert_allclose(
-      supcon_loss(*inputs, temperature=0.5), -own_key, rtol=RTOL)
+  np.testing.assert_allclose(dscl_loss(*inputs, beta=8.0, temperature=0.5), -own_key, rtol=RTOL)
+  np.testing.assert_allclose(supcon_loss(*inputs, temperature=0.5), -own_key, rtol=RTOL)
 
 
 def _own_key_log_prob(query, key, queue, temperature):
@@ -123,14 +113,13 @@ def _own_key_log_prob(query, key, queue, temperature):
   logits = query @ np.concatenate([query, key, queue]).T / temperature
   np.fill_diagonal(logits, -np.inf)
   log_z = np.log(np.exp(logits).sum(axis=1))
-  return np.diag(logits[:, len(query):]) - log_z
+  return np.diag(logits[:, len(query) :]) - log_z
 
 
 def test_dscl_with_zero_beta_is_own_key_cross_entropy():
   query, key, queue, labels, queue_labels = _contrastive_inputs(1, 16, 64)
   want = -_own_key_log_prob(query, key, queue, 0.07).mean()
-  got = dscl_loss(query, key, queue, labels, queue_labels, beta=0.0,
-                  temperature=0.07)
+  got = dscl_loss(query, key, queue, labels, queue_labels, beta=0.0, temperature=0.07)
   np.testing.assert_allclose(got, want, rtol=RTOL)
 
 
@@ -146,25 +135,23 @@ def test_dscl_equals_supcon_when_no_other_positives():
   np.testing.assert_allclose(supcon, want, rtol=RTOL)
 
 
-@pytest.mark.parametrize("loss_fn", [
-    functools.partial(dscl_loss, beta=8.0), supcon_loss])
+@pytest.mark.parametrize("loss_fn", [functools.partial(dscl_loss, beta=8.0), supcon_loss])
 def test_permutation_invariance(loss_fn):
   query, key, queue, labels, queue_labels = _contrastive_inputs(3, 16, 64)
   base = loss_fn(query, key, queue, labels, queue_labels)
   rng = np.random.default_rng(0)
   queue_order = rng.permutation(len(queue))
   np.testing.assert_allclose(
-      loss_fn(query, key, queue[queue_order], labels,
-              queue_labels[queue_order]), base, rtol=RTOL)
+    loss_fn(query, key, queue[queue_order], labels, queue_labels[queue_order]), base, rtol=RTOL
+  )
   # Reordering the batch (queries with their keys and labels) is also a no-op.
   batch_order = rng.permutation(len(query))
   np.testing.assert_allclose(
-      loss_fn(query[batch_order], key[batch_order], queue, labels[batch_order],
-              queue_labels), base, rtol=RTOL)
+    loss_fn(query[batch_order], key[batch_order], queue, labels[batch_order], queue_labels), base, rtol=RTOL
+  )
 
 
-@pytest.mark.parametrize("loss_fn", [
-    functools.partial(dscl_loss, beta=8.0), supcon_loss])
+@pytest.mark.parametrize("loss_fn", [functools.partial(dscl_loss, beta=8.0), supcon_loss])
 def test_identical_vectors_at_low_temperature(loss_fn):
   # Every logit ties, so every candidate has probability 1 / (2B + K - 1)
   # and any normalised weighting gives log(2B + K - 1).
@@ -174,16 +161,12 @@ def test_identical_vectors_at_low_temperature(loss_fn):
   queue = np.repeat(vector, queue_size, axis=0)
   labels = np.array([0, 0, 1, 1, 1, 2, 3, 0], np.int32)
   queue_labels = np.arange(queue_size, dtype=np.int32) % 5
-  value, grad = jax.value_and_grad(
-      lambda q: loss_fn(q, query, queue, labels, queue_labels,
-                        temperature=0.01))(query)
-  np.testing.assert_allclose(value, math.log(2 * batch + queue_size - 1),
-                             rtol=RTOL)
+  value, grad = jax.value_and_grad(lambda q: loss_fn(q, query, queue, labels, queue_labels, temperature=0.01))(query)
+  np.testing.assert_allclose(value, math.log(2 * batch + queue_size - 1), rtol=RTOL)
   assert np.all(np.isfinite(grad))
 
 
-@pytest.mark.parametrize("loss_fn", [
-    functools.partial(dscl_loss, beta=8.0), supcon_loss])
+@pytest.mark.parametrize("loss_fn", [functools.partial(dscl_loss, beta=8.0), supcon_loss])
 def test_finite_for_nearly_orthogonal_vectors_at_low_temperature(loss_fn):
   # All non-self exponentials underflow in float32 here; the 1e-12 inside the
   # log keeps the loss and gradient finite, as in the reference.
@@ -192,17 +175,14 @@ def test_finite_for_nearly_orthogonal_vectors_at_low_temperature(loss_fn):
   query, key, queue = eye[:8], eye[8:16], eye[16:]
   labels = np.arange(8, dtype=np.int32) % 3
   queue_labels = np.arange(len(queue), dtype=np.int32) % 3
-  value, grad = jax.value_and_grad(
-      lambda q: loss_fn(q, key, queue, labels, queue_labels,
-                        temperature=0.01))(query)
+  value, grad = jax.value_and_grad(lambda q: loss_fn(q, key, queue, labels, queue_labels, temperature=0.01))(query)
   assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
 def test_dscl_eager_matches_jit_and_takes_bfloat16_inputs():
   inputs = _contrastive_inputs(5, 16, 64, dim=32)
   loss_fn = functools.partial(dscl_loss, beta=8.0, temperature=0.07)
-  np.testing.assert_allclose(losses.dscl_loss(*inputs), loss_fn(*inputs),
-                             rtol=1e-6)
+  np.testing.assert_allclose(losses.dscl_loss(*inputs), loss_fn(*inputs), rtol=1e-6)
   # The cast happens inside: bf16 embeddings give exactly the float32 loss of
   # the same (rounded) values.
   as_bf16 = [jnp.asarray(x, jnp.bfloat16) for x in inputs[:3]]
@@ -233,12 +213,15 @@ def test_contrastive_shape_errors_name_the_problem():
 
 def _pbsd_inputs(seed, crops, batch, queue_size, dim=16):
   rng = np.random.default_rng(seed)
-  return (_unit(rng, crops, batch, dim), _unit(rng, crops, batch, dim),
-          _unit(rng, batch, dim), _unit(rng, queue_size, dim))
+  return (
+    _unit(rng, crops, batch, dim),
+    _unit(rng, crops, batch, dim),
+    _unit(rng, batch, dim),
+    _unit(rng, queue_size, dim),
+  )
 
 
-@pytest.mark.parametrize("crops,batch,queue_size", [
-    (1, 1, 1), (5, 4, 0), (5, 8, 32), (2, 16, 200)])
+@pytest.mark.parametrize("crops,batch,queue_size", [(1, 1, 1), (5, 4, 0), (5, 8, 32), (2, 16, 200)])
 @pytest.mark.parametrize("temperature", [0.07, 0.2])
 def test_pbsd_matches_reference(crops, batch, queue_size, temperature):
   inputs = _pbsd_inputs(crops + batch + queue_size, crops, batch, queue_size)
@@ -266,23 +249,18 @@ def test_pbsd_is_cross_entropy_bounded_by_teacher_entropy():
   probs = reference_losses.pbsd_teacher_probs(teacher, key, queue, 0.2)
   teacher_entropy = -(probs * np.log(probs)).sum(axis=-1).mean()
   # H(t, t) = H(t); any other student pays the KL divergence on top.
-  np.testing.assert_allclose(
-      pbsd_loss(teacher, teacher, key, queue, temperature=0.2),
-      teacher_entropy, rtol=RTOL)
-  assert pbsd_loss(teacher, student, key, queue,
-                   temperature=0.2) > teacher_entropy + 1e-3
+  np.testing.assert_allclose(pbsd_loss(teacher, teacher, key, queue, temperature=0.2), teacher_entropy, rtol=RTOL)
+  assert pbsd_loss(teacher, student, key, queue, temperature=0.2) > teacher_entropy + 1e-3
 
 
 def test_pbsd_eager_matches_jit_and_takes_bfloat16_inputs():
   inputs = _pbsd_inputs(10, 5, 8, 32)
   loss_fn = functools.partial(pbsd_loss, temperature=0.07)
-  np.testing.assert_allclose(losses.pbsd_loss(*inputs), loss_fn(*inputs),
-                             rtol=1e-6)
+  np.testing.assert_allclose(losses.pbsd_loss(*inputs), loss_fn(*inputs), rtol=1e-6)
   as_bf16 = [jnp.asarray(x, jnp.bfloat16) for x in inputs]
   got = loss_fn(*as_bf16)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(
-      got, loss_fn(*[x.astype(jnp.float32) for x in as_bf16]), rtol=1e-6)
+  np.testing.assert_allclose(got, loss_fn(*[x.astype(jnp.float32) for x in as_bf16]), rtol=1e-6)
 
 
 def test_pbsd_shape_errors_name_the_problem():
@@ -298,17 +276,16 @@ def test_cross_entropy_matches_reference():
   logits = (rng.normal(size=(32, 10)) * 5).astype(np.float32)
   labels = rng.integers(0, 10, size=32).astype(np.int32)
   np.testing.assert_allclose(
-      cross_entropy_loss(logits, labels),
-      reference_losses.cross_entropy_reference(logits, labels), rtol=RTOL)
+    cross_entropy_loss(logits, labels), reference_losses.cross_entropy_reference(logits, labels), rtol=RTOL
+  )
   np.testing.assert_allclose(
-      cross_entropy_loss(jnp.asarray(logits, jnp.bfloat16), labels),
-      reference_losses.cross_entropy_reference(
-          np.asarray(jnp.asarray(logits, jnp.bfloat16), np.float32), labels),
-      rtol=RTOL)
+    cross_entropy_loss(jnp.asarray(logits, jnp.bfloat16), labels),
+    reference_losses.cross_entropy_reference(np.asarray(jnp.asarray(logits, jnp.bfloat16), np.float32), labels),
+    rtol=RTOL,
+  )
 
 
 def test_cross_entropy_of_uniform_logits_is_log_classes():
   logits = np.full((4, 7), 3.0, np.float32)
   labels = np.array([0, 6, 2, 2], np.int32)
-  np.testing.assert_allclose(cross_entropy_loss(logits, labels), math.log(7),
-                             rtol=1e-6)
+  np.testing.assert_allclose(cross_entropy_loss(logits, labels), math.log(7), rtol=1e-6)

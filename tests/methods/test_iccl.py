@@ -9,8 +9,7 @@ import pytest
 
 from data import base
 from dscl_jax import methods
-from dscl_jax.input import augment
-from dscl_jax.input import pipeline
+from dscl_jax.input import augment, pipeline
 from dscl_jax.methods.iccl import class_means, ema_centroids
 from tests.step_runner import case_config
 
@@ -30,9 +29,15 @@ def _iccl_batches(steps, power=0.0, **kwargs):
   cfg_pbsd.enabled = False
   kwargs.setdefault("global_batch_size", 32)
   kwargs.setdefault("seed", 5)
-  iterator = pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd,
-                                              views=("query", "key", "class_aware"),
-                                              sampler="instance_and_class_aware", class_aware_power=power, **kwargs)
+  iterator = pipeline.pretrain_iterator(
+    _long_tailed_split(),
+    cfg_augment,
+    cfg_pbsd,
+    views=("query", "key", "class_aware"),
+    sampler="instance_and_class_aware",
+    class_aware_power=power,
+    **kwargs,
+  )
   batches = list(itertools.islice(iterator, steps))
   if hasattr(iterator, "close"):
     iterator.close()
@@ -95,11 +100,13 @@ def test_restart_processes_and_workers_replay_the_same_batches():
 def test_sampler_and_views_must_agree():
   cfg_augment, cfg_pbsd = augment.default_augment_config(8, 1), augment.default_pbsd_config()
   with pytest.raises(ValueError, match="'class_aware' view comes with the 'instance_and_class_aware' sampler"):
-    pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query", "class_aware"),
-                                     global_batch_size=8, seed=0)
+    pipeline.pretrain_iterator(
+      _long_tailed_split(), cfg_augment, cfg_pbsd, views=("query", "class_aware"), global_batch_size=8, seed=0
+    )
   with pytest.raises(ValueError, match="sampler 'tail' must be one of"):
-    pipeline.pretrain_iterator(_long_tailed_split(), cfg_augment, cfg_pbsd, views=("query",),
-                                     sampler="tail", global_batch_size=8, seed=0)
+    pipeline.pretrain_iterator(
+      _long_tailed_split(), cfg_augment, cfg_pbsd, views=("query",), sampler="tail", global_batch_size=8, seed=0
+    )
 
 
 # ---------------------------------------------------------------------------------------- centroids
@@ -120,9 +127,9 @@ def test_ema_centroid_update_matches_a_direct_computation():
   new, new_seen = ema_centroids(jnp.asarray(centroids), jnp.asarray(seen), jnp.asarray(keys), jnp.asarray(labels), m)
   expected = centroids.astype(np.float64).copy()
   mean0 = keys[[0, 2]].astype(np.float64).mean(0)
-  expected[0] = m * centroids[0] + (1 - m) * mean0          # seen before: EMA
-  expected[2] = keys[1]                                       # first time: its (single) embedding
-  expected[3] = keys[[3, 4, 5]].astype(np.float64).mean(0)   # first time: the batch mean
+  expected[0] = m * centroids[0] + (1 - m) * mean0  # seen before: EMA
+  expected[2] = keys[1]  # first time: its (single) embedding
+  expected[3] = keys[[3, 4, 5]].astype(np.float64).mean(0)  # first time: the batch mean
   expected[[0, 2, 3]] /= np.linalg.norm(expected[[0, 2, 3]], axis=1, keepdims=True)
   np.testing.assert_allclose(np.asarray(new), expected, rtol=1e-5, atol=1e-6)  # 1 and 4 unchanged
   np.testing.assert_array_equal(np.asarray(new_seen), [True, True, True, True, True])

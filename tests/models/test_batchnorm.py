@@ -20,10 +20,16 @@ EPS, MOMENTUM = 1e-5, 0.9  # flax momentum 0.9 = PyTorch momentum 0.1
 
 
 def variables(features, rng):
-  return {"params": {"scale": rng.uniform(0.5, 1.5, features).astype(np.float32),
-                     "bias": rng.normal(0, 0.3, features).astype(np.float32)},
-          "batch_stats": {"mean": rng.normal(0, 1, features).astype(np.float32),
-                          "var": rng.uniform(0.5, 2.0, features).astype(np.float32)}}
+  return {
+    "params": {
+      "scale": rng.uniform(0.5, 1.5, features).astype(np.float32),
+      "bias": rng.normal(0, 0.3, features).astype(np.float32),
+    },
+    "batch_stats": {
+      "mean": rng.normal(0, 1, features).astype(np.float32),
+      "var": rng.uniform(0.5, 2.0, features).astype(np.float32),
+    },
+  }
 
 
 def numpy_batchnorm(x, v, group_size=None):
@@ -70,8 +76,10 @@ def test_training_mode_matches_numpy(shape, group_size):
 def test_unbiased_running_variance_on_a_hand_worked_case():
   # One channel, batch [1, 3]: mean 2, biased variance 1, unbiased 2.
   x = np.array([[1.0], [3.0]], np.float32)
-  v = {"params": {"scale": np.ones(1, np.float32), "bias": np.zeros(1, np.float32)},
-       "batch_stats": {"mean": np.zeros(1, np.float32), "var": np.ones(1, np.float32)}}
+  v = {
+    "params": {"scale": np.ones(1, np.float32), "bias": np.zeros(1, np.float32)},
+    "batch_stats": {"mean": np.zeros(1, np.float32), "var": np.ones(1, np.float32)},
+  }
   y, mean, var = apply_train(x, v)
   np.testing.assert_allclose(y[:, 0], [-1 / np.sqrt(1 + EPS), 1 / np.sqrt(1 + EPS)], rtol=1e-6)
   np.testing.assert_allclose(mean, [0.9 * 0 + 0.1 * 2], rtol=1e-6)
@@ -84,8 +92,8 @@ def test_groups_are_the_whole_batch_rule_applied_per_group():
   v = variables(3, rng)
   grouped, _, _ = apply_train(x, v, group_size=4)
   for start in (0, 4):
-    alone, _, _ = apply_train(x[start:start + 4], v)
-    np.testing.assert_allclose(grouped[start:start + 4], alone, rtol=1e-6, atol=1e-6)
+    alone, _, _ = apply_train(x[start : start + 4], v)
+    np.testing.assert_allclose(grouped[start : start + 4], alone, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -156,10 +164,17 @@ def torch_outputs(tmp_path_factory):
     arrays = {"x": x, **v["params"], **v["batch_stats"]}
     for k, value in arrays.items():
       np.save(d / f"{name}_{k}.npy", value)
-  subprocess.run([SYSTEM_PYTHON, "-c", TORCH_SIDE, str(d), *SHAPES], check=True, capture_output=True,
-                 timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-  return {name: (inputs[name], {k: np.load(d / f"{name}_torch_{k}.npy")
-                                for k in ("y1", "y2", "y_eval", "mean", "var")}) for name in SHAPES}
+  subprocess.run(
+    [SYSTEM_PYTHON, "-c", TORCH_SIDE, str(d), *SHAPES],
+    check=True,
+    capture_output=True,
+    timeout=300,
+    env=dict(os.environ, OMP_NUM_THREADS="1"),
+  )
+  return {
+    name: (inputs[name], {k: np.load(d / f"{name}_torch_{k}.npy") for k in ("y1", "y2", "y_eval", "mean", "var")})
+    for name in SHAPES
+  }
 
 
 @pytest.mark.parametrize("name", SHAPES)

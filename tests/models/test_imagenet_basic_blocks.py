@@ -20,9 +20,9 @@ import pytest
 from configs.common import imagenet_recipe_config
 from dscl_jax.config import validation
 from dscl_jax.convert.torchvision_resnet import load_torchvision_resnet, torchvision_arrays_to_variables
-from tests import REPO_ROOT
 from dscl_jax.models import Encoder, ResNet
 from dscl_jax.models import resnet as resnet_module
+from tests import REPO_ROOT
 
 # The module fixtures run once: one xdist worker runs the whole module.
 pytestmark = pytest.mark.xdist_group("test_imagenet_basic_blocks")
@@ -37,8 +37,11 @@ STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
 def _variables(depth, image_size=64, **kwargs):
-  return jax.eval_shape(lambda: ResNet(depth, "imagenet", **kwargs).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, image_size, image_size, 3)), train=False))
+  return jax.eval_shape(
+    lambda: ResNet(depth, "imagenet", **kwargs).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, image_size, image_size, 3)), train=False
+    )
+  )
 
 
 def _count(tree):
@@ -51,11 +54,13 @@ def _with_classifier(depth):
 
 
 def _torch_available():
-  probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torch, torchvision"], capture_output=True, check=False,
-                         env=TORCH_ENV)
+  probe = subprocess.run(
+    [SYSTEM_PYTHON, "-c", "import torch, torchvision"], capture_output=True, check=False, env=TORCH_ENV
+  )
   if probe.returncode != 0:
-    return False, (f"{SYSTEM_PYTHON} cannot import torch and torchvision: "
-                   f"{probe.stderr.decode(errors='replace').strip()[-200:]}")
+    return False, (
+      f"{SYSTEM_PYTHON} cannot import torch and torchvision: {probe.stderr.decode(errors='replace').strip()[-200:]}"
+    )
   return True, ""
 
 
@@ -80,10 +85,20 @@ def test_bottleneck_depths_unchanged():
   assert _with_classifier(50) == TORCHVISION_PARAMS[50]
   params = flax.traverse_util.flatten_dict(_variables(50)["params"])
   block = sorted("/".join(p[1:]) for p in params if p[0] == "stage2_block1")
-  assert block == sorted(f"{layer}/{leaf}" for layer, leaves in (
-      ("Conv_0", ["kernel"]), ("Conv_1", ["kernel"]), ("Conv_2", ["kernel"]), ("proj_conv", ["kernel"]),
-      ("BatchNorm_0", ["scale", "bias"]), ("BatchNorm_1", ["scale", "bias"]),
-      ("BatchNorm_2", ["scale", "bias"]), ("proj_bn", ["scale", "bias"])) for leaf in leaves)
+  assert block == sorted(
+    f"{layer}/{leaf}"
+    for layer, leaves in (
+      ("Conv_0", ["kernel"]),
+      ("Conv_1", ["kernel"]),
+      ("Conv_2", ["kernel"]),
+      ("proj_conv", ["kernel"]),
+      ("BatchNorm_0", ["scale", "bias"]),
+      ("BatchNorm_1", ["scale", "bias"]),
+      ("BatchNorm_2", ["scale", "bias"]),
+      ("proj_bn", ["scale", "bias"]),
+    )
+    for leaf in leaves
+  )
 
 
 @pytest.mark.parametrize("depth", [18, 34])
@@ -105,18 +120,21 @@ def test_basic_block_layout(depth):
       assert set(block) == expected
       assert block["Conv_0"]["kernel"].shape == (3, 3, in_channels, width)
       assert block["Conv_1"]["kernel"].shape == (3, 3, width, width)
-  out = jax.eval_shape(lambda: ResNet(depth, "imagenet").init_with_output(
-      jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)), train=False))[0]
+  out = jax.eval_shape(
+    lambda: ResNet(depth, "imagenet").init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)), train=False)
+  )[0]
   assert out["feature_map"].shape == (2, 2, 2, 512)
   assert out["pooled"].shape == (2, 512)
 
 
 def test_encoder_head_follows_the_feature_width():
-  variables = jax.eval_shape(lambda: Encoder(18, "imagenet", num_classes=10).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  variables = jax.eval_shape(
+    lambda: Encoder(18, "imagenet", num_classes=10).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  )
   assert variables["params"]["classifier"]["kernel"].shape == (512, 10)
-  first_head_kernel = [leaf for path, leaf in flax.traverse_util.flatten_dict(variables["params"]["head"]).items()
-                       if path[-1] == "kernel"][0]
+  first_head_kernel = [
+    leaf for path, leaf in flax.traverse_util.flatten_dict(variables["params"]["head"]).items() if path[-1] == "kernel"
+  ][0]
   assert first_head_kernel.shape[0] == 512
 
 
@@ -154,8 +172,9 @@ def test_unknown_imagenet_depth_is_refused(depth):
     _variables(depth)
   config = imagenet_recipe_config("imagenet_lt", depth=50)
   config.model.depth = depth
-  with pytest.raises(validation.ConfigError,
-                     match=r"model\.depth %d: .* must be one of \[18, 34, 50, 101, 152\]" % depth):
+  with pytest.raises(
+    validation.ConfigError, match=r"model\.depth %d: .* must be one of \[18, 34, 50, 101, 152\]" % depth
+  ):
     validation.validate(config, num_devices=1)
 
 
@@ -193,8 +212,9 @@ def _torchvision_state_shapes(depth):
 @pytest.mark.parametrize("depth", [18, 34])
 def test_converter_places_basic_block_arrays(depth):
   rng = np.random.default_rng(depth)
-  arrays = {name: rng.standard_normal(shape).astype(np.float32)
-            for name, shape in _torchvision_state_shapes(depth).items()}
+  arrays = {
+    name: rng.standard_normal(shape).astype(np.float32) for name, shape in _torchvision_state_shapes(depth).items()
+  }
   variables = torchvision_arrays_to_variables(arrays, depth)
   shapes = _variables(depth, image_size=32)
   assert jax.tree.map(lambda a: a.shape, variables) == jax.tree.map(lambda a: a.shape, shapes)
@@ -202,13 +222,13 @@ def test_converter_places_basic_block_arrays(depth):
   params, stats = variables["params"], variables["batch_stats"]
   last = STAGES[depth][3] - 1
   for name, leaf in {
-      "layer1.0.conv1.weight": params["stage1_block1"]["Conv_0"]["kernel"],
-      "layer1.1.conv2.weight": params["stage1_block2"]["Conv_1"]["kernel"],
-      "layer2.0.bn1.weight": params["stage2_block1"]["BatchNorm_0"]["scale"],
-      "layer3.1.bn2.running_var": stats["stage3_block2"]["BatchNorm_1"]["var"],
-      "layer4.0.downsample.0.weight": params["stage4_block1"]["proj_conv"]["kernel"],
-      "layer4.0.downsample.1.running_mean": stats["stage4_block1"]["proj_bn"]["mean"],
-      f"layer4.{last}.conv2.weight": params[f"stage4_block{last + 1}"]["Conv_1"]["kernel"],
+    "layer1.0.conv1.weight": params["stage1_block1"]["Conv_0"]["kernel"],
+    "layer1.1.conv2.weight": params["stage1_block2"]["Conv_1"]["kernel"],
+    "layer2.0.bn1.weight": params["stage2_block1"]["BatchNorm_0"]["scale"],
+    "layer3.1.bn2.running_var": stats["stage3_block2"]["BatchNorm_1"]["var"],
+    "layer4.0.downsample.0.weight": params["stage4_block1"]["proj_conv"]["kernel"],
+    "layer4.0.downsample.1.running_mean": stats["stage4_block1"]["proj_bn"]["mean"],
+    f"layer4.{last}.conv2.weight": params[f"stage4_block{last + 1}"]["Conv_1"]["kernel"],
   }.items():
     is_conv = arrays[name].ndim == 4  # [O, I, kH, kW] -> [kH, kW, I, O]
     want = arrays[name].transpose(2, 3, 1, 0) if is_conv else arrays[name]
@@ -218,12 +238,14 @@ def test_converter_places_basic_block_arrays(depth):
 def test_converter_tells_resnet34_from_resnet50():
   """Same blocks per stage, different blocks: the error names the checkpoint's depth either way."""
   rng = np.random.default_rng(0)
-  arrays34 = {name: rng.standard_normal(shape).astype(np.float32)
-              for name, shape in _torchvision_state_shapes(34).items()}
+  arrays34 = {
+    name: rng.standard_normal(shape).astype(np.float32) for name, shape in _torchvision_state_shapes(34).items()
+  }
   with pytest.raises(ValueError, match=r"basic blocks per stage \(a ResNet-34\).*pass the checkpoint's depth"):
     torchvision_arrays_to_variables(arrays34, 50)
-  arrays18 = {name: rng.standard_normal(shape).astype(np.float32)
-              for name, shape in _torchvision_state_shapes(18).items()}
+  arrays18 = {
+    name: rng.standard_normal(shape).astype(np.float32) for name, shape in _torchvision_state_shapes(18).items()
+  }
   with pytest.raises(ValueError, match=r"\(a ResNet-18\).*pass the checkpoint's depth"):
     torchvision_arrays_to_variables(arrays18, 34)
   with pytest.raises(ValueError, match=r"depth 18, 34, 50, 101 or 152, got depth=42"):
@@ -256,8 +278,12 @@ def test_parameter_count_matches_torchvision(torch_side):
     assert ResNet(depth, "imagenet").num_features == torchvision_count["features"] == 512
 
 
-STAGE_OUTPUTS = {"layer1": "stage1_block2", "layer2": "stage2_block2", "layer3": "stage3_block2",
-                 "layer4": "stage4_block2"}
+STAGE_OUTPUTS = {
+  "layer1": "stage1_block2",
+  "layer2": "stage2_block2",
+  "layer3": "stage3_block2",
+  "layer4": "stage4_block2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +293,24 @@ def resnet18_case(torch_side, tmp_path_factory):
   images = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
   np.save(case_dir / "images.npy", images)
   run = subprocess.run(
-      [SYSTEM_PYTHON, CONVERTER, "--arch", "resnet18", "--random-init", "--seed", "0", "--random-batchnorm",
-       "--output", str(case_dir / "resnet18.npz"), "--reference-input", str(case_dir / "images.npy")],
-      capture_output=True, check=False, env=TORCH_ENV)
+    [
+      SYSTEM_PYTHON,
+      CONVERTER,
+      "--arch",
+      "resnet18",
+      "--random-init",
+      "--seed",
+      "0",
+      "--random-batchnorm",
+      "--output",
+      str(case_dir / "resnet18.npz"),
+      "--reference-input",
+      str(case_dir / "images.npy"),
+    ],
+    capture_output=True,
+    check=False,
+    env=TORCH_ENV,
+  )
   if run.returncode != 0:
     pytest.fail(f"converter failed:\n{run.stderr.decode(errors='replace')[-2000:]}")
   outputs = {name: np.load(case_dir / f"resnet18_{name}.npy") for name in (*STAGE_OUTPUTS, "pooled")}
@@ -281,8 +322,12 @@ def resnet18_outputs(resnet18_case):
   variables = load_torchvision_resnet(resnet18_case["npz"], 18)
   images = jnp.asarray(resnet18_case["images"].transpose(0, 2, 3, 1))
   out, state = ResNet(18, "imagenet").apply(
-      variables, images, train=False, mutable=["intermediates"],
-      capture_intermediates=lambda module, method: module.name in STAGE_OUTPUTS.values())
+    variables,
+    images,
+    train=False,
+    mutable=["intermediates"],
+    capture_intermediates=lambda module, method: module.name in STAGE_OUTPUTS.values(),
+  )
   out, state = jax.device_get((out, state))
   stages = {name: state["intermediates"][block]["__call__"][0] for name, block in STAGE_OUTPUTS.items()}
   np.testing.assert_array_equal(stages["layer4"], out["feature_map"])
@@ -309,5 +354,10 @@ def test_resnet18_matches_torchvision(name, resnet18_case, resnet18_outputs):
   # As in tests/test_torchvision_weights.py: the absolute tolerance scales with the largest activation.
   scale = float(np.abs(expected).max())
   assert 1.0 < scale < 1e3, "the calibrated BatchNorm statistics should keep activations between 1 and 1000"
-  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * scale,
-                             err_msg=f"{name} (torchvision) vs our ResNet-18; max |ref| {scale:.3g}")
+  np.testing.assert_allclose(
+    actual,
+    expected,
+    rtol=1e-4,
+    atol=1e-4 * scale,
+    err_msg=f"{name} (torchvision) vs our ResNet-18; max |ref| {scale:.3g}",
+  )

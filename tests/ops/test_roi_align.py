@@ -17,10 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dscl_jax.ops import adaptive_grid_size
-from dscl_jax.ops import default_max_samples_per_bin
-from dscl_jax.ops import grid_within_bound
-from dscl_jax.ops import roi_align
+from dscl_jax.ops import adaptive_grid_size, default_max_samples_per_bin, grid_within_bound, roi_align
 from tests import TESTS_DIR
 
 # The module fixtures run once: one xdist worker runs the whole module.
@@ -54,8 +51,12 @@ def _bilinear(image, y, x):
     x_high = x_low + 1
   ly, lx = y - y_low, x - x_low
   hy, hx = 1.0 - ly, 1.0 - lx
-  return (hy * hx * image[y_low, x_low] + hy * lx * image[y_low, x_high]
-          + ly * hx * image[y_high, x_low] + ly * lx * image[y_high, x_high])
+  return (
+    hy * hx * image[y_low, x_low]
+    + hy * lx * image[y_low, x_high]
+    + ly * hx * image[y_high, x_low]
+    + ly * lx * image[y_high, x_high]
+  )
 
 
 def reference_grid(box, output_size, spatial_scale, sampling_ratio, aligned):
@@ -67,12 +68,12 @@ def reference_grid(box, output_size, spatial_scale, sampling_ratio, aligned):
     roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
   if sampling_ratio > 0:
     return sampling_ratio, sampling_ratio
-  return (int(math.ceil(roi_h / output_size[0])),
-          int(math.ceil(roi_w / output_size[1])))
+  return (int(math.ceil(roi_h / output_size[0])), int(math.ceil(roi_w / output_size[1])))
 
 
-def reference_roi_align(features, boxes, box_indices, output_size,
-                        spatial_scale, sampling_ratio, aligned, grid_cap=None):
+def reference_roi_align(
+  features, boxes, box_indices, output_size, spatial_scale, sampling_ratio, aligned, grid_cap=None
+):
   """torchvision's CPU roi_align in float64 loops, on NHWC features.
 
   `grid_cap` (grid_h, grid_w) optionally clamps the adaptive grid, to model
@@ -89,8 +90,7 @@ def reference_roi_align(features, boxes, box_indices, output_size,
     if not aligned:
       roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
     bin_h, bin_w = roi_h / out_h, roi_w / out_w
-    grid_h, grid_w = reference_grid(box, output_size, spatial_scale,
-                                    sampling_ratio, aligned)
+    grid_h, grid_w = reference_grid(box, output_size, spatial_scale, sampling_ratio, aligned)
     if grid_cap is not None and sampling_ratio <= 0:
       grid_h, grid_w = min(grid_h, grid_cap[0]), min(grid_w, grid_cap[1])
     count = max(grid_h * grid_w, 1)
@@ -117,14 +117,16 @@ def random_boxes(rng, height, width, spatial_scale, per_kind=6):
   than the map), wholly outside (beyond -1 or past the far edge), zero
   width / height / both, flipped (x2 < x1, y2 < y1), tiny (< 0.3 units).
   """
+
   def uniform(low, high):
     return rng.uniform(low, high, per_kind)
 
   kinds = []
   # Inside.
   x1, y1 = uniform(0, width - 0.5), uniform(0, height - 0.5)
-  kinds.append([x1, y1, x1 + rng.uniform(0, 1, per_kind) * (width - x1),
-                y1 + rng.uniform(0, 1, per_kind) * (height - y1)])
+  kinds.append(
+    [x1, y1, x1 + rng.uniform(0, 1, per_kind) * (width - x1), y1 + rng.uniform(0, 1, per_kind) * (height - y1)]
+  )
   # Partly outside, sizes up to the map's.
   w, h = uniform(0.5, width), uniform(0.5, height)
   x1, y1 = uniform(-w, width), uniform(-h, height)
@@ -151,17 +153,22 @@ def random_boxes(rng, height, width, spatial_scale, per_kind=6):
 # catch x / y mix-ups; the 20 x 24 map and the (3, 2) output on a 7-row map
 # exercise the sparse-axis path, the others the dense one.
 GEOMETRIES = [
-    ((2, 2), (3, 7, 9, 4), 1 / 32),
-    ((3, 2), (2, 7, 7, 3), 1 / 16),
-    ((7, 7), (2, 20, 24, 3), 1 / 4),
-    ((1, 3), (2, 5, 6, 2), 1.0),
+  ((2, 2), (3, 7, 9, 4), 1 / 32),
+  ((3, 2), (2, 7, 7, 3), 1 / 16),
+  ((7, 7), (2, 20, 24, 3), 1 / 4),
+  ((1, 3), (2, 5, 6, 2), 1.0),
 ]
 CASES = [
-    dict(name=f"g{g}_sr{sr}_al{int(al)}", output_size=geom[0],
-         feature_shape=geom[1], spatial_scale=geom[2], sampling_ratio=sr,
-         aligned=al, seed=g * 100 + (sr + 1) * 10 + int(al))
-    for (g, geom), sr, al in itertools.product(
-        enumerate(GEOMETRIES), (-1, 1, 2), (False, True))
+  dict(
+    name=f"g{g}_sr{sr}_al{int(al)}",
+    output_size=geom[0],
+    feature_shape=geom[1],
+    spatial_scale=geom[2],
+    sampling_ratio=sr,
+    aligned=al,
+    seed=g * 100 + (sr + 1) * 10 + int(al),
+  )
+  for (g, geom), sr, al in itertools.product(enumerate(GEOMETRIES), (-1, 1, 2), (False, True))
 ]
 
 
@@ -171,7 +178,8 @@ def border_boxes(aligned):
 
   Returns the boxes and the (row, column) each one reads, None for zero.
   """
-  boxes = np.array([
+  boxes = np.array(
+    [
       [0, 3, 2, 5],  # y = 4 = H: kept, reads the last row.
       [0, 4.25, 2, 6.25],  # y = 5.25 > H: zero.
       [0, -2, 2, 0],  # y = -1: kept, clamped to row 0.
@@ -180,16 +188,25 @@ def border_boxes(aligned):
       [-2, 1, 0, 3],  # x = -1: kept, clamped to column 0.
       [-2.25, 1, -0.25, 3],  # x = -1.25 < -1: zero.
       [3.5, 2.5, 4.5, 3.5],  # (y, x) = (3, 4): the last row and column.
-  ], np.float32)
+    ],
+    np.float32,
+  )
   reads = [(3, 1), None, (0, 1), None, (2, 4), (2, 0), None, (3, 4)]
   # aligned=True shifts by -0.5; shifting the boxes by +0.5 keeps the samples.
   return boxes + (0.5 if aligned else 0.0), reads
 
 
 BORDER_CASES = [
-    dict(name=f"border_al{int(al)}", output_size=(1, 1),
-         feature_shape=(1, 4, 5, 2), spatial_scale=1.0, sampling_ratio=1,
-         aligned=al, seed=900 + int(al)) for al in (False, True)
+  dict(
+    name=f"border_al{int(al)}",
+    output_size=(1, 1),
+    feature_shape=(1, 4, 5, 2),
+    spatial_scale=1.0,
+    sampling_ratio=1,
+    aligned=al,
+    seed=900 + int(al),
+  )
+  for al in (False, True)
 ]
 CASES += BORDER_CASES
 
@@ -207,11 +224,18 @@ def make_case(case):
 
 
 def run_roi_align(case, features, boxes, box_indices, **kwargs):
-  return np.asarray(roi_align(
-      features, boxes, box_indices, output_size=case["output_size"],
+  return np.asarray(
+    roi_align(
+      features,
+      boxes,
+      box_indices,
+      output_size=case["output_size"],
       spatial_scale=case["spatial_scale"],
-      sampling_ratio=case["sampling_ratio"], aligned=case["aligned"],
-      **kwargs))
+      sampling_ratio=case["sampling_ratio"],
+      aligned=case["aligned"],
+      **kwargs,
+    )
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -222,8 +246,8 @@ def run_roi_align(case, features, boxes, box_indices, **kwargs):
 def test_matches_numpy_reference(case):
   features, boxes, box_indices = make_case(case)
   expected = reference_roi_align(
-      features, boxes, box_indices, case["output_size"],
-      case["spatial_scale"], case["sampling_ratio"], case["aligned"])
+    features, boxes, box_indices, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
+  )
   actual = run_roi_align(case, features, boxes, box_indices)
   np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
   # The cases must exercise both "all zero" boxes and real values.
@@ -234,11 +258,9 @@ def test_matches_numpy_reference(case):
 @pytest.fixture(scope="module")
 def torchvision_outputs(tmp_path_factory):
   """torchvision's outputs for every case, computed in one subprocess."""
-  probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torchvision"],
-                         capture_output=True, check=False)
+  probe = subprocess.run([SYSTEM_PYTHON, "-c", "import torchvision"], capture_output=True, check=False)
   if probe.returncode != 0:
-    pytest.skip(f"{SYSTEM_PYTHON} cannot import torchvision: "
-                f"{probe.stderr.decode(errors='replace').strip()[-200:]}")
+    pytest.skip(f"{SYSTEM_PYTHON} cannot import torchvision: {probe.stderr.decode(errors='replace').strip()[-200:]}")
   case_dir = tmp_path_factory.mktemp("torchvision_roi_align")
   for case in CASES:
     features, boxes, box_indices = make_case(case)
@@ -247,22 +269,23 @@ def torchvision_outputs(tmp_path_factory):
     np.save(prefix + "_boxes.npy", boxes)
     np.save(prefix + "_box_indices.npy", box_indices)
   with open(os.path.join(case_dir, "cases.json"), "w") as f:
-    json.dump([{k: case[k] for k in ("name", "output_size", "spatial_scale",
-                                     "sampling_ratio", "aligned")}
-               for case in CASES], f)
-  subprocess.run([SYSTEM_PYTHON, TORCH_SCRIPT, str(case_dir)], check=True,
-                 capture_output=True,
-                 env=dict(os.environ, OMP_NUM_THREADS="1"))
-  return {case["name"]: np.load(os.path.join(case_dir, case["name"] + "_out.npy"))
-          for case in CASES}
+    json.dump(
+      [{k: case[k] for k in ("name", "output_size", "spatial_scale", "sampling_ratio", "aligned")} for case in CASES], f
+    )
+  subprocess.run(
+    [SYSTEM_PYTHON, TORCH_SCRIPT, str(case_dir)],
+    check=True,
+    capture_output=True,
+    env=dict(os.environ, OMP_NUM_THREADS="1"),
+  )
+  return {case["name"]: np.load(os.path.join(case_dir, case["name"] + "_out.npy")) for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
 def test_matches_torchvision(case, torchvision_outputs):
   features, boxes, box_indices = make_case(case)
   actual = run_roi_align(case, features, boxes, box_indices)
-  np.testing.assert_allclose(actual, torchvision_outputs[case["name"]],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(actual, torchvision_outputs[case["name"]], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", BORDER_CASES, ids=lambda c: c["name"])
@@ -281,11 +304,12 @@ def test_linear_ramp_gives_bin_centres():
   height, width, scale = 12, 10, 0.5
   rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
   features = (rows + 10.0 * cols)[None, :, :, None].astype(np.float32)
-  boxes = np.array([[2.0, 3.0, 14.0, 19.0], [1.0, 1.0, 2.0, 2.0],
-                    [5.5, 2.25, 18.0, 21.75]], np.float32)
-  out = np.asarray(roi_align(features, boxes, np.zeros(3, np.int32),
-                             output_size=(4, 3), spatial_scale=scale,
-                             sampling_ratio=-1, aligned=True))
+  boxes = np.array([[2.0, 3.0, 14.0, 19.0], [1.0, 1.0, 2.0, 2.0], [5.5, 2.25, 18.0, 21.75]], np.float32)
+  out = np.asarray(
+    roi_align(
+      features, boxes, np.zeros(3, np.int32), output_size=(4, 3), spatial_scale=scale, sampling_ratio=-1, aligned=True
+    )
+  )
   x1, y1, x2, y2 = (boxes[:, k, None] * scale - 0.5 for k in range(4))
   centre_y = y1 + (np.arange(4) + 0.5) * (y2 - y1) / 4  # [R, 4]
   centre_x = x1 + (np.arange(3) + 0.5) * (x2 - x1) / 3  # [R, 3]
@@ -299,8 +323,7 @@ def test_linear_ramp_gives_bin_centres():
 
 def _big_boxes():
   """Boxes [R, 4] for a 7 x 9 map at scale 1/32, the last two larger than it."""
-  return np.array([[0, 0, 288, 224], [40, 30, 100, 200], [-64, -96, 320, 288],
-                   [-300, 10, 500, 150]], np.float32)
+  return np.array([[0, 0, 288, 224], [40, 30, 100, 200], [-64, -96, 320, 288], [-300, 10, 500, 150]], np.float32)
 
 
 def test_default_bound_and_grid_helpers():
@@ -311,15 +334,12 @@ def test_default_bound_and_grid_helpers():
   expected = [reference_grid(b, (2, 2), 1 / 32, -1, False) for b in boxes]
   np.testing.assert_array_equal(grid, expected)
   np.testing.assert_array_equal(grid, [[4, 5], [3, 1], [6, 6], [3, 13]])
-  within = jax.jit(grid_within_bound, static_argnums=(1, 2, 3, 4, 5))(
-      boxes, (7, 9), (2, 2), 1 / 32, -1, False)
+  within = jax.jit(grid_within_bound, static_argnums=(1, 2, 3, 4, 5))(boxes, (7, 9), (2, 2), 1 / 32, -1, False)
   np.testing.assert_array_equal(within, [True, True, False, False])
   np.testing.assert_array_equal(
-      grid_within_bound(boxes, (7, 9), (2, 2), 1 / 32,
-                        max_samples_per_bin=(6, 13)), [True] * 4)
-  np.testing.assert_array_equal(
-      grid_within_bound(boxes, (7, 9), (2, 2), 1 / 32, sampling_ratio=2),
-      [True] * 4)
+    grid_within_bound(boxes, (7, 9), (2, 2), 1 / 32, max_samples_per_bin=(6, 13)), [True] * 4
+  )
+  np.testing.assert_array_equal(grid_within_bound(boxes, (7, 9), (2, 2), 1 / 32, sampling_ratio=2), [True] * 4)
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -346,24 +366,27 @@ def test_past_the_bound_grid_is_clamped(aligned):
 # Gradient, jit, shapes, errors.
 
 
-@pytest.mark.parametrize("output_size,sampling_ratio", [((2, 2), -1),
-                                                        ((3, 3), 1)])
+@pytest.mark.parametrize("output_size,sampling_ratio", [((2, 2), -1), ((3, 3), 1)])
 def test_gradient_matches_finite_differences(output_size, sampling_ratio):
   # (2, 2) adaptive on a 9 x 10 map uses dense y / x weights; (3, 3) with one
   # sample per bin gathers sparse rows and columns.
   rng = np.random.default_rng(3)
   features = rng.standard_normal((2, 9, 10, 2))
-  boxes = np.concatenate([random_boxes(rng, 9, 10, 0.5, per_kind=1),
-                          np.array([[1.0, 2.0, 17.0, 15.0]])])
+  boxes = np.concatenate([random_boxes(rng, 9, 10, 0.5, per_kind=1), np.array([[1.0, 2.0, 17.0, 15.0]])])
   box_indices = rng.integers(0, 2, len(boxes))
   with jax.enable_x64(True):
-    cotangent = jnp.asarray(
-        rng.standard_normal((len(boxes), *output_size, 2)))
+    cotangent = jnp.asarray(rng.standard_normal((len(boxes), *output_size, 2)))
 
     def objective(x):
-      out = roi_align(x, jnp.asarray(boxes), jnp.asarray(box_indices),
-                      output_size=output_size, spatial_scale=0.5,
-                      sampling_ratio=sampling_ratio, aligned=False)
+      out = roi_align(
+        x,
+        jnp.asarray(boxes),
+        jnp.asarray(box_indices),
+        output_size=output_size,
+        spatial_scale=0.5,
+        sampling_ratio=sampling_ratio,
+        aligned=False,
+      )
       return jnp.sum(out * cotangent)
 
     grad = np.asarray(jax.jit(jax.grad(objective))(jnp.asarray(features)))
@@ -374,8 +397,7 @@ def test_gradient_matches_finite_differences(output_size, sampling_ratio):
       step = np.zeros(features.size)
       step[i] = eps
       step = step.reshape(features.shape)
-      numeric[i] = (objective(features + step)
-                    - objective(features - step)) / (2 * eps)
+      numeric[i] = (objective(features + step) - objective(features - step)) / (2 * eps)
   assert grad.dtype == np.float64
   np.testing.assert_allclose(grad.ravel(), numeric, rtol=1e-7, atol=1e-9)
   assert np.count_nonzero(grad) > 20
@@ -385,8 +407,7 @@ def test_boxes_get_no_gradient():
   rng = np.random.default_rng(4)
   features = jnp.asarray(rng.standard_normal((1, 7, 7, 2)), jnp.float32)
   boxes = jnp.asarray([[10.0, 20.0, 150.0, 200.0], [3.0, 5.0, 60.0, 90.0]])
-  grad = jax.grad(lambda b: jnp.sum(
-      roi_align(features, b, jnp.zeros(2, jnp.int32)) ** 2))(boxes)
+  grad = jax.grad(lambda b: jnp.sum(roi_align(features, b, jnp.zeros(2, jnp.int32)) ** 2))(boxes)
   np.testing.assert_array_equal(grad, np.zeros((2, 4)))
 
 
@@ -395,27 +416,20 @@ def test_jit_shapes_and_dtypes():
   features = rng.standard_normal((3, 7, 7, 8)).astype(np.float32)
   boxes = random_boxes(rng, 7, 7, 1 / 32)
   box_indices = rng.integers(0, 3, len(boxes)).astype(np.int32)
-  jitted = jax.jit(roi_align, static_argnames=(
-      "output_size", "sampling_ratio", "aligned", "max_samples_per_bin"))
+  jitted = jax.jit(roi_align, static_argnames=("output_size", "sampling_ratio", "aligned", "max_samples_per_bin"))
   # spatial_scale is traced here.
-  out = jitted(features, boxes, box_indices, output_size=(3, 2),
-               spatial_scale=jnp.float32(1 / 32))
+  out = jitted(features, boxes, box_indices, output_size=(3, 2), spatial_scale=jnp.float32(1 / 32))
   assert out.shape == (len(boxes), 3, 2, 8) and out.dtype == jnp.float32
   eager = roi_align(features, boxes, box_indices, output_size=(3, 2))
   np.testing.assert_allclose(out, eager, rtol=1e-6, atol=1e-6)
 
   half = roi_align(jnp.asarray(features, jnp.bfloat16), boxes, box_indices)
   assert half.dtype == jnp.bfloat16 and half.shape == (len(boxes), 2, 2, 8)
-  from_half = roi_align(
-      np.asarray(jnp.asarray(features, jnp.bfloat16), np.float32), boxes,
-      box_indices)
-  np.testing.assert_allclose(np.asarray(half, np.float32), from_half,
-                             rtol=1e-2, atol=1e-2)
+  from_half = roi_align(np.asarray(jnp.asarray(features, jnp.bfloat16), np.float32), boxes, box_indices)
+  np.testing.assert_allclose(np.asarray(half, np.float32), from_half, rtol=1e-2, atol=1e-2)
 
-  assert roi_align(features, np.zeros((0, 4), np.float32),
-                   np.zeros(0, np.int32)).shape == (0, 2, 2, 8)
-  assert roi_align(features, boxes, box_indices, output_size=3).shape == (
-      len(boxes), 3, 3, 8)
+  assert roi_align(features, np.zeros((0, 4), np.float32), np.zeros(0, np.int32)).shape == (0, 2, 2, 8)
+  assert roi_align(features, boxes, box_indices, output_size=3).shape == (len(boxes), 3, 3, 8)
 
 
 def test_box_indices_outside_range_are_clamped():
@@ -427,7 +441,9 @@ def test_box_indices_outside_range_are_clamped():
   np.testing.assert_array_equal(out, expected)
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [
     (dict(features=np.zeros((7, 7, 4))), "features must be"),
     (dict(boxes=np.zeros((3, 5))), "boxes must be"),
     (dict(box_indices=np.zeros(2, np.int32)), "box_indices must be"),
@@ -436,11 +452,12 @@ def test_box_indices_outside_range_are_clamped():
     (dict(output_size=(2, 2, 2)), "output_size"),
     (dict(sampling_ratio=1.5), "sampling_ratio"),
     (dict(max_samples_per_bin=0), "max_samples_per_bin"),
-])
+  ],
+)
 def test_bad_arguments_raise(kwargs, message):
-  args = dict(features=np.zeros((1, 7, 7, 4), np.float32),
-              boxes=np.zeros((3, 4), np.float32),
-              box_indices=np.zeros(3, np.int32))
+  args = dict(
+    features=np.zeros((1, 7, 7, 4), np.float32), boxes=np.zeros((3, 4), np.float32), box_indices=np.zeros(3, np.int32)
+  )
   args.update(kwargs)
   with pytest.raises(ValueError, match=message):
     roi_align(**args)

@@ -5,14 +5,10 @@ import numpy as np
 import pytest
 
 from dscl_jax import methods
-
-from dscl_jax.runtime import checkpoint
-
-from dscl_jax.core import optim
-
-from dscl_jax.core import sharding
+from dscl_jax.core import optim, sharding
 from dscl_jax.core.build import build_models, init_pretrain_state
 from dscl_jax.methods import get_method
+from dscl_jax.runtime import checkpoint
 from tests.step_runner import CASES, CLASS_COUNTS, case_config
 
 
@@ -30,7 +26,9 @@ def test_save_and_restore_the_whole_state(tmp_path, case, queue_size):
   mgr = checkpoint.manager(str(tmp_path / "ckpt"))
   mgr.save(7, state)
   mgr.wait_until_finished()
-  fresh = init_pretrain_state(config, get_method(config), online, tx, 10, 1, mesh, CLASS_COUNTS).replace(rng=jax.random.PRNGKey(99))
+  fresh = init_pretrain_state(config, get_method(config), online, tx, 10, 1, mesh, CLASS_COUNTS).replace(
+    rng=jax.random.PRNGKey(99)
+  )
   restored = checkpoint.restore_latest(checkpoint.manager(str(tmp_path / "ckpt")), fresh)
   leaves_a, tree_a = jax.tree.flatten(state)
   leaves_b, tree_b = jax.tree.flatten(restored)
@@ -50,10 +48,15 @@ def test_find_checkpoint_dir_names_where_it_looked(tmp_path):
 
 # ---- Integrity: checksums, fallback to the newest intact step, retention ----
 
+
 def small_state(offset):
-  return {"params": {"trunk": {"kernel": np.arange(4096, dtype=np.float32).reshape(64, 64) + offset},
-                     "head": {"bias": np.full((5,), offset, np.float32)}},
-          "step": np.asarray(offset, np.int32)}
+  return {
+    "params": {
+      "trunk": {"kernel": np.arange(4096, dtype=np.float32).reshape(64, 64) + offset},
+      "head": {"bias": np.full((5,), offset, np.float32)},
+    },
+    "step": np.asarray(offset, np.int32),
+  }
 
 
 def saved_steps(tmp_path, steps=(1, 2)):
@@ -93,7 +96,9 @@ def test_a_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, capfd, d
   template = checkpoint.abstract_like(jax.device_put(small_state(0)))
   state, step = checkpoint.manager(directory, job="test").restore_latest(template)
   assert step == 1
-  np.testing.assert_array_equal(np.asarray(state["params"]["trunk"]["kernel"]), small_state(1)["params"]["trunk"]["kernel"])
+  np.testing.assert_array_equal(
+    np.asarray(state["params"]["trunk"]["kernel"]), small_state(1)["params"]["trunk"]["kernel"]
+  )
   out, err = capfd.readouterr()
   lines = [line for line in (out + err).splitlines() if line.strip() and "warn" not in line.lower()]
   assert len(lines) == 1, lines  # one clear line, no traceback
@@ -108,14 +113,18 @@ def test_every_step_damaged_names_each_cause(tmp_path):
   for step in ("1", "2"):
     overwrite(largest_array_file(directory / step))
   template = checkpoint.abstract_like(jax.device_put(small_state(0)))
-  with pytest.raises(checkpoint.DamagedCheckpoint, match=r"every checkpoint in .* is damaged: .*/2: checksum "
-                                                          r"mismatch .*/1: checksum mismatch"):
+  with pytest.raises(
+    checkpoint.DamagedCheckpoint,
+    match=r"every checkpoint in .* is damaged: .*/2: checksum "
+    r"mismatch .*/1: checksum mismatch",
+  ):
     checkpoint.manager(directory, job="test").restore_latest(template)
 
 
 def test_a_step_without_checksums_is_damaged(tmp_path):
   directory = saved_steps(tmp_path)
   import shutil
+
   shutil.rmtree(directory / "2" / "checksums")
   template = checkpoint.abstract_like(jax.device_put(small_state(0)))
   _, step = checkpoint.manager(directory, job="test").restore_latest(template)
@@ -125,6 +134,7 @@ def test_a_step_without_checksums_is_damaged(tmp_path):
 def test_checksums_are_crc32_of_the_array_bytes(tmp_path):
   import json
   import zlib
+
   directory = saved_steps(tmp_path, steps=(3,))
   sums = json.loads((directory / "3" / "checksums" / "metadata").read_text())
   kernel = small_state(3)["params"]["trunk"]["kernel"]
@@ -163,11 +173,15 @@ def test_retention_keeps_older_steps_while_the_newest_does_not_verify(tmp_path, 
 def test_partial_restore_reads_a_sub_tree_and_names_a_shape_mismatch(tmp_path):
   directory = saved_steps(tmp_path)
   template = {"params": {"trunk": {"kernel": jax.ShapeDtypeStruct((64, 64), np.float32)}}}
-  state, source = checkpoint.restore_from(directory, template, sharding.replicated(sharding.make_mesh(1)),
-                                          partial=True)
+  state, source = checkpoint.restore_from(directory, template, sharding.replicated(sharding.make_mesh(1)), partial=True)
   assert source.endswith("/2") and set(state) == {"params"} and set(state["params"]) == {"trunk"}
-  np.testing.assert_array_equal(np.asarray(state["params"]["trunk"]["kernel"]), small_state(2)["params"]["trunk"]["kernel"])
+  np.testing.assert_array_equal(
+    np.asarray(state["params"]["trunk"]["kernel"]), small_state(2)["params"]["trunk"]["kernel"]
+  )
   wrong = {"params": {"head": {"bias": jax.ShapeDtypeStruct((7,), np.float32)}}}
-  with pytest.raises(checkpoint.ShapeMismatch, match=r"'params/head/bias' is \(5,\) in .*/2 but this config "
-                                                     r"builds \(7,\); it is set by model.embed_dim"):
+  with pytest.raises(
+    checkpoint.ShapeMismatch,
+    match=r"'params/head/bias' is \(5,\) in .*/2 but this config "
+    r"builds \(7,\); it is set by model.embed_dim",
+  ):
     checkpoint.restore_from(directory, wrong, sharding.replicated(sharding.make_mesh(1)), partial=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -15,11 +16,23 @@ ROOT = REPO_ROOT
 
 
 def run(workdir, *overrides):
-  command = [sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir",
-             str(workdir), "--config.train.log_every=3", "--config.train.checkpoint_every=3",
-             "--config.probe.max_steps=4", "--config.probe.log_every=2", *overrides]
-  return subprocess.run(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                        text=True, timeout=600)
+  command = [
+    sys.executable,
+    "-m",
+    "dscl_jax.main",
+    "--config",
+    "configs/digits_lt_dscl.py",
+    "--workdir",
+    str(workdir),
+    "--config.train.log_every=3",
+    "--config.train.checkpoint_every=3",
+    "--config.probe.max_steps=4",
+    "--config.probe.log_every=2",
+    *overrides,
+  ]
+  return subprocess.run(
+    command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600
+  )
 
 
 def test_resume_eval_and_outputs_on_one_workdir(tmp_path):
@@ -37,8 +50,13 @@ def test_resume_eval_and_outputs_on_one_workdir(tmp_path):
   step_dir = workdir / "pretrain" / "checkpoints" / "6"
   arrays = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
   max(arrays, key=lambda p: p.stat().st_size).unlink()
-  allowed = run(workdir, "--config.mode=pretrain", "--config.train.max_steps=9", "--config.train.base_lr=0.2",
-                "--config.allow_config_change=True")
+  allowed = run(
+    workdir,
+    "--config.mode=pretrain",
+    "--config.train.max_steps=9",
+    "--config.train.base_lr=0.2",
+    "--config.allow_config_change=True",
+  )
   assert allowed.returncode == 0, allowed.stderr[-3000:]
   assert "Traceback" not in allowed.stderr, allowed.stderr[-3000:]  # no asyncio traces from the failed read
   damaged = [line for line in allowed.stdout.splitlines() if "damaged" in line]

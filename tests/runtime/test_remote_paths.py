@@ -15,12 +15,8 @@ import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
-from dscl_jax.runtime import checkpoint
-
-from dscl_jax.runtime import files
-
-from dscl_jax.runtime import workdir
 from dscl_jax.config.schema import base_config
+from dscl_jax.runtime import checkpoint, files, workdir
 from dscl_jax.runtime.metrics import Progress
 
 
@@ -34,7 +30,7 @@ class FakeS3(MemoryFileSystem):
   @classmethod
   def _strip_protocol(cls, path):
     path = str(path)
-    return MemoryFileSystem._strip_protocol(path[len("s3://"):] if path.startswith("s3://") else path)
+    return MemoryFileSystem._strip_protocol(path[len("s3://") :] if path.startswith("s3://") else path)
 
 
 @pytest.fixture
@@ -67,8 +63,7 @@ def test_config_lock_metrics_and_json_go_to_the_remote_workdir(remote):
     workdir.check_config(config, remote / "pretrain", "pretrain")
     assert json.loads(read(remote / "pretrain" / "config.json"))["train"]["base_lr"] == 0.1
 
-    progress = Progress("pretrain", remote / "pretrain", total_steps=10, steps_per_epoch=5, batch_size=8,
-                        start_step=0)
+    progress = Progress("pretrain", remote / "pretrain", total_steps=10, steps_per_epoch=5, batch_size=8, start_step=0)
     progress.log(5, {"loss": np.float32(1.5), "lr": np.float32(0.1)})
     progress.log(10, {"loss": np.float32(1.25), "lr": np.float32(0.05)})
     progress.close()

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+
 from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -19,17 +20,30 @@ TOTAL_STEPS = 120
 
 
 METHOD_OVERRIDES = {
-    "dscl": [],
-    "paco": ["--config.method=paco", "--config.loss.temperature=0.2", "--config.augment.query.randaugment_ops=2"],
-    "iccl": ["--config.method=iccl"],
+  "dscl": [],
+  "paco": ["--config.method=paco", "--config.loss.temperature=0.2", "--config.augment.query.randaugment_ops=2"],
+  "iccl": ["--config.method=iccl"],
 }
 
 
 def command(workdir, method):
-  return [sys.executable, "-m", "dscl_jax.main", "--config", "configs/digits_lt_dscl.py", "--workdir", str(workdir),
-          "--config.mode=pretrain", "--config.train.batch_size=32", "--config.moco.queue_size=64",
-          "--config.model.key_bn_group_size=16", f"--config.train.max_steps={TOTAL_STEPS}",
-          "--config.train.checkpoint_every=5", "--config.train.log_every=20", *METHOD_OVERRIDES[method]]
+  return [
+    sys.executable,
+    "-m",
+    "dscl_jax.main",
+    "--config",
+    "configs/digits_lt_dscl.py",
+    "--workdir",
+    str(workdir),
+    "--config.mode=pretrain",
+    "--config.train.batch_size=32",
+    "--config.moco.queue_size=64",
+    "--config.model.key_bn_group_size=16",
+    f"--config.train.max_steps={TOTAL_STEPS}",
+    "--config.train.checkpoint_every=5",
+    "--config.train.log_every=20",
+    *METHOD_OVERRIDES[method],
+  ]
 
 
 def steps_saved(workdir):
@@ -53,8 +67,9 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, method):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   subprocess.run(command(straight, method), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True)
 
-  proc = subprocess.Popen(command(resumed, method), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    command(resumed, method), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
     if any(s >= 10 for s in steps_saved(resumed)):
@@ -66,8 +81,9 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, method):
   killed_at = max(steps_saved(resumed))
   assert 10 <= killed_at < TOTAL_STEPS
 
-  out = subprocess.run(command(resumed, method), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True,
-                       text=True)
+  out = subprocess.run(
+    command(resumed, method), check=True, cwd=ROOT, env=env, timeout=600, capture_output=True, text=True
+  )
   assert f"resuming from step {killed_at}" in out.stdout
 
   a, b = final_params(straight), final_params(resumed)

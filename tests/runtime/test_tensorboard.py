@@ -21,12 +21,12 @@ def records(data):
   """TFRecord payloads of `data`, checking both masked CRCs of each."""
   out, offset = [], 0
   while offset < len(data):
-    header = data[offset:offset + 8]
+    header = data[offset : offset + 8]
     (length,) = struct.unpack("<Q", header)
-    (length_crc,) = struct.unpack("<I", data[offset + 8:offset + 12])
+    (length_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
     assert length_crc == tensorboard.masked_crc32c(header)
-    payload = data[offset + 12:offset + 12 + length]
-    (payload_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+    payload = data[offset + 12 : offset + 12 + length]
+    (payload_crc,) = struct.unpack("<I", data[offset + 12 + length : offset + 16 + length])
     assert payload_crc == tensorboard.masked_crc32c(payload)
     out.append(payload)
     offset += 16 + length
@@ -51,8 +51,10 @@ def test_framing_and_first_record(tmp_path):
 
 
 def test_tensorboard_reads_the_scalars(tmp_path):
-  loader_module = pytest.importorskip("tensorboard.backend.event_processing.event_file_loader",
-                                      reason="the tensorboard package (a test dependency) is not installed")
+  loader_module = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_file_loader",
+    reason="the tensorboard package (a test dependency) is not installed",
+  )
   path = write_run(tmp_path)
   events = list(loader_module.LegacyEventFileLoader(str(path)).Load())
   assert events[0].file_version == "brain.Event:2"

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dscl_jax.runtime import workdir
 from dscl_jax.config.schema import base_config
+from dscl_jax.runtime import workdir
 
 
 def config():
@@ -101,8 +101,9 @@ def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):
 def test_a_stale_lock_is_taken_over(tmp_path, capsys):
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
   pid = int(dead.stdout)  # that process has exited
-  (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "x",
-                                              "heartbeat": 0}))
+  (tmp_path / ".lock").write_text(
+    json.dumps({"host": socket.gethostname(), "pid": pid, "started": "x", "heartbeat": 0})
+  )
   with workdir.WorkdirLock(tmp_path):
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
   assert f"taking over the stale lock {tmp_path}/.lock (process {pid} is gone)" in capsys.readouterr().out
@@ -110,12 +111,15 @@ def test_a_stale_lock_is_taken_over(tmp_path, capsys):
 
 def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_is_old(tmp_path):
   import time
-  (tmp_path / ".lock").write_text(json.dumps({"host": "another-host", "pid": 1, "started": "x",
-                                              "heartbeat": time.time()}))
+
+  (tmp_path / ".lock").write_text(
+    json.dumps({"host": "another-host", "pid": 1, "started": "x", "heartbeat": time.time()})
+  )
   with pytest.raises(workdir.WorkdirLocked):
     workdir.WorkdirLock(tmp_path, stale_seconds=600).acquire()
-  (tmp_path / ".lock").write_text(json.dumps({"host": "another-host", "pid": 1, "started": "x",
-                                              "heartbeat": time.time() - 3600}))
+  (tmp_path / ".lock").write_text(
+    json.dumps({"host": "another-host", "pid": 1, "started": "x", "heartbeat": time.time() - 3600})
+  )
   lock = workdir.WorkdirLock(tmp_path, stale_seconds=600)
   lock.acquire()
   lock.release()
