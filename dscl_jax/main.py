@@ -51,11 +51,21 @@ def run(config, workdir) -> None:
 def user_errors() -> tuple[type[Exception], ...]:
   """The errors a user fixes by changing a config, a flag or a file: printed in one line, no traceback."""
   from dscl_jax.config.validation import ConfigError
+  from dscl_jax.core.build import StaleProbe
   from dscl_jax.core.loop import Diverged
   from dscl_jax.runtime.checkpoint import DamagedCheckpoint, ShapeMismatch
   from dscl_jax.runtime.workdir import ConfigChanged, WorkdirLocked
 
-  return (ConfigError, ConfigChanged, WorkdirLocked, Diverged, DamagedCheckpoint, ShapeMismatch, FileNotFoundError)
+  return (
+    ConfigError,
+    ConfigChanged,
+    WorkdirLocked,
+    Diverged,
+    DamagedCheckpoint,
+    ShapeMismatch,
+    StaleProbe,
+    FileNotFoundError,
+  )
 
 
 def unknown_override(argv) -> str | None:

@@ -9,6 +9,8 @@ dataset), never the config to look them up again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import jax
@@ -31,6 +33,10 @@ from dscl_jax.runtime.metrics import log
 # The method's own initialisation stream, folded off the state's key so that adding a method state
 # leaves every other draw unchanged.
 _METHOD_INIT_STREAM = 7
+
+
+class StaleProbe(ValueError):
+  """A linear probe trained on another trunk than the one this run restores."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +175,31 @@ def load_pretrained(config, setup: JobSetup, workdir, *, classifier: bool = Fals
   if classifier:
     loaded["classifier"] = state["params"]["classifier"]
   return loaded, source
+
+
+def trunk_record(trunk_variables, source: str) -> dict:
+  """Which trunk this is: {"checkpoint": "<checkpoints dir>/<step>", "step", "digest"}. The digest is
+  SHA-256 (16 hex digits) over the shape, dtype and CRC-32 of every trunk array (parameters and
+  BatchNorm statistics), so two trunks with equal digests hold the same numbers wherever they are."""
+  sums = checkpoint.checksums(trunk_variables)
+  digest = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
+  return {"checkpoint": str(source), "step": int(epath.Path(source).name), "digest": digest}
+
+
+# `<workdir>/probe/trunk.json`: the trunk the probe was trained on (`trunk_record`).
+PROBE_TRUNK_RECORD = "trunk.json"
+
+
+def probe_trunk(workdir) -> dict | None:
+  """The trunk record of the probe in `<workdir>/probe`, or None when it has none."""
+  path = epath.Path(workdir) / "probe" / PROBE_TRUNK_RECORD
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def describe_trunk(record: dict | None) -> str:
+  if not record:
+    return "an unrecorded trunk (a probe written before probes recorded their trunk)"
+  return f"the trunk of {record['checkpoint']} (step {record['step']}, digest {record['digest']})"
 
 
 def probe_optimizer(config, num_train: int):

@@ -50,6 +50,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   own_classifier = setup.method.requirements.classifier
   loaded, trunk_source = build.load_pretrained(config, setup, workdir, classifier=own_classifier)
   trunk_variables = loaded["trunk"]
+  trunk_id = build.trunk_record(trunk_variables, trunk_source)
   trunk = build_trunk(config.model)
 
   classifiers, sources, variables = {}, {}, {}
@@ -57,6 +58,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
     probe_state, sources["linear_probe"] = build.restore_probe(
       config, workdir, trunk.num_features, dataset.num_classes, len(dataset.train), mesh, trunk_variables["batch_stats"]
     )
+    trained_on = build.probe_trunk(workdir)
+    if trained_on is None or trained_on["digest"] != trunk_id["digest"]:
+      raise build.StaleProbe(
+        f"the probe in {epath.Path(workdir) / 'probe'} was trained on {build.describe_trunk(trained_on)}, but "
+        f"eval restores {build.describe_trunk(trunk_id)}; train a probe for this trunk with --config.mode=all"
+      )
     classifiers["linear_probe"] = probe_state.params
     variables["linear_probe"] = build.probe_trunk_variables(trunk_variables, probe_state)
   except FileNotFoundError as missing:
@@ -77,7 +84,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
     )
     reports[name] = accuracy_report(correct, seen, dataset.class_counts)
     reports[name].update(
-      classifier=name, description=DESCRIPTIONS[name], checkpoint=sources[name], num_images=int(seen.sum())
+      classifier=name,
+      description=DESCRIPTIONS[name],
+      checkpoint=sources[name],
+      trunk=trunk_id,
+      num_images=int(seen.sum()),
     )
 
   if config.eval.knn_k or config.eval.logistic_regression:
@@ -94,6 +105,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
       sources.get("linear_probe", trunk_source),
     )
 
+  for classifier_report in reports.values():  # every number names the trunk it was computed on
+    classifier_report.setdefault("trunk", trunk_id)
+
   # The top level repeats the linear probe's numbers (the comparison every method shares) when there is
   # one; "classifiers" holds every classifier's report and says which produced each number.
   primary = "linear_probe" if "linear_probe" in reports else "model"
@@ -105,6 +119,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
     num_images=len(split),
     train_class_counts=[int(n) for n in dataset.class_counts],
     trunk_checkpoint=trunk_source,
+    trunk=trunk_id,
     probe_checkpoint=sources.get("linear_probe"),
     classifiers=reports,
   )

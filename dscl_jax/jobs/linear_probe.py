@@ -4,13 +4,21 @@ The trunk (online encoder, inference-mode BatchNorm) comes from the pretrain che
 or in `config.pretrained`; only its parameters and statistics are read, so fields the probe never uses
 (the queue length, the loss) may differ from the pretrain config. The probe's own state is checkpointed
 in `<workdir>/probe/checkpoints` and a rerun resumes it, like pretraining.
+
+Provenance: `<workdir>/probe/trunk.json` records the trunk the probe was trained on (checkpoint, step and
+a digest of its arrays). A rerun whose trunk differs (pretraining went on, or `config.pretrained` points
+elsewhere) never reuses that probe: `--config.mode=all` moves it aside and trains a new one, a lone
+`linear_probe` refuses naming both trunks, and `eval` refuses a probe that is not its trunk's.
 """
 
 from __future__ import annotations
 
+import time
+
 import jax
 import ml_collections
 from etils import epath
+from jax.experimental import multihost_utils
 
 from dscl_jax.core import build, loop, sharding
 from dscl_jax.core.state import ProbeState
@@ -66,20 +74,56 @@ class ValSelector:
         write_json(self.record_path, self.best)
 
 
-def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup | None = None) -> ProbeState:
+def set_aside_stale_probe(job_dir: epath.Path, trunk: dict, *, retrain: bool) -> None:
+  """The probe in `job_dir` must belong to `trunk` (`build.trunk_record`). One trained on another trunk
+  (or written before probes recorded theirs) is moved aside to `probe.replaced_<time>` when `retrain`
+  (`--config.mode=all`), else refused: resuming or reusing it would report another trunk's accuracy."""
+  if not (checkpoint.has_checkpoint(job_dir / "checkpoints") or checkpoint.has_checkpoint(job_dir / "best")):
+    return
+  record_path = job_dir / build.PROBE_TRUNK_RECORD
+  previous = read_json(record_path) if record_path.exists() else None
+  if previous is not None and previous["digest"] == trunk["digest"]:
+    return
+  if not retrain:
+    raise build.StaleProbe(
+      f"{job_dir} holds a probe trained on {build.describe_trunk(previous)}, but this run restores "
+      f"{build.describe_trunk(trunk)}; rerun with --config.mode=all to train a new probe (the old one is "
+      f"kept aside), or use another --workdir"
+    )
+  aside = job_dir.parent / f"probe.replaced_{int(time.time())}"
+  if jax.process_index() == 0:
+    job_dir.rename(aside)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("stale probe set aside")
+  log(
+    "probe",
+    f"the probe in {job_dir} was trained on {build.describe_trunk(previous)}, not on "
+    f"{build.describe_trunk(trunk)}: moved it to {aside.name}; training a new one",
+  )
+
+
+def linear_probe(
+  config: ml_collections.ConfigDict, workdir, setup: build.JobSetup | None = None, *, retrain_stale: bool | None = None
+) -> ProbeState:
   """Train (or resume) the probe into `<workdir>/probe` on the pretrained trunk. `setup`: the job
-  preamble's result (`build.setup_job`), when the caller has one already."""
+  preamble's result (`build.setup_job`), when the caller has one already. A probe of another trunk is
+  retrained with `retrain_stale` (default: `config.mode == "all"`) and refused otherwise."""
   setup = setup or build.setup_job(config)
   mesh, dataset = setup.mesh, setup.dataset
   job_dir = epath.Path(workdir) / "probe"
-  workdirs.check_config(config, job_dir, "probe")
   loaded, source = build.load_pretrained(config, setup, workdir)
   trunk_variables = loaded["trunk"]
+  trunk_id = build.trunk_record(trunk_variables, source)
+  set_aside_stale_probe(job_dir, trunk_id, retrain=config.mode == "all" if retrain_stale is None else retrain_stale)
+  workdirs.check_config(config, job_dir, "probe")
+  if jax.process_index() == 0:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_json(job_dir / build.PROBE_TRUNK_RECORD, trunk_id, indent=2)
   trunk = build_trunk(config.model)
   num_features = trunk.num_features
   log(
     "probe",
-    f"frozen trunk from {source}; {num_features}-d features, {dataset.num_classes} classes, class-balanced sampling",
+    f"frozen trunk from {source} (digest {trunk_id['digest']}); {num_features}-d features, {dataset.num_classes} classes, class-balanced sampling",
   )
 
   steps_per_epoch, total_steps, schedule, tx = build.probe_optimizer(config, len(dataset.train))

@@ -233,6 +233,18 @@ class Checkpoints:
           f"'{name}' is {stored} in {self.directory / str(step)} but this config builds "
           f"{tuple(x.shape)}; it is set by {shape_fields(name)}"
         )
+    if partial:
+      # A partial restore reads sub-trees (the trunk, the classifier). Within each of them the step must
+      # hold exactly the leaves this config builds: a deeper or wider trunk has more, and reading only the
+      # shallower model's share of it would assemble a network that was never trained.
+      roots = {"/".join(name.split("/")[:2]) for name in expected}
+      extra = sorted(n for n in set(sums) - set(expected) if "/".join(n.split("/")[:2]) in roots)
+      if extra:
+        raise ShapeMismatch(
+          f"{self.directory / str(step)} holds '{extra[0]}' ({len(extra)} leaves that this config does not "
+          f"build under {', '.join(sorted(roots))}); it is set by {shape_fields(extra[0])}: the checkpoint "
+          f"is of a deeper or wider model"
+        )
     if not partial and set(sums) != set(expected):
       extra = sorted(set(sums) - set(expected))
       raise ShapeMismatch(
