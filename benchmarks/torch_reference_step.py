@@ -78,7 +78,7 @@ CASES = {
   ),
 }
 EMBED_DIM = 128
-DSCL_BETA = 8.0  # config_base: loss.beta
+DSCL_BETA = 8.0  # config schema: loss.beta
 PBSD_WEIGHT = 1.5  # augment.default_pbsd_config: weight
 PBSD_CROP_SCALE = (0.05, 0.6)  # augment.default_pbsd_config: crop_scale
 PACO_ALPHA, PACO_BETA, PACO_GAMMA, PACO_SUP_T = 0.05, 1.0, 1.0, 1.0
@@ -95,7 +95,7 @@ class BasicBlock(nn.Module):
     self.bn1 = nn.BatchNorm2d(cout)
     self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
     self.bn2 = nn.BatchNorm2d(cout)
-    nn.init.zeros_(self.bn2.weight)  # zero_init_residual (config_base: model.zero_init_residual = True)
+    nn.init.zeros_(self.bn2.weight)  # zero_init_residual (config schema: model.zero_init_residual = True)
     self.shortcut = nn.Identity()
     if stride != 1 or cin != cout:
       self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
