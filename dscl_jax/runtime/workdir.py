@@ -160,8 +160,9 @@ class WorkdirLock:
 
   On a local disk every version of the file appears whole: the record is written to a temporary file
   and then linked (created) or renamed (heartbeat, takeover) onto `.lock`. Creation by `os.link` fails
-  if the lock exists, so of simultaneous starts exactly one wins; takeovers are serialised as explained
-  in `_take_over`. Object stores have no such primitives, so two runs started within the same second on
+  if the lock exists, so of simultaneous starts exactly one wins (without hard links, O_EXCL creation
+  wins instead, and the others refuse the file they may find empty); takeovers are serialised as
+  explained in `_take_over`. Object stores have no such primitives, so two runs started within the same second on
   a `gs://` workdir could both pass: there the lock guards against the ordinary mistake (a second
   command on a running workdir), not against a race.
   """
@@ -233,6 +234,9 @@ class WorkdirLock:
           return
         except FileExistsError:
           pass
+        except OSError:  # a file system without hard links: create the lock, then write it
+          if self._create_exclusive(record):
+            return
         if self._take_over(tmp):
           return
       raise WorkdirLocked(f"{self.path}: kept changing while this run tried to take it; another run is starting")
@@ -241,6 +245,17 @@ class WorkdirLock:
         os.unlink(tmp)
       except FileNotFoundError:  # renamed onto the lock by a takeover
         pass
+
+  def _create_exclusive(self, record: str) -> bool:
+    """Creates the lock with O_EXCL and writes `record` into it; False if it exists. Between the two, a
+    reader sees an empty or partial file, which `_take_over` refuses rather than takes over."""
+    try:
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      f.write(record)
+    return True
 
   def _take_over(self, tmp: str) -> bool:
     """Replace the existing lock with `tmp` if it is stale; False if it changed meanwhile (retry).

@@ -182,3 +182,23 @@ def test_an_empty_lock_is_not_taken_over_but_lasting_garbage_is(tmp_path, capsys
   with workdir.WorkdirLock(tmp_path):
     assert json.loads(lock.read_text())["pid"] == os.getpid()
   assert f"taking over the stale lock {lock} (it is unreadable and 3600s old)" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+def test_without_hard_links_simultaneous_starts_still_give_the_lock_to_one(tmp_path, monkeypatch):
+  def no_link(source, target):
+    raise PermissionError(1, "Operation not permitted", source)
+
+  monkeypatch.setattr(workdir.os, "link", no_link)  # as on some FUSE or SMB mounts
+  monkeypatch.setattr(workdir.jax, "process_index", lambda: 0)
+  context = multiprocessing.get_context("fork")
+  results = context.Queue()
+  for round_ in range(30):
+    tried = context.Barrier(3)
+    children = [context.Process(target=_contend, args=(tmp_path / str(round_), tried, results, i)) for i in range(3)]
+    for child in children:
+      child.start()
+    outcomes = [results.get(timeout=60)[1] for _ in children]
+    for child in children:
+      child.join(timeout=60)
+    assert sorted(outcomes) == ["held", "locked", "locked"], (round_, outcomes)
