@@ -162,9 +162,9 @@ class WorkdirLock:
   and then linked (created) or renamed (heartbeat, takeover) onto `.lock`. Creation by `os.link` fails
   if the lock exists, so of simultaneous starts exactly one wins (without hard links, O_EXCL creation
   wins instead, and the others refuse the file they may find empty); takeovers are serialised as
-  explained in `_take_over`. Object stores have no such primitives, so two runs started within the same second on
-  a `gs://` workdir could both pass: there the lock guards against the ordinary mistake (a second
-  command on a running workdir), not against a race.
+  explained in `_take_over`. Object stores have no such primitives, so two runs started within the same
+  second on a `gs://` workdir could both pass: there the lock guards against the ordinary mistake (a
+  second command on a running workdir), not against a race.
   """
 
   UNREADABLE_SECONDS = 10.0
