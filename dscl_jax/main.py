@@ -9,6 +9,7 @@ validated before any data is read or anything compiled; the workdir is locked fo
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from absl import app, flags, logging
@@ -27,9 +28,10 @@ def run(config, workdir) -> None:
 
   from dscl_jax.config import validation
   from dscl_jax.core import build
-  from dscl_jax.jobs.evaluate import evaluate
+  from dscl_jax.jobs.evaluate import EVAL_ADVICE, evaluate
   from dscl_jax.jobs.linear_probe import linear_probe
   from dscl_jax.jobs.pretrain import pretrain
+  from dscl_jax.runtime.interrupt import StopAtOnce
   from dscl_jax.runtime.workdir import WorkdirLock
 
   validation.validate(config, len(jax.devices()), jax.process_count())
@@ -38,7 +40,10 @@ def run(config, workdir) -> None:
 
     dry_run(config)  # touches neither the data nor the workdir
     return
-  with WorkdirLock(workdir):
+  # An eval-only command stops in one line on SIGTERM / Ctrl-C from the start, its setup included (the
+  # training jobs handle the signals in their step loop, where a checkpoint is worth saving).
+  signals = StopAtOnce("eval", EVAL_ADVICE) if config.mode == "eval" else contextlib.nullcontext()
+  with WorkdirLock(workdir), signals:
     setup = build.setup_job(config)  # the mesh, the method and the dataset, shared by the jobs below
     if config.mode in ("pretrain", "all"):
       pretrain(config, workdir, setup)

@@ -26,7 +26,10 @@ from dscl_jax.evaluation.feature_eval import extract_features, knn_predict, logi
 from dscl_jax.evaluation.figures import confusion_matrix_plot, per_class_accuracy_plot
 from dscl_jax.models import build_trunk
 from dscl_jax.runtime.files import write_json
+from dscl_jax.runtime.interrupt import StopAtOnce
 from dscl_jax.runtime.metrics import log
+
+EVAL_ADVICE = "rerun the same command to evaluate again"
 
 DESCRIPTIONS = {
   "linear_probe": "class-balanced linear probe on the frozen trunk",
@@ -38,7 +41,14 @@ DESCRIPTIONS = {
 
 def evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup | None = None) -> dict:
   """Evaluate every classifier of the run on `eval.split`; writes `<workdir>/eval_<split>.json` and the
-  figures. `setup`: the job preamble's result (`build.setup_job`), when the caller has one already."""
+  figures. `setup`: the job preamble's result (`build.setup_job`), when the caller has one already.
+
+  SIGTERM / Ctrl-C stop it at once in one line (there is nothing to save; the files are written last)."""
+  with StopAtOnce("eval", EVAL_ADVICE):
+    return _evaluate(config, workdir, setup)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup | None) -> dict:
   setup = setup or build.setup_job(config)
   mesh, dataset = setup.mesh, setup.dataset
   split = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(config.eval.split)

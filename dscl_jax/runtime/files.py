@@ -7,6 +7,7 @@ remote path, keeps the file's bytes in memory and rewrites the whole object when
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from etils import epath
@@ -55,6 +56,18 @@ class AppendFile:
 
   def close(self) -> None:
     self.flush()
+
+
+def replace_text(path, text: str) -> None:
+  """`text` as the whole of `path`, at once: locally through a temporary file renamed over it (a kill
+  leaves the old file or the new one, never half of it); remotely as one object write, already whole."""
+  path = epath.Path(path)
+  if not is_local(path):
+    path.write_text(text)
+    return
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
 
 
 def write_json(path, value, **kwargs) -> None:

@@ -5,13 +5,14 @@ written without TensorFlow)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import jax
 import numpy as np
 from etils import epath
 
-from dscl_jax.runtime.files import AppendFile
+from dscl_jax.runtime.files import AppendFile, replace_text
 from dscl_jax.runtime.tensorboard import EventWriter
 
 
@@ -22,9 +23,35 @@ def log(job: str, message: str) -> None:
     print(f"[{job}] {message}", flush=True)
 
 
+def drop_records_after(path, step: int) -> int:
+  """Rewrites the JSON-lines file `path` without its records of steps after `step`; returns how many
+  lines it dropped. A line that does not parse (cut by a kill mid-write) goes too."""
+  path = epath.Path(path)
+  if not path.exists():
+    return 0
+  lines = path.read_text().splitlines(keepends=True)
+  kept = [line for line in lines if _step(line) <= step]
+  if len(kept) != len(lines):
+    replace_text(path, "".join(kept))
+  return len(lines) - len(kept)
+
+
+def _step(line: str) -> float:
+  """The record's step; infinity for a line that is no record, so that it is dropped."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return math.inf
+  return record["step"] if isinstance(record, dict) and isinstance(record.get("step"), int) else math.inf
+
+
 class Progress:
   """Prints `job step/total (epoch) metrics, img/s, ETA`, appends the same record to `<dir>/metrics.jsonl`
-  and writes its numbers as TensorBoard scalars into `<dir>` (process 0 only)."""
+  and writes its numbers as TensorBoard scalars into `<dir>` (process 0 only).
+
+  A run resumed at `start_step` logs again the steps its predecessor logged after that checkpoint, so
+  those records are dropped from metrics.jsonl first: it holds one record per step across resumes.
+  TensorBoard is left alone: each run writes its own event file, and TensorBoard handles a repeated step."""
 
   def __init__(self, job: str, directory, total_steps: int, steps_per_epoch: int, batch_size: int, start_step: int):
     self.job, self.total, self.steps_per_epoch, self.batch_size = job, total_steps, steps_per_epoch, batch_size
@@ -33,6 +60,7 @@ class Progress:
     self.start_time = time.time()
     self._jsonl = self._events = None
     if jax.process_index() == 0:
+      drop_records_after(self.path, start_step)  # before AppendFile, which reads a remote file's lines
       self._jsonl = AppendFile(self.path)
       self._events = EventWriter(directory)
 

@@ -87,6 +87,16 @@ def test_a_resumed_remote_metrics_file_keeps_its_earlier_lines(remote):
   assert read(remote / "metrics.jsonl") == b"a\nb\n"
 
 
+def test_a_resumed_remote_run_replaces_the_records_logged_after_its_checkpoint(remote):
+  for start_step, steps in ((0, [1, 2, 3, 4, 5]), (3, [4, 5, 6])):  # killed at 5, checkpoint at 3
+    progress = Progress("probe", remote, total_steps=6, steps_per_epoch=3, batch_size=8, start_step=start_step)
+    for step in steps:
+      progress.log(step, {"loss": np.float32(step)})
+    progress.close()
+  lines = [json.loads(line) for line in read(remote / "metrics.jsonl").decode().splitlines()]
+  assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+
+
 def test_the_checkpoint_directory_reaches_orbax_unchanged(remote, monkeypatch):
   received = []
 
