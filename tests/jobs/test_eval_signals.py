@@ -1,6 +1,7 @@
 """SIGTERM or Ctrl-C during `eval` stops it in one line, without a traceback, and releases the workdir lock
 (SIGTERM's default action used to end the process without unwinding, leaving `<workdir>/.lock`)."""
 
+import json
 import os
 import select
 import shutil
@@ -11,8 +12,10 @@ import time
 
 import pytest
 
+from dscl_jax.core import build
 from dscl_jax.runtime.interrupt import StopAtOnce
 from tests import REPO_ROOT, TESTS_DIR
+from tests.test_layout import fixture_config
 
 # A finished pretrain + probe (digits, 2 steps each) kept as a fixture: making one with the command line
 # takes about a minute on a loaded machine, evaluating it a few seconds.
@@ -39,10 +42,21 @@ def read_until(proc, marker: bytes, timeout: float) -> bytes:
   return out
 
 
+def record_the_probes_trunk(workdir) -> None:
+  """The fixture's probe predates probe provenance: record the trunk it was trained on (the fixture's own
+  pretrain checkpoint), so that eval accepts it and runs long enough to be signalled."""
+  config = fixture_config()
+  setup = build.setup_job(config)
+  loaded, source = build.load_pretrained(config, setup, workdir)
+  record = build.trunk_record(loaded["trunk"], source)
+  (workdir / "probe" / build.PROBE_TRUNK_RECORD).write_text(json.dumps(record))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_eval_in_one_line_and_releases_the_lock(tmp_path, signum):
   workdir = tmp_path / "run"
   shutil.copytree(FIXTURE, workdir)
+  record_the_probes_trunk(workdir)
   proc = subprocess.Popen(
     [
       sys.executable,
