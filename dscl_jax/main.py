@@ -30,6 +30,7 @@ def run(config, workdir) -> None:
   from dscl_jax.jobs.evaluate import evaluate
   from dscl_jax.jobs.linear_probe import linear_probe
   from dscl_jax.jobs.pretrain import pretrain
+  from dscl_jax.runtime import checkpoint
   from dscl_jax.runtime.workdir import WorkdirLock
 
   validation.validate(config, len(jax.devices()), jax.process_count())
@@ -38,6 +39,7 @@ def run(config, workdir) -> None:
 
     dry_run(config)  # touches neither the data nor the workdir
     return
+  checkpoint.check_writable(workdir)  # a read-only workdir in one line, not a traceback from the lock file
   with WorkdirLock(workdir):
     setup = build.setup_job(config)  # the mesh, the method and the dataset, shared by the jobs below
     if config.mode in ("pretrain", "all"):
@@ -52,10 +54,19 @@ def user_errors() -> tuple[type[Exception], ...]:
   """The errors a user fixes by changing a config, a flag or a file: printed in one line, no traceback."""
   from dscl_jax.config.validation import ConfigError
   from dscl_jax.core.loop import Diverged
-  from dscl_jax.runtime.checkpoint import DamagedCheckpoint, ShapeMismatch
+  from dscl_jax.runtime.checkpoint import CheckpointWriteError, DamagedCheckpoint, ShapeMismatch
   from dscl_jax.runtime.workdir import ConfigChanged, WorkdirLocked
 
-  return (ConfigError, ConfigChanged, WorkdirLocked, Diverged, DamagedCheckpoint, ShapeMismatch, FileNotFoundError)
+  return (
+    ConfigError,
+    ConfigChanged,
+    WorkdirLocked,
+    Diverged,
+    DamagedCheckpoint,
+    ShapeMismatch,
+    CheckpointWriteError,
+    FileNotFoundError,
+  )
 
 
 def unknown_override(argv) -> str | None:
@@ -216,9 +227,15 @@ def main(argv) -> None:
   try:
     run(_CONFIG.value, _WORKDIR.value)
   except user_errors() as error:
-    # A bad value, a changed config, a locked workdir, a diverged run, a damaged checkpoint: the message
-    # says what to change, a traceback would only bury it.
-    sys.exit(f"error: {error}")
+    # A bad value, a changed config, a locked workdir, a diverged run, a damaged checkpoint, a full disk:
+    # the message says what to change, a traceback would only bury it.
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    if isinstance(error, OSError):
+      # After a failed save, tensorstore callbacks still queued print "Event loop is closed" tracebacks
+      # while the interpreter shuts down; the line above is the whole story.
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.stderr.fileno())
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
     config, method, online, tx, dataset.num_classes, dataset.channels, mesh, dataset.class_counts
   )
 
+  # Before anything is compiled: an unwritable or full checkpoint folder would otherwise fail at the
+  # first save, after compiling and training up to it.
+  checkpoint.preflight(job_dir / "checkpoints", state, job="pretrain")
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="pretrain")
   state = loop.resume(ckpt, state, "pretrain")
   start_step = int(state.step)
