@@ -108,16 +108,16 @@ def linear_probe(config: ml_collections.ConfigDict, workdir, setup: build.JobSet
     )
   create = lambda: build.create_probe_state(tx, num_features, dataset.num_classes, stats)
   state = jax.jit(create, out_shardings=replicated)()
-  # Before the probe step is compiled; `best` holds one more probe state when there is a validation split.
-  checkpoint.preflight(job_dir / "checkpoints", state, job="probe")
-  if dataset.val is not None:
-    checkpoint.preflight(job_dir / "best", state, job="probe")
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="probe")
   state = loop.resume(ckpt, state, "probe")
   start_step = int(state.step)
   if start_step >= total_steps:
     log("probe", f"already finished ({start_step} steps)")
     return state
+  # Before the probe step is compiled; `best` holds one more probe state when there is a validation split.
+  checkpoint.preflight(job_dir / "checkpoints", state, job="probe")
+  if dataset.val is not None:
+    checkpoint.preflight(job_dir / "best", state, job="probe")
 
   probe_step = jax.jit(
     make_probe_step(trunk, config.augment, tx, schedule),

@@ -40,9 +40,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
     config, method, online, tx, dataset.num_classes, dataset.channels, mesh, dataset.class_counts
   )
 
-  # Before anything is compiled: an unwritable or full checkpoint folder would otherwise fail at the
-  # first save, after compiling and training up to it.
-  checkpoint.preflight(job_dir / "checkpoints", state, job="pretrain")
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="pretrain")
   state = loop.resume(ckpt, state, "pretrain")
   start_step = int(state.step)
@@ -56,6 +53,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   if start_step >= total_steps:
     log("pretrain", f"already finished ({start_step} steps)")
     return state
+  # Before the step is compiled: an unwritable or full checkpoint folder would otherwise fail at the first
+  # save, after compiling and training up to it. (A finished run writes nothing, so is not refused.)
+  checkpoint.preflight(job_dir / "checkpoints", state, job="pretrain")
 
   needs = method.requirements
   train_step = build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh)

@@ -217,6 +217,22 @@ def test_an_immutable_workdir_fails_in_one_line_before_any_work(tmp_path):
   assert seconds < 60
 
 
+def test_an_immutable_checkpoints_folder_is_refused_before_compiling(tmp_path):
+  directory = tmp_path / "run" / "pretrain" / "checkpoints"
+  directory.mkdir(parents=True)
+  immutable(directory)
+  try:
+    out, seconds = run_main(tmp_path / "run", timeout=120)
+  finally:
+    mutable(directory)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines() == [
+    f"error: cannot write to {directory}: [Errno 1] Operation not permitted: '{directory / '.write_probe_0'}'"
+  ], out.stderr[-3000:]
+  assert "first step" not in out.stdout  # nothing compiled
+  assert seconds < 60
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
   """A 3 MB tmpfs: room for two checkpoints of the digits model, not three."""
