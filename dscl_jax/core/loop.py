@@ -47,7 +47,8 @@ def run(
 ):
   """Steps `state` from `start_step` to `total_steps` with `step_fn(state, global_batch)`.
 
-  Logs every `log_every` steps, checkpoints every `checkpoint_every` steps and at the end, calls
+  Logs every `log_every` steps, checkpoints every `checkpoint_every` steps and at the end (a save that
+  cannot be written stops the run in one line, CheckpointWriteError, at the next step), calls
   `after_step(done, state)` after each step, and on SIGTERM / Ctrl-C checkpoints the finished step and
   exits; rerunning the same command resumes there. A step the numerical guard skipped is reported; after
   `max_skipped_steps` in a row the run stops (Diverged) without saving, naming the last good checkpoint.
@@ -59,6 +60,7 @@ def run(
     for step in range(start_step, total_steps):
       state, metrics = step_fn(state, sharding.to_global(next(batches), mesh))
       done = step + 1
+      mgr.check()  # a failed asynchronous save stops the run now, not at the next save
       if pending is not None:
         check_skips(job, *pending, max_skipped_steps, mgr)
       pending = (done, metrics["skipped_in_a_row"])

@@ -158,6 +158,10 @@ def linear_probe(
   if start_step >= total_steps:
     log("probe", f"already finished ({start_step} steps)")
     return state
+  # Before the probe step is compiled; `best` holds one more probe state when there is a validation split.
+  checkpoint.preflight(job_dir / "checkpoints", state, job="probe")
+  if dataset.val is not None:
+    checkpoint.preflight(job_dir / "best", state, job="probe")
 
   probe_step = jax.jit(
     make_probe_step(trunk, config.augment, tx, schedule),

@@ -53,6 +53,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup |
   if start_step >= total_steps:
     log("pretrain", f"already finished ({start_step} steps)")
     return state
+  # Before the step is compiled: an unwritable or full checkpoint folder would otherwise fail at the first
+  # save, after compiling and training up to it. (A finished run writes nothing, so is not refused.)
+  checkpoint.preflight(job_dir / "checkpoints", state, job="pretrain")
 
   needs = method.requirements
   train_step = build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh)

@@ -11,11 +11,23 @@ Retention keeps the newest `keep` steps and never deletes the newest step that h
 verified, so a damaged latest step always has an intact predecessor.
 
 Every path goes through `etils.epath`: a `gs://` directory stays a `gs://` directory for orbax.
+
+A checkpoint that cannot be written (disk full, read-only or unwritable folder) fails fast, in one line
+(`CheckpointWriteError`): `preflight` refuses such a folder before anything is compiled, a step directory
+is created synchronously (orbax's background creation would leave the writers waiting 300 s for a signal
+that never comes), and `check` surfaces a failed asynchronous save at the next training step instead of
+at the next save. orbax's own error logs of such a failure are silenced: the one line says it all.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import re
+import shutil
+import sys
 import time
 import zlib
 
@@ -24,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from dscl_jax.runtime.files import is_local
 from dscl_jax.runtime.metrics import log
 
 STATE, CHECKSUMS, FILES = "state", "checksums", "files.json"
@@ -43,6 +56,17 @@ SHAPE_FIELDS = (
 
 class DamagedCheckpoint(Exception):
   """A step directory that cannot be read or whose arrays do not match their checksums."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint folder that cannot be written (full, read-only, no permission), named with its path."""
+
+
+# The causes a user fixes by freeing space or changing permissions / the workdir.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+# Room for the metadata next to the arrays (orbax's _sharding, manifests, checksums): measured at about
+# 100 kB for the digits model; generous so that a preflight that passes means the first save fits.
+METADATA_MARGIN = 1 << 20
 
 
 class ShapeMismatch(ValueError):
@@ -111,6 +135,109 @@ def _first_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[:240]}"
 
 
+def write_failure(error: BaseException) -> str | None:
+  """ "[Errno 28] No space left on device" when `error` or one of its causes is a write refused for lack
+  of space or permission (an OSError, or tensorstore's ValueError carrying `os_error_code`); else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    code = error.errno if isinstance(error, OSError) else None
+    match = re.search(r"os_error_code='(\d+)'", str(error))
+    code = code if code in WRITE_ERRNOS else int(match[1]) if match else None
+    if code in WRITE_ERRNOS:
+      return f"[Errno {code}] {os.strerror(code)}"
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def state_bytes(state) -> int:
+  """Bytes of the arrays of `state` (arrays, numpy or jax.ShapeDtypeStruct leaves): a checkpoint's size
+  before compression."""
+  return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state))
+
+
+def check_writable(directory) -> None:
+  """CheckpointWriteError unless a file can be created in `directory` (made if missing) and deleted."""
+  directory = epath.Path(directory)
+  probe = directory / f".write_probe_{jax.process_index()}"
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe.write_text("probe")
+    probe.unlink()
+  except OSError as error:
+    raise CheckpointWriteError(f"cannot write to {directory}: {error}") from None
+
+
+def preflight(directory, state, *, job: str) -> None:
+  """Refuse, before anything is compiled, a checkpoint folder that cannot be written or (local paths) has
+  less free space than one checkpoint of `state`; a remote store's free space is not known."""
+  check_writable(directory)
+  if not is_local(directory):
+    return
+  arrays = state_bytes(state)
+  needed = arrays + METADATA_MARGIN
+  free = shutil.disk_usage(os.fspath(directory)).free
+  if free < needed:
+    raise CheckpointWriteError(
+      f"{directory} has {free} bytes free but one {job} checkpoint needs about {needed} ({arrays} of arrays "
+      f"and {METADATA_MARGIN} of metadata); free some space or pass another --workdir"
+    )
+
+
+class _QuietOrbaxFailures(logging.Filter):
+  """Drops the error logs (with tracebacks, hundreds of lines per failed save) that orbax and the asyncio
+  tasks it leaves behind write when a save fails: `Checkpoints` raises the failure in one line itself."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR:
+      return True
+    if "orbax" in record.pathname:
+      return False
+    return not (record.name == "asyncio" and "orbax" in record.getMessage())
+
+
+_QUIET = _QuietOrbaxFailures()
+
+
+def _closed_loop_callback(exc_type, value, tb) -> bool:
+  """Whether an exception is a tensorstore write completing after orbax closed the event loop of a failed
+  save (asyncio's "Event loop is closed" from `call_soon_threadsafe`): noise once the failure is raised."""
+  if exc_type is not RuntimeError or str(value) != "Event loop is closed":
+    return False
+  frames = []
+  while tb is not None:
+    frames.append(tb.tb_frame.f_code.co_name)
+    tb = tb.tb_next
+  return "call_soon_threadsafe" in frames
+
+
+def quiet_orbax_failures() -> None:
+  """Install `_QuietOrbaxFailures`, and sys.unraisablehook / sys.excepthook wrappers that drop
+  `_closed_loop_callback`s (tensorstore reports each pending write's as an unraisable exception, a 6-line
+  traceback apiece); idempotent."""
+  for name in ("absl", "asyncio"):
+    if _QUIET not in logging.getLogger(name).filters:
+      logging.getLogger(name).addFilter(_QUIET)
+  if not getattr(sys.unraisablehook, "quiet_orbax", False):
+    previous_unraisable = sys.unraisablehook
+
+    def unraisablehook(unraisable):
+      if not _closed_loop_callback(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback):
+        previous_unraisable(unraisable)
+
+    unraisablehook.quiet_orbax = True
+    sys.unraisablehook = unraisablehook
+  if not getattr(sys.excepthook, "quiet_orbax", False):
+    previous_except = sys.excepthook
+
+    def excepthook(exc_type, value, tb):
+      if not _closed_loop_callback(exc_type, value, tb):
+        previous_except(exc_type, value, tb)
+
+    excepthook.quiet_orbax = True
+    sys.excepthook = excepthook
+
+
 class Checkpoints:
   """The checkpoints of one job in `directory`: asynchronous saves with checksums, verified restores."""
 
@@ -119,35 +246,95 @@ class Checkpoints:
       raise ValueError(f"keep {keep} must be >= 1")
     self.directory = epath.Path(directory)
     self.keep, self.job = keep, job
+    quiet_orbax_failures()
     # Retention is ours (max_to_keep=None): orbax would delete old steps before the new one is verified.
-    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
-    self._mgr = ocp.CheckpointManager(self.directory, options=options)
+    # Step directories are created in save() itself: a failure there raises at once rather than leaving
+    # the background writers waiting for the creation signal until orbax's 300 s timeout.
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=None, create=True, async_options=ocp.AsyncOptions(create_directories_asynchronously=False)
+    )
+    try:
+      self._mgr = ocp.CheckpointManager(self.directory, options=options)
+    except OSError as error:
+      if write_failure(error) is None:
+        raise
+      raise CheckpointWriteError(f"cannot create {self.directory}: {write_failure(error)}") from None
     self._verified: set[int] = set()
     self._listed: set[int] = set()  # steps whose files.json is written
     self._layout = None  # numpy restore template of the last saved state, for read-back verification
+    self._saving: int | None = None  # the step of the asynchronous save not yet known to have finished
 
   def steps(self) -> list[int]:
     return sorted(self._mgr.all_steps())
 
+  def _raise_write_failure(self, step: int, error: BaseException) -> None:
+    """CheckpointWriteError naming the step, the path, the cause and the newest intact step, if `error` is
+    a refused write; returns otherwise (the caller re-raises `error`)."""
+    if isinstance(error, CheckpointWriteError):
+      raise error
+    cause = write_failure(error)
+    if cause is None:
+      return
+    try:
+      self._mgr.reload()
+      intact = [s for s in self.steps() if s != step]
+    except Exception:  # the folder may be unreadable too; the cause is what matters
+      intact = []
+    if jax.process_index() == 0:
+      # The half-written step frees its space for the rerun (orbax would remove it only when saving that
+      # step again, after the preflight has counted it as used).
+      try:
+        for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+          partial.rmtree(missing_ok=True)
+      except OSError:
+        pass  # unwritable: the rerun's preflight names the folder
+    kept = f"steps up to {intact[-1]} are intact in {self.directory}" if intact else "no earlier step was saved"
+    raise CheckpointWriteError(f"saving step {step} to {self.directory} failed: {cause}; {kept}") from None
+
   def save(self, step: int, state) -> None:
-    """Start an asynchronous save of `state` at `step`. Refuses a state with a non-finite value."""
+    """Start an asynchronous save of `state` at `step`. Refuses a state with a non-finite value; raises
+    CheckpointWriteError if this save or the previous one could not be written."""
     bad = non_finite_leaves(state)
     if bad:
       raise FloatingPointError(f"refusing to checkpoint step {step}: non-finite values in {', '.join(bad[:5])}")
-    self._mgr.wait_until_finished()
-    self._prune()
+    self.wait_until_finished()
     sums = checksums(state)
     self._layout = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state)
-    self._mgr.save(
-      step,
-      args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state), CHECKSUMS: ocp.args.JsonSave(sums)}),
-      force=True,
-    )
+    try:
+      self._mgr.save(
+        step,
+        args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state), CHECKSUMS: ocp.args.JsonSave(sums)}),
+        force=True,
+      )
+    except Exception as error:  # orbax / tensorstore raise many types
+      self._raise_write_failure(step, error)
+      raise
+    self._saving = step
+
+  def check(self) -> None:
+    """Raise CheckpointWriteError if the last asynchronous save has finished and failed; never waits for a
+    save still in progress (called after every training step)."""
+    if self._saving is None or self._mgr.is_saving_in_progress():
+      return
+    # Only orbax's own wait here (a join of a finished thread, no barrier): retention and read-back stay at
+    # the next save, where every process reaches them at the same step.
+    step, self._saving = self._saving, None
+    try:
+      self._mgr.wait_until_finished()
+    except Exception as error:  # orbax / tensorstore raise many types
+      self._raise_write_failure(step, error)
+      raise
 
   def wait_until_finished(self) -> None:
-    """Block until the last save is on disk, then verify it and apply retention."""
-    self._mgr.wait_until_finished()
-    self._prune()
+    """Block until the last save is on disk, then verify it and apply retention. CheckpointWriteError if
+    it could not be written."""
+    step, self._saving = self._saving, None
+    try:
+      self._mgr.wait_until_finished()
+      self._prune()
+    except Exception as error:  # orbax / tensorstore raise many types
+      self._raise_write_failure(step if step is not None else max(self.steps(), default=0), error)
+      raise
 
   def _list_files(self) -> None:
     """Write `files.json` (relative path -> size) into every finished step that lacks one."""

@@ -70,14 +70,12 @@ def torch_available():
   return probe.returncode == 0
 
 
-# The module fixtures run once: one xdist worker runs the whole module.
 pytestmark = [
   pytest.mark.skipif(
     not torch_available(),
     reason="needs PyTorch and torchvision for /usr/bin/python3 (Debian "
     "python3-torch, python3-torchvision) to build the official layout",
-  ),
-  pytest.mark.xdist_group("test_dscl_checkpoint_import"),
+  )
 ]
 
 

@@ -32,12 +32,10 @@ def torch_unavailable_reason():
 
 
 _REASON = torch_unavailable_reason()
-# The module fixtures run once: one xdist worker runs the whole module.
 pytestmark = [
   pytest.mark.skipif(
     _REASON is not None, reason=f"needs Debian python3-torch and python3-torchvision for {SYSTEM_PYTHON} ({_REASON})"
-  ),
-  pytest.mark.xdist_group("test_safe_load"),
+  )
 ]
 
 # argv: output directory. Writes <layout>.pth and <layout>_expected.npz (the converter's names: no

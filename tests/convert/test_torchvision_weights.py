@@ -19,9 +19,6 @@ from dscl_jax.methods import get_method
 from dscl_jax.models import Encoder, ResNet
 from tests import REPO_ROOT
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_torchvision_weights")
-
 SYSTEM_PYTHON = "/usr/bin/python3"
 CONVERTER = os.path.join(REPO_ROOT, "tools", "convert_torchvision_resnet.py")
 RESNET50_STAGES = (3, 4, 6, 3)

@@ -12,8 +12,7 @@ import pytest
 from tests import TESTS_DIR
 from tests.step_runner import CASES
 
-# One xdist worker runs the whole module, so the 1- and 8-device runs (a module fixture) happen once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multidevice")]
+pytestmark = pytest.mark.slow
 RUNNER = os.path.join(TESTS_DIR, "step_runner.py")
 STEPS = 10
 EXACT = ("devices", "processes", "queue_labels", "queue_ptr", "lr")

@@ -21,9 +21,6 @@ from PIL import Image
 from data import cifar_lt, long_tail, split_list
 from tests import REPO_ROOT
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_benchmark_datasets")
-
 ROOT = REPO_ROOT
 REAL_SPLITS = os.path.join(ROOT, "..", "shared", "data", "splits")
 

@@ -28,9 +28,6 @@ from PIL import Image
 from data import registry, tfds_lt
 from tests import REPO_ROOT
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_tfds_lt")
-
 # ImageNet-LT fixture: per-class counts of each tfds split (long-tailed train, balanced validation and test).
 IMAGENET_TRAIN = {0: 7, 1: 4, 500: 2, 999: 1}
 IMAGENET_VALIDATION = {0: 2, 1: 2, 500: 2, 999: 2}

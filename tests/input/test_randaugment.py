@@ -17,9 +17,6 @@ from PIL import Image
 
 from dscl_jax.input import randaugment
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_randaugment")
-
 _SYSTEM_PYTHON = "/usr/bin/python3"
 
 _TORCHVISION_NAMES = {

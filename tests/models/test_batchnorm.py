@@ -13,9 +13,6 @@ import pytest
 
 from dscl_jax.models.resnet import BatchNorm
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_batchnorm")
-
 EPS, MOMENTUM = 1e-5, 0.9  # flax momentum 0.9 = PyTorch momentum 0.1
 
 

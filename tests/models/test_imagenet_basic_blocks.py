@@ -24,9 +24,6 @@ from dscl_jax.models import Encoder, ResNet
 from dscl_jax.models import resnet as resnet_module
 from tests import REPO_ROOT
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_imagenet_basic_blocks")
-
 SYSTEM_PYTHON = "/usr/bin/python3"
 REPO = REPO_ROOT
 CONVERTER = os.path.join(REPO, "tools", "convert_torchvision_resnet.py")

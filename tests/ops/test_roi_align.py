@@ -20,9 +20,6 @@ import pytest
 from dscl_jax.ops import adaptive_grid_size, default_max_samples_per_bin, grid_within_bound, roi_align
 from tests import TESTS_DIR
 
-# The module fixtures run once: one xdist worker runs the whole module.
-pytestmark = pytest.mark.xdist_group("test_roi_align")
-
 SYSTEM_PYTHON = "/usr/bin/python3"
 TORCH_SCRIPT = os.path.join(TESTS_DIR, "torch_roi_align_ref.py")
 
