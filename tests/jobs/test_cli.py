@@ -3,7 +3,6 @@ known fields, in words of ours (not ml_collections' exception text rebuilt); a m
 config file and a workdir whose filesystem package is missing fail in one line before JAX starts."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from dscl_jax import main
-from tests import REPO_ROOT
+from tests import REPO_ROOT, run_main
 
 ROOT = REPO_ROOT
 
@@ -28,22 +27,13 @@ def test_unknown_override_names_the_field_and_the_closest_ones():
 
 
 def test_an_unknown_override_fails_in_one_line():
-  out = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "dscl_jax.main",
-      "--config",
-      "configs/digits_lt_dscl.py",
-      "--workdir",
-      "/nonexistent/unused",
-      "--config.train.batchsize=3",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
+  out = run_main(
+    "--config",
+    "configs/digits_lt_dscl.py",
+    "--workdir",
+    "/nonexistent/unused",
+    "--config.train.batchsize=3",
     timeout=300,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
   )
   assert out.returncode != 0
   lines = out.stderr.strip().splitlines()
@@ -53,17 +43,10 @@ def test_an_unknown_override_fails_in_one_line():
   ], out.stderr
 
 
-def run_main(*args, cwd=ROOT):
+def main_lines(*args, cwd=ROOT):
   """(exit status, stderr lines, seconds) of `python -m dscl_jax.main args`."""
   start = time.monotonic()
-  out = subprocess.run(
-    [sys.executable, "-m", "dscl_jax.main", *args],
-    cwd=cwd,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
-  )
+  out = run_main(*args, cwd=cwd, timeout=120)
   return out.returncode, out.stderr.strip().splitlines(), time.monotonic() - start
 
 
@@ -87,7 +70,7 @@ def test_a_bad_config_file_fails_in_one_line_naming_it(tmp_path, name, expected)
   path = tmp_path / f"{name}.py"
   if name in CONFIG_FILES:
     path.write_text(CONFIG_FILES[name])
-  rc, lines, _ = run_main("--config", str(path), "--workdir", str(tmp_path / "run"))
+  rc, lines, _ = main_lines("--config", str(path), "--workdir", str(tmp_path / "run"))
   assert rc != 0
   assert len(lines) == 1 and lines[0].startswith(f"error: --config {path}{expected}"), lines
   assert not (tmp_path / "run").exists()
@@ -96,7 +79,7 @@ def test_a_bad_config_file_fails_in_one_line_naming_it(tmp_path, name, expected)
 def test_an_override_of_a_config_that_is_not_a_configdict_names_the_config(tmp_path):
   path = tmp_path / "returns_dict.py"
   path.write_text(CONFIG_FILES["returns_dict"])
-  rc, lines, _ = run_main("--config", str(path), "--workdir", str(tmp_path / "run"), "--config.train.epochs=1")
+  rc, lines, _ = main_lines("--config", str(path), "--workdir", str(tmp_path / "run"), "--config.train.epochs=1")
   assert rc != 0
   assert len(lines) == 1 and lines[0].startswith(f"error: --config {path}: get_config() returned a dict ("), lines
   assert lines[0].endswith("not an ml_collections.ConfigDict"), lines
@@ -112,7 +95,7 @@ def test_the_config_checks_do_not_import_jax(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed here")
 def test_a_gs_workdir_without_gcsfs_fails_in_one_line_before_anything_runs():
-  rc, lines, seconds = run_main("--config", "configs/digits_lt_dscl.py", "--workdir", "gs://no-such-bucket/x")
+  rc, lines, seconds = main_lines("--config", "configs/digits_lt_dscl.py", "--workdir", "gs://no-such-bucket/x")
   assert rc != 0
   assert lines == [
     "error: --workdir gs://no-such-bucket/x: gs:// paths need gcsfs, which is not installed; pip install gcsfs"

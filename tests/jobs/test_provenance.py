@@ -3,13 +3,10 @@ which probe produced every number, and a checkpoint of a deeper model does not r
 one."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests import REPO_ROOT
+from tests import run_main
 
 pytestmark = pytest.mark.slow
 # The digits demo, shortened: 4 pretrain epochs (28 steps of 64) and a 3-epoch probe (21 steps).
@@ -22,24 +19,7 @@ SHORT = [
 
 
 def main(workdir, *overrides):
-  return subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "dscl_jax.main",
-      "--config",
-      "configs/digits_lt_dscl.py",
-      "--workdir",
-      str(workdir),
-      *SHORT,
-      *overrides,
-    ],
-    cwd=REPO_ROOT,
-    capture_output=True,
-    text=True,
-    timeout=900,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
-  )
+  return run_main("--config", "configs/digits_lt_dscl.py", "--workdir", str(workdir), *SHORT, *overrides)
 
 
 def numbers(report):
@@ -47,9 +27,16 @@ def numbers(report):
   return {name: (r["overall"], r["per_class_accuracy"], r["groups"]) for name, r in report["classifiers"].items()}
 
 
-def test_a_probe_of_an_older_trunk_is_retrained_not_reused(tmp_path):
-  fresh = main(tmp_path / "fresh")
-  assert fresh.returncode == 0, fresh.stderr[-3000:]
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A workdir where the shortened demo ran to the end (pretrain, probe, eval)."""
+  workdir = tmp_path_factory.mktemp("provenance") / "finished"
+  out = main(workdir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def test_a_probe_of_an_older_trunk_is_retrained_not_reused(tmp_path, finished):
   early = main(tmp_path / "resumed", "--config.train.max_steps=15")
   assert early.returncode == 0, early.stderr[-3000:]
   early_report = json.loads((tmp_path / "resumed" / "eval_test.json").read_text())
@@ -62,7 +49,7 @@ def test_a_probe_of_an_older_trunk_is_retrained_not_reused(tmp_path):
   assert "moved it to probe.replaced_" in full.stdout
   assert "already finished" not in full.stdout.split("[probe]", 1)[1]
   resumed = json.loads((tmp_path / "resumed" / "eval_test.json").read_text())
-  reference = json.loads((tmp_path / "fresh" / "eval_test.json").read_text())
+  reference = json.loads((finished / "eval_test.json").read_text())
   assert numbers(resumed) == numbers(reference)
   # The JSON says which trunk and which probe produced every number.
   assert resumed["trunk"]["step"] == 28 and resumed["trunk"]["digest"] == reference["trunk"]["digest"]
@@ -74,21 +61,19 @@ def test_a_probe_of_an_older_trunk_is_retrained_not_reused(tmp_path):
   assert recorded == resumed["trunk"]
 
 
-def test_a_probe_of_another_trunk_is_refused_in_one_line(tmp_path):
-  first = main(tmp_path / "a")
-  assert first.returncode == 0, first.stderr[-3000:]
+def test_a_probe_of_another_trunk_is_refused_in_one_line(tmp_path, finished):
   other = main(tmp_path / "b", "--config.seed=1", "--config.mode=pretrain")
   assert other.returncode == 0, other.stderr[-3000:]
-  digest_a = json.loads((tmp_path / "a" / "probe" / "trunk.json").read_text())["digest"]
+  digest_a = json.loads((finished / "probe" / "trunk.json").read_text())["digest"]
 
   for mode in ("linear_probe", "eval"):
-    refused = main(tmp_path / "a", f"--config.mode={mode}", f"--config.pretrained={tmp_path / 'b'}")
+    refused = main(finished, f"--config.mode={mode}", f"--config.pretrained={tmp_path / 'b'}")
     assert refused.returncode != 0, mode
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), refused.stderr[-3000:]
     assert digest_a in lines[0] and str(tmp_path / "b" / "pretrain" / "checkpoints" / "28") in lines[0]
   # Nothing was overwritten: the probe still records trunk a.
-  assert json.loads((tmp_path / "a" / "probe" / "trunk.json").read_text())["digest"] == digest_a
+  assert json.loads((finished / "probe" / "trunk.json").read_text())["digest"] == digest_a
 
 
 def test_a_deeper_trunk_does_not_restore_into_a_shallower_model(tmp_path):

@@ -1,7 +1,6 @@
 """A workdir holds one run at a time, and a rerun may not silently change what it trains."""
 
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 
 from dscl_jax.config.schema import base_config
 from dscl_jax.runtime import workdir
+from tests import TESTS_DIR
 
 
 def config():
@@ -125,49 +125,25 @@ def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_is_old(tmp_pa
   lock.release()
 
 
-def _contend(path, tried, results, index):
-  lock = workdir.WorkdirLock(path)
-  tried.wait()  # all start together
-  try:
-    lock.acquire()
-    results.put((index, "held"))
-  except workdir.WorkdirLocked:
-    results.put((index, "locked"))
-  except Exception as error:  # reported to the parent, which names it in its assertion
-    results.put((index, f"{type(error).__name__}: {error}"))
-  tried.wait()  # the holder keeps the lock until every contender has tried
-  lock.release()
+def contention(directory, *args):
+  """The rounds of tests/runtime/lock_contention.py that did not have exactly one holder."""
+  out = subprocess.run(
+    [sys.executable, os.path.join(TESTS_DIR, "runtime", "lock_contention.py"), str(directory), *args],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# JAX warns at every fork; the children never touch the XLA runtime (process_index is patched).
-@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 @pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
-def test_simultaneous_starts_give_the_lock_to_exactly_one(tmp_path, monkeypatch, stale):
-  """Rounds of 2-4 processes starting together on one workdir, empty or holding a dead run's lock that
+def test_simultaneous_starts_give_the_lock_to_exactly_one(tmp_path, stale):
+  """100 rounds of 2-4 processes starting together on one workdir, empty or holding a dead run's lock that
   they all find stale: each round exactly one holds the lock (the code before issue 25 let two hold it
-  in about 10 rounds of 100, the fresh case)."""
-  monkeypatch.setattr(workdir.jax, "process_index", lambda: 0)  # forked children are process 0
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-  stale_record = json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x", "heartbeat": 0})
-  context = multiprocessing.get_context("fork")
-  results = context.Queue()
-  wrong = []
-  for round_ in range(100):
-    n = 2 + round_ % 3
-    path = tmp_path / f"round{round_}"
-    if stale:
-      path.mkdir()
-      (path / ".lock").write_text(stale_record)
-    tried = context.Barrier(n)
-    children = [context.Process(target=_contend, args=(path, tried, results, i)) for i in range(n)]
-    for child in children:
-      child.start()
-    outcomes = sorted(results.get(timeout=60) for _ in children)
-    for child in children:
-      child.join(timeout=60)
-    if [o for _, o in outcomes].count("held") != 1 or any(o not in ("held", "locked") for _, o in outcomes):
-      wrong.append((round_, [o for _, o in outcomes]))
-    assert not (path / ".lock").exists()  # released by its holder
+  in about 10 rounds of 100, the fresh case). The rounds run in tests/runtime/lock_contention.py."""
+  wrong = contention(tmp_path, "--rounds", "100", *(["--stale"] if stale else []))
   assert not wrong, f"{len(wrong)} of 100 rounds did not have exactly one holder: {wrong[:5]}"
 
 
@@ -184,21 +160,8 @@ def test_an_empty_lock_is_not_taken_over_but_lasting_garbage_is(tmp_path, capsys
   assert f"taking over the stale lock {lock} (it is unreadable and 3600s old)" in capsys.readouterr().out
 
 
-@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
-def test_without_hard_links_simultaneous_starts_still_give_the_lock_to_one(tmp_path, monkeypatch):
-  def no_link(source, target):
-    raise PermissionError(1, "Operation not permitted", source)
-
-  monkeypatch.setattr(workdir.os, "link", no_link)  # as on some FUSE or SMB mounts
-  monkeypatch.setattr(workdir.jax, "process_index", lambda: 0)
-  context = multiprocessing.get_context("fork")
-  results = context.Queue()
-  for round_ in range(30):
-    tried = context.Barrier(3)
-    children = [context.Process(target=_contend, args=(tmp_path / str(round_), tried, results, i)) for i in range(3)]
-    for child in children:
-      child.start()
-    outcomes = [results.get(timeout=60)[1] for _ in children]
-    for child in children:
-      child.join(timeout=60)
-    assert sorted(outcomes) == ["held", "locked", "locked"], (round_, outcomes)
+def test_without_hard_links_simultaneous_starts_still_give_the_lock_to_one(tmp_path):
+  """As on some FUSE or SMB mounts, where os.link fails: the lock falls back to an exclusive create, and 30
+  rounds of 2-4 simultaneous starts still have exactly one holder each."""
+  wrong = contention(tmp_path, "--rounds", "30", "--no-link")
+  assert not wrong, f"{len(wrong)} of 30 rounds did not have exactly one holder: {wrong[:5]}"
