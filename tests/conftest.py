@@ -21,15 +21,16 @@ LONGEST_FIRST = (
   "tests/config/test_configs.py",
   "tests/runtime/test_resume.py",
   "tests/jobs/test_dry_run.py",
-  "tests/core/test_method_step.py",
   "tests/jobs/test_provenance.py",
+  "tests/core/test_method_step.py",
   "tests/benchmarks/test_compare_methods.py",
-  "tests/core/test_bfloat16.py",
   "tests/runtime/test_long_runs.py",
+  "tests/core/test_bfloat16.py",
   "tests/core/test_numerical_guard.py",
-  "tests/jobs/test_end_to_end.py",
+  "tests/runtime/test_checkpoint_write_errors.py",
   "tests/jobs/test_multiprocess_logging.py",
   "tests/evaluation/test_eval_classifiers.py",
+  "tests/jobs/test_end_to_end.py",
 )
 
 
