@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:  # run as a script: `data` and `dscl_jax` from thi
 
 from data.long_tail import count_thirds, shot_classes  # noqa: E402
 from dscl_jax.config.schema import load_config_file  # noqa: E402
+from dscl_jax.runtime import files  # noqa: E402
 
 # The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
 METHODS = {
@@ -178,9 +179,7 @@ def claimed(workdir: Path, recorded, what: str, script: str):
 def write_json(path: Path, value) -> None:
   """Writes `value` (indent 1, final newline) through a temporary file renamed over `path`, so a kill
   mid-write leaves the old file, never half of one."""
-  temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-  temporary.write_text(json.dumps(value, indent=1) + "\n")
-  os.replace(temporary, path)
+  files.replace_text(path, json.dumps(value, indent=1) + "\n")
 
 
 def read_records(path: Path = RECORDS) -> list[dict]:

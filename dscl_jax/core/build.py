@@ -28,6 +28,7 @@ from dscl_jax.core.step import make_pretrain_step
 from dscl_jax.input.pipeline import steps_per_epoch as epoch_steps
 from dscl_jax.models import build_encoder
 from dscl_jax.runtime import checkpoint
+from dscl_jax.runtime.files import read_json
 from dscl_jax.runtime.metrics import log
 
 # The method's own initialisation stream, folded off the state's key so that adding a method state
@@ -193,7 +194,7 @@ PROBE_TRUNK_RECORD = "trunk.json"
 def probe_trunk(workdir) -> dict | None:
   """The trunk record of the probe in `<workdir>/probe`, or None when it has none."""
   path = epath.Path(workdir) / "probe" / PROBE_TRUNK_RECORD
-  return json.loads(path.read_text()) if path.exists() else None
+  return read_json(path) if path.exists() else None
 
 
 def describe_trunk(record: dict | None) -> str:

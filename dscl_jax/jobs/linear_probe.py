@@ -80,8 +80,7 @@ def set_aside_stale_probe(job_dir: epath.Path, trunk: dict, *, retrain: bool) ->
   (`--config.mode=all`), else refused: resuming or reusing it would report another trunk's accuracy."""
   if not (checkpoint.has_checkpoint(job_dir / "checkpoints") or checkpoint.has_checkpoint(job_dir / "best")):
     return
-  record_path = job_dir / build.PROBE_TRUNK_RECORD
-  previous = read_json(record_path) if record_path.exists() else None
+  previous = build.probe_trunk(job_dir.parent)
   if previous is not None and previous["digest"] == trunk["digest"]:
     return
   if not retrain:

@@ -66,12 +66,17 @@ def replace_text(path, text: str) -> None:
     path.write_text(text)
     return
   tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  try:
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  except OSError:
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def write_json(path, value, **kwargs) -> None:
-  epath.Path(path).write_text(json.dumps(value, **kwargs))
+  """`value` as JSON (`json.dumps` keyword arguments), written whole (`replace_text`)."""
+  replace_text(path, json.dumps(value, **kwargs))
 
 
 def read_json(path):

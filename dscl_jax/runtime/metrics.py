@@ -72,15 +72,14 @@ class Progress:
     values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
     now = time.time()
     record = {"step": step, "epoch": round(step / self.steps_per_epoch, 3), **values}
-    line = f"[{self.job}] step {step}/{self.total} (epoch {step / self.steps_per_epoch:.2f})"
+    line = f"step {step}/{self.total} (epoch {step / self.steps_per_epoch:.2f})"
     line += "".join(f" {k} {v:.4g}" for k, v in values.items())
     if self.last_time is not None and step > self.last_step:
       rate = (step - self.last_step) / (now - self.last_time)
       record["images_per_second"] = rate * self.batch_size
       line += f" | {rate * self.batch_size:.0f} img/s, ETA {format_seconds((self.total - step) / rate)}"
       self.last_step, self.last_time = step, now
-    if jax.process_index() == 0:
-      print(line)
+    log(self.job, line)
     if self._jsonl is not None:
       self._jsonl.write(json.dumps(record) + "\n")
       self._events.scalars(step, {k: v for k, v in record.items() if k != "step"})

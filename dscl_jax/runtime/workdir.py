@@ -23,7 +23,7 @@ import jax
 from etils import epath
 
 from dscl_jax.runtime import checkpoint
-from dscl_jax.runtime.files import is_local
+from dscl_jax.runtime.files import is_local, replace_text
 from dscl_jax.runtime.metrics import log
 
 LOCK_NAME = ".lock"
@@ -310,16 +310,8 @@ class WorkdirLock:
   def _beat(self) -> None:
     while not self._stop.wait(self.heartbeat_seconds):
       try:
-        if is_local(self.path):
-          # Whole or not at all: a reader must never see the file empty while it is rewritten.
-          tmp = self._temporary(self._record(self._started))
-          try:
-            os.replace(tmp, os.fspath(self.path))
-          except OSError:
-            os.unlink(tmp)
-            raise
-        else:
-          self.path.write_text(self._record(self._started))
+        # Whole or not at all: a reader must never see the file empty while it is rewritten.
+        replace_text(self.path, self._record(self._started))
       except OSError as error:  # a transient storage error must not kill training; the next beat retries
         print(f"warning: could not refresh {self.path}: {error}", flush=True)
 
