@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests import TESTS_DIR
+from tests import TESTS_DIR, cpu_env
 from tests.step_runner import CASES
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ EXACT = ("devices", "processes", "queue_labels", "queue_ptr", "lr")
 
 def run_on(devices, out_dir, cases, steps=STEPS):
   os.makedirs(out_dir, exist_ok=True)
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env = cpu_env(devices)
   subprocess.run(
     [sys.executable, RUNNER, str(out_dir), "--cases", ",".join(cases), "--steps", str(steps)],
     check=True,
@@ -72,14 +72,7 @@ def test_two_processes_match_one_device(tmp_path):
   out_dir = tmp_path / "two"
   out_dir.mkdir()
   for process_id in range(2):
-    env = dict(
-      os.environ,
-      JAX_PLATFORMS="cpu",
-      XLA_FLAGS="--xla_force_host_platform_device_count=2",
-      JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-      JAX_NUM_PROCESSES="2",
-      JAX_PROCESS_ID=str(process_id),
-    )
+    env = cpu_env(2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
     procs.append(
       subprocess.Popen([sys.executable, RUNNER, str(out_dir), "--cases", "dscl_pbsd", "--steps", str(steps)], env=env)
     )

@@ -20,7 +20,7 @@ from dscl_jax.core.build import init_pretrain_state
 from dscl_jax.input import synthetic
 from dscl_jax.jobs import dry_run
 from dscl_jax.methods import get_method
-from tests import REPO_ROOT
+from tests import REPO_ROOT, cpu_env
 
 GIB = 2**30
 REPO = REPO_ROOT
@@ -131,7 +131,7 @@ print(json.dumps(out))
 
 
 def test_the_step_is_split_over_eight_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = cpu_env(8)
   out = subprocess.run(
     [sys.executable, "-c", SPLIT_CHECK, REPO], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
   )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests import REPO_ROOT
+from tests import REPO_ROOT, cpu_env
 from tests.core.test_multidevice import free_port
 
 pytestmark = pytest.mark.slow
@@ -26,14 +26,7 @@ def test_only_process_zero_prints_logs_and_tables(tmp_path):
   port = free_port()
   procs = []
   for process_id in range(2):
-    env = dict(
-      os.environ,
-      JAX_PLATFORMS="cpu",
-      XLA_FLAGS="--xla_force_host_platform_device_count=1",
-      JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-      JAX_NUM_PROCESSES="2",
-      JAX_PROCESS_ID=str(process_id),
-    )
+    env = cpu_env(1, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
     procs.append(
       subprocess.Popen(
         [
