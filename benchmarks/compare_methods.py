@@ -81,6 +81,16 @@ FAIR_FIELDS = (
   "eval",
   "mesh",
 )
+# What a method's pretraining is given beyond the others (dscl_jax/core/budget.py): check_fair accepts
+# images drawn or rarest-class draws that differ from cross-entropy's only when declared here, and the
+# tables print the declaration. The images a method embeds (small crops, a second online view, a momentum
+# target) belong to its design: every table shows them, and they may differ.
+GIVEN_MORE = {
+  "iccl": "a second, class-aware sample at every position: 2x the images drawn and embedded, 25.8x the "
+  "rarest class's draws",
+}
+# The training classes of Fashion-MNIST-LT (IF 100), for budgets computed before any data is read.
+FASHION_LT_COUNTS = (6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60)
 GROUPS = ("head", "middle", "tail", "many", "medium", "few")
 CLASSIFIERS = {
   "linear_probe": "linear probe",
@@ -112,8 +122,45 @@ def _field(config, dotted: str):
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 
-def check_fair(configs: dict) -> None:
-  """Raises ValueError naming every FAIR_FIELDS entry on which the configs {method: ConfigDict} differ."""
+def with_overrides(config, overrides: dict):
+  """`config` with the dotted `overrides` ({"train.epochs": 30}) set, as `--config.<field>=` would."""
+  config = config.copy_and_resolve_references()
+  for dotted, value in overrides.items():
+    *parents, name = dotted.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[name] = value
+  return config
+
+
+def budget_of(config, class_counts) -> dict:
+  """The pretraining budget (dscl_jax/core/budget.py) of a config on training classes of `class_counts`."""
+  from dscl_jax.core.budget import config_budget
+  from dscl_jax.methods import get_method
+
+  return config_budget(config, get_method(config), class_counts)
+
+
+def record_budget(record: dict) -> dict:
+  """The budget of the pretraining behind a record: its config with its overrides, on its training classes.
+  A record whose trunk is another run's (`pretrained_from`) gets that run's budget: its overrides change
+  the probe only."""
+  overrides = {k: v for k, v in record["overrides"].items() if k != "pretrained"}
+  if record.get("pretrained_from"):
+    overrides = {"seed": record["seed"]}
+  return budget_of(with_overrides(load_config_file(REPO / record["config"]), overrides), record["train_class_counts"])
+
+
+# The part of a budget that says what data a method is given: it must be equal unless declared.
+DRAWN = ("images_drawn", "rarest_class_draws_per_image")
+
+
+def check_fair(configs: dict, class_counts=FASHION_LT_COUNTS, given_more=None) -> None:
+  """Raises ValueError naming every FAIR_FIELDS entry on which the configs {method: ConfigDict} differ, and
+  every method whose images drawn or rarest-class draws (`DRAWN`) differ from the first method's without a
+  `given_more` entry (default GIVEN_MORE) that the tables print."""
+  given_more = GIVEN_MORE if given_more is None else given_more
   first = next(iter(configs))
   problems = [
     f"{field}: {first}={_field(configs[first], field)!r} but {method}={_field(c, field)!r}"
@@ -121,6 +168,12 @@ def check_fair(configs: dict) -> None:
     for method, c in configs.items()
     if _field(c, field) != _field(configs[first], field)
   ]
+  drawn = lambda c: {k: budget_of(c, class_counts)[k] for k in DRAWN}
+  for method, c in configs.items():
+    if drawn(c) != drawn(configs[first]) and method not in given_more:
+      problems.append(
+        f"budget: {first}={drawn(configs[first])} but {method}={drawn(c)}, and GIVEN_MORE does not say why"
+      )
   if problems:
     raise ValueError("the configs are not comparable:\n  " + "\n  ".join(problems))
 
@@ -251,11 +304,13 @@ def same_training_code(a: str, b: str, repo: Path = REPO) -> bool:
 TIMING_EVERY_SECONDS = 30.0
 
 
-def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, commit: str = "") -> dict:
+def run_job(
+  method: str, seed: int, job: str, workdir: Path, overrides: dict, commit: str = "", config: str | None = None
+) -> dict:
   """Runs one job of one (method, seed) in its own process, its output shown and kept in
   `<workdir>/compare_<job>.log`; returns {"seconds": wall time, "commits": the commit of each attempt}.
   The job's time accumulates across interrupted attempts in `<workdir>/compare_timing.json`, and a job
-  finished earlier is not run again."""
+  finished earlier is not run again. `config`: a config file other than the method's (a control)."""
   timing_path = workdir / "compare_timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
   entry = timing.setdefault(job, {"seconds": 0.0, "attempts": 0, "done": False})
@@ -266,7 +321,7 @@ def run_job(method: str, seed: int, job: str, workdir: Path, overrides: dict, co
     sys.executable,
     "-m",
     "dscl_jax.main",
-    f"--config={REPO / METHODS[method]}",
+    f"--config={REPO / (config or METHODS[method])}",
     f"--workdir={workdir}",
     f"--config.seed={seed}",
     f"--config.mode={job}",
@@ -370,6 +425,7 @@ def run_one(
     "train_class_counts": report["train_class_counts"],
     "test_images": report["num_images"],
     "classifiers": summarise_report(report),
+    "budget": budget_of(with_overrides(load_config(method), {"seed": seed, **overrides}), report["train_class_counts"]),
     "wall_seconds": {j: r["seconds"] for j, r in jobs.items()},
     # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
     "job_commits": {j: r["commits"] for j, r in jobs.items()},
@@ -392,6 +448,7 @@ def aggregate(records: list[dict]) -> dict:
     entry = {
       "seeds": [r["seed"] for r in runs],
       "pretrain_seconds": _stats([r["wall_seconds"]["pretrain"] for r in runs]),
+      "budget": runs[0].get("budget"),
     }
     for classifier in CLASSIFIERS:
       values = [r["classifiers"][classifier] for r in runs if classifier in r["classifiers"]]
@@ -462,6 +519,30 @@ def _difference_cell(diff) -> str:
   return f"{mean:+.2f}{spread} ({ahead}/{n})"
 
 
+def budget_cells(budget: dict | None) -> str:
+  """Images drawn, images embedded online / by the target, rarest-class draws per image: three table
+  cells ("-" without a budget)."""
+  if not budget:
+    return "- | - | -"
+  return (
+    f"{budget['images_drawn']:,} | {budget['online_forward_images']:,} / {budget['target_forward_images']:,} | "
+    f"{budget['rarest_class_draws_per_image']:.1f}"
+  )
+
+
+def add_budgets(path: Path, description: str) -> int:
+  """Adds the budget block (`record_budget`, a function of the record's config, overrides and training
+  classes) to every record of `path` that lacks one; returns how many. Nothing else in a record changes."""
+  with exclusive(path.with_name(path.name + ".lock"), wait=True):
+    entries = read_entries(path)
+    missing = [r for r in entries if "budget" not in r]
+    for record in missing:
+      record["budget"] = record_budget(record)
+    if missing:
+      write_json(path, {"description": description, "records": entries})
+  return len(missing)
+
+
 def commits(records: list[dict]) -> list[str]:
   """Short hashes of every commit that ran a job of these records."""
   found = {c for r in records for c in [r["commit"]] + sum(r.get("job_commits", {}).values(), []) if c}
@@ -482,18 +563,21 @@ def markdown(records: list[dict]) -> str:
     "",
     "Linear probe (class-balanced, frozen trunk), the comparison every method shares:",
     "",
-    "| method | seeds | overall | head | middle | tail | many | medium | pretrain wall (s) |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| method | seeds | overall | head | middle | tail | many | medium | images drawn | embedded online / "
+    "by the target | rarest-class draws per image | pretrain wall (s) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for method, entry in table.items():
     probe = entry.get("linear_probe")
     if probe is None:
       continue
     lines.append(
-      f"| {LABELS[method]} | {len(entry['seeds'])} | "
+      f"| {LABELS[method]}{' *' if method in GIVEN_MORE else ''} | {len(entry['seeds'])} | "
       + " | ".join(_cell(probe[k]) for k in ("overall", "head", "middle", "tail", "many", "medium"))
-      + f" | {entry['pretrain_seconds'][0]:.0f} |"
+      + f" | {budget_cells(entry['budget'])} | {entry['pretrain_seconds'][0]:.0f} |"
     )
+  declared = [f"\\* {LABELS[m]} is given {GIVEN_MORE[m]}." for m in table if m in GIVEN_MORE]
+  lines += ["", *declared] if declared else []
   lines += [
     "",
     "Probe-free measures on the same frozen features, and the methods' own classifiers:",
@@ -684,6 +768,9 @@ def parse_args(argv=None):
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true", help="run nothing; render the records")
   parser.add_argument(
+    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
+  )
+  parser.add_argument(
     "--allow-uncommitted",
     action="store_true",
     help="run although dscl_jax/, data/ or configs/ have uncommitted changes (the records say so)",
@@ -699,7 +786,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if not args.render_only:
+  if args.add_budgets:
+    added = add_budgets(RECORDS, "benchmarks/compare_methods.py: one record per finished (method, seed) run")
+    print(f"[compare] budget block added to {added} record(s)", flush=True)
+  elif not args.render_only:
     check_fair({m: load_config(m) for m in METHODS})
     commit, dirty = git_commit()
     todo = pending(args.methods, args.seeds, read_records())

@@ -1,12 +1,17 @@
-"""Why DSCL trails cross-entropy on Fashion-MNIST-LT: temperature, epochs and probe, measured on a
-validation split held out from the training images. The test split is never looked at.
+"""Questions about the Fashion-MNIST-LT comparison, measured on a validation split held out from the
+training images; the test split is never looked at.
+
+- Why DSCL trails cross-entropy: temperature, epochs and probe.
+- What each method is given (issue 26): ICCL draws and embeds twice the images of the others, and its
+  second sample is class-uniform; PaCo / GPaCo ran a recipe made for 1000 classes. The controls take
+  ICCL's parts away one at a time, give cross-entropy and DSCL ICCL's draws, and rescale PaCo / GPaCo.
 
   python benchmarks/investigate_dscl.py                      # run what is not recorded yet, then render
   python benchmarks/investigate_dscl.py --render-only        # table and docs/results.md from the records
   python benchmarks/investigate_dscl.py --variants dscl,ce --max-runs 1
 
-Each variant is one method's comparison config (benchmarks/compare_methods.py) at seed 0 with a few
-overrides. Every variant adds `data.val_per_class=500` (500 training images per class that the long-tailed
+Each variant is one method's comparison config (benchmarks/compare_methods.py), or a control's own config
+file (`CONTROL_CONFIGS`), at seed 0 with a few overrides. Every variant adds `data.val_per_class=500` (500 training images per class that the long-tailed
 profile left out; class 0 has none, it keeps all 6,000 for training) and evaluates on that split; the
 probe keeps its best epoch on it. Variants that change only the probe reuse the comparison's seed-0
 pretrain checkpoint (`--compare-workdir-root`), running that pretrain first if it is missing, exactly as
@@ -34,6 +39,7 @@ RECORDS = cm.RESULTS / "investigate_dscl_fashion_mnist_lt.json"
 TABLE = cm.RESULTS / "investigate_dscl_fashion_mnist_lt.md"
 BEGIN, END = "<!-- investigate_dscl: begin -->", "<!-- investigate_dscl: end -->"
 COMMAND = "python benchmarks/investigate_dscl.py"
+DESCRIPTION = "benchmarks/investigate_dscl.py: one record per variant, measured on the held-out validation split"
 SEED = 0
 VAL_PER_CLASS = 500
 # Every variant: the held-out validation split, and eval on it.
@@ -53,7 +59,37 @@ VARIANTS = {
   "dscl_t0.2": ("dscl", {"loss.temperature": 0.2}, False, "temperature 0.2 instead of 0.07"),
   "ce_45ep": ("ce", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
   "dscl_45ep": ("dscl", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
+  # What each method is given. Equal draws: twice the epochs at the same batch, so cross-entropy and DSCL
+  # draw and embed online ICCL's 445,440 images (ICCL: 2 per position x 1740 steps; here 1 x 3480).
+  "iccl_no_centroid": ("iccl", {"iccl.weight_icc": 0.0}, False, "ICCL with the centroid term's weight 0"),
+  "iccl_instance_second_sample": (
+    "iccl",
+    {"iccl.class_aware_power": 1.0},
+    False,
+    "ICCL whose second sample is instance-uniform (same draws, no rebalancing)",
+  ),
+  "ce_equal_draws": ("ce", {"train.epochs": 30}, False, "cross-entropy, 30 epochs: ICCL's images drawn and embedded"),
+  "dscl_equal_draws": ("dscl", {"train.epochs": 30}, False, "DSCL, 30 epochs: ICCL's images drawn and embedded"),
+  "ce_class_aware_mixup": (
+    "ce",
+    {},
+    False,
+    "cross-entropy with ICCL's class-aware second sample and mixup (no target, no centroids)",
+  ),
+  "paco_scaled": ("paco", {}, False, "PaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
+  "gpaco_scaled": ("gpaco", {}, False, "GPaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
 }
+# Controls with a config file of their own instead of their method's comparison config.
+CONTROL_CONFIGS = {
+  "ce_class_aware_mixup": "configs/fashion_mnist_lt_ce_class_aware_mixup.py",
+  "paco_scaled": "configs/fashion_mnist_lt_paco_scaled.py",
+  "gpaco_scaled": "configs/fashion_mnist_lt_gpaco_scaled.py",
+}
+
+
+def variant_config(name: str, variants=VARIANTS) -> str:
+  """The config file a variant runs (before its overrides)."""
+  return CONTROL_CONFIGS.get(name, cm.METHODS[variants[name][0]])
 
 
 def check_variants(variants=VARIANTS) -> None:
@@ -62,12 +98,12 @@ def check_variants(variants=VARIANTS) -> None:
   for name, (method, overrides, _, _) in variants.items():
     if method not in cm.METHODS:
       raise ValueError(f"variant {name}: method {method!r} is not one of {list(cm.METHODS)}")
-    config = cm.load_config(method)
+    config = cm.load_config_file(REPO / variant_config(name, variants))
     for field in {**VALIDATION, **overrides}:
       try:
         cm._field(config, field)
       except KeyError:
-        raise ValueError(f"variant {name}: {field} is not a field of {cm.METHODS[method]}") from None
+        raise ValueError(f"variant {name}: {field} is not a field of {variant_config(name, variants)}") from None
 
 
 def variant_jobs(name: str, workdir_root: Path, compare_root: Path) -> list[tuple[str, Path, dict]]:
@@ -92,14 +128,14 @@ def run_variant(
   method, overrides, reuse, question = VARIANTS[name]
   seconds, job_commits = {}, {}
   for job, workdir, job_overrides in variant_jobs(name, workdir_root, compare_root):
-    result = run_job(method, SEED, job, workdir, job_overrides, commit)
+    result = run_job(method, SEED, job, workdir, job_overrides, commit, config=variant_config(name))
     seconds[job], job_commits[job] = result["seconds"], result["commits"]
   report = json.loads((workdir_root / name / "eval_val.json").read_text())
-  return {
+  record = {
     "variant": name,
     "method": method,
     "seed": SEED,
-    "config": cm.METHODS[method],
+    "config": variant_config(name),
     "overrides": {"seed": SEED, **VALIDATION, **overrides},
     "question": question,
     "pretrained_from": f"{compare_root.name}/{method}_seed{SEED}" if reuse else None,
@@ -113,6 +149,8 @@ def run_variant(
     "job_commits": job_commits,
     "machine": cm.machine(),
   }
+  record["budget"] = cm.record_budget(record)
+  return record
 
 
 def read_records(path: Path = RECORDS) -> list[dict]:
@@ -120,9 +158,7 @@ def read_records(path: Path = RECORDS) -> list[dict]:
 
 
 def append_record(record: dict, path: Path = RECORDS) -> None:
-  cm.append_entry(
-    record, path, "benchmarks/investigate_dscl.py: one record per variant, measured on the held-out validation split"
-  )
+  cm.append_entry(record, path, DESCRIPTION)
 
 
 def _cell(report: dict, measure: str) -> str:
@@ -139,8 +175,9 @@ def markdown(records: list[dict]) -> str:
     f"medium-shot classes. Commits: {', '.join(cm.commits(records)) or '-'}.",
     "",
     "| variant | changes | probe overall | probe tail | probe medium | kNN overall | kNN tail | LR overall "
-    "| LR tail | LR medium | pretrain (s) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| LR tail | LR medium | images drawn | embedded online / by the target | rarest-class draws per image "
+    "| pretrain (s) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name in [n for n in VARIANTS if n in by_name]:
     record = by_name[name]
@@ -153,7 +190,11 @@ def markdown(records: list[dict]) -> str:
     ):
       cells += [_cell(reports[classifier], m) if classifier in reports else "-" for m in measures]
     pretrain = "reused" if record["pretrained_from"] else f"{record['wall_seconds']['pretrain']:.0f}"
-    lines.append(f"| {name} | {record['question']} | " + " | ".join(cells) + f" | {pretrain} |")
+    lines.append(
+      f"| {name} | {record['question']} | "
+      + " | ".join(cells)
+      + f" | {cm.budget_cells(record.get('budget'))} | {pretrain} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -193,6 +234,9 @@ def parse_args(argv=None):
   )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true")
+  parser.add_argument(
+    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
+  )
   parser.add_argument("--allow-uncommitted", action="store_true")
   args = parser.parse_args(argv)
   args.variants = [v for v in args.variants.split(",") if v]
@@ -204,7 +248,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if not args.render_only:
+  if args.add_budgets:
+    added = cm.add_budgets(RECORDS, DESCRIPTION)
+    print(f"[investigate] budget block added to {added} record(s)", flush=True)
+  elif not args.render_only:
     check_variants()
     commit, dirty = cm.git_commit()
     recorded = {r["variant"] for r in read_records()}

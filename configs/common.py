@@ -38,6 +38,7 @@ def fashion_mnist_lt_config(method: str) -> ml_collections.ConfigDict:
   # accuracy of all three is flat from about epoch 16 on. The same length for every method.
   c.probe.epochs = 30
   c.probe.lr = 1.0
+  c.probe.standardize_features = True  # as the digits demo (configs/digits_lt_dscl.py) and the LR
   # The reference probes with the trunk in training mode, so its BatchNorm statistics come from probe
   # images; re-estimating them on 20 probe batches (5120 images) is the frozen-trunk equivalent.
   c.probe.reestimate_bn_batches = 20
@@ -58,6 +59,7 @@ def cifar100_lt_config(method: str) -> ml_collections.ConfigDict:
   c.probe.batch_size = 512
   c.probe.epochs = 40
   c.probe.lr = 1.0
+  c.probe.standardize_features = True
   c.eval.batch_size = 500
   return c
 
@@ -82,6 +84,56 @@ def imagenet_recipe_config(dataset: str, depth: int = 50) -> ml_collections.Conf
   c.probe.reestimate_bn_batches = 20
   # 115k x 2048 features and 1000+ classes: hours of scikit-learn on a host. The kNN stays on.
   c.eval.logistic_regression = False
+  return c
+
+
+def paco_class_term_ratio(alpha: float, queue_size: int, batch_size: int, class_counts, beta: float = 1.0) -> float:
+  """How much more a tail anchor's class term weighs than a head anchor's in PaCo's loss.
+
+  An anchor of class c has |P_c| ~ (K + 2B) n_c / N feature positives among the 2B batch features and
+  the K queued ones, so its class term weighs beta / (beta + alpha |P_c|) (METHODS.md section 5), and
+
+      R = (beta + alpha (K + 2B) n_head / N) / (beta + alpha (K + 2B) n_tail / N).
+
+  PaCo's CIFAR-100-LT recipe (alpha 0.01, K 1024, B 128, 500 down to 5 of 10,847 images): R = 1.58.
+  Its ImageNet-LT recipe (alpha 0.05, K 8192, 1280 down to 5 of 115,846): R = 5.6. Its ImageNet-LT
+  values on Fashion-MNIST-LT (alpha 0.05, K 4096, 6000 down to 60 of 14,886): R = 48.
+  """
+  counts = [float(n) for n in class_counts]
+  share = lambda n: alpha * (queue_size + 2 * batch_size) * n / sum(counts)
+  return (beta + share(max(counts))) / (beta + share(min(counts)))
+
+
+def paco_alpha_for_ratio(ratio: float, queue_size: int, batch_size: int, class_counts, beta: float = 1.0) -> float:
+  """The alpha at which `paco_class_term_ratio` equals `ratio` (R above, solved for alpha)."""
+  counts = [float(n) for n in class_counts]
+  head, tail = [(queue_size + 2 * batch_size) * n / sum(counts) for n in (max(counts), min(counts))]
+  return beta * (ratio - 1.0) / (head - ratio * tail)
+
+
+# PaCo's CIFAR-100-LT recipe: alpha 0.01, K 1024, batch 128 on 500 down to 5 images per class (IF 100).
+CIFAR100_LT_COUNTS = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
+PACO_CIFAR_RATIO = paco_class_term_ratio(0.01, 1024, 128, CIFAR100_LT_COUNTS)
+
+
+def paco_scaled_config(method: str, queue_size: int = 1024) -> ml_collections.ConfigDict:
+  """PaCo / GPaCo on Fashion-MNIST-LT with the recipe of the other Fashion-MNIST-LT methods (learning
+  rate, epochs, augmentation, weight decay) and alpha chosen so that the head / tail weight ratio of the
+  class term equals that of PaCo's CIFAR-100-LT recipe (`PACO_CIFAR_RATIO`, 1.58) at `queue_size`:
+
+      alpha = beta (R - 1) / ((K + 2B) (n_head - R n_tail) / N)     (K 1024: alpha = 0.00114)
+
+  beta = gamma = 1, T 0.2, D 128 and the projection heads stay PaCo's / GPaCo's; residual blocks start as
+  torchvision's default (`zero_init_residual` off), as the official PaCo code."""
+  c = fashion_mnist_lt_config(method)
+  counts = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]  # Fashion-MNIST-LT, IF 100
+  c.paco.alpha = paco_alpha_for_ratio(PACO_CIFAR_RATIO, queue_size, c.train.batch_size, counts)
+  c.paco.beta = 1.0
+  c.paco.gamma = 1.0
+  c.loss.temperature = 0.2
+  c.moco.queue_size = queue_size
+  c.model.embed_dim = 128
+  c.model.zero_init_residual = False
   return c
 
 

@@ -114,6 +114,7 @@ def test_a_checkpoint_written_before_the_layout_change_restores():
 def test_a_probe_written_before_the_layout_change_restores():
   c = fixture_config()
   c.probe.batch_size = 32
+  c.probe.standardize_features = False  # the old code's probe, on raw features
   mesh = sharding.make_mesh(1)
   probe, source = build.restore_probe(c, FIXTURE, 64, 10, 503, mesh)
   assert source.endswith("probe/checkpoints/2")

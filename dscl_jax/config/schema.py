@@ -125,6 +125,10 @@ def base_config(
   # beta_a) per sample; centroids refreshed per step by EMA ("ema", centroid_momentum) or per epoch
   # ("epoch"); the centroid-retrieval temperature; the weights of the three terms; the class-aware
   # sampler's class weights n_c ** class_aware_power (0: class-uniform).
+  c.ce = ml_collections.ConfigDict()
+  # True: cross-entropy with ICCL's class-aware second sample and mixup (dscl_jax/methods/ce.py).
+  c.ce.class_aware_mixup = False
+
   c.iccl = ml_collections.ConfigDict()
   c.iccl.beta_a = 1.0
   c.iccl.centroid_update = "ema"
@@ -167,6 +171,11 @@ def base_config(
   # > 0: before the probe, the frozen trunk's BatchNorm running statistics are re-estimated on this many
   # batches of probe training images (dscl_jax/evaluation/bn_reestimation.py); 0 keeps the pretrained ones.
   c.probe.reestimate_bn_batches = 0
+  # True: the classifier sees each feature standardised with its mean and std over the training split's
+  # evaluation view (recomputed from the trunk by the probe and by eval, folded into the weights for
+  # eval), as the logistic regression does. The reference probes raw features; see
+  # `core.build.feature_statistics`.
+  c.probe.standardize_features = False
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512

@@ -169,15 +169,18 @@ def make_pretrain_step(
 
 
 def make_probe_step(trunk_model, cfg_augment, tx: optax.GradientTransformation, lr_schedule: Callable) -> Callable:
-  """`probe_step(state, trunk_variables, batch) -> (state, metrics)`: a linear classifier on frozen features.
+  """`probe_step(state, trunk_variables, batch, feature_stats) -> (state, metrics)`: a linear classifier on
+  frozen features, standardised with `feature_stats` = (mean [F], std [F]) unless it is None.
 
   The trunk runs in inference mode (running BatchNorm statistics) and gets no gradient.
   batch: "image" [B, H, W, C] (uint8 pixels, normalised with `cfg_augment`'s mean / std), "label" [B].
   """
 
-  def probe_step(state: ProbeState, trunk_variables, batch):
+  def probe_step(state: ProbeState, trunk_variables, batch, feature_stats=None):
     features = trunk_model.apply(trunk_variables, pixels.to_float(batch["image"], cfg_augment), train=False)["pooled"]
     features = jax.lax.stop_gradient(features)
+    if feature_stats is not None:  # probe.standardize_features (dscl_jax/core/build.py)
+      features = (features - feature_stats[0]) / feature_stats[1]
 
     def loss_fn(params):
       logits = features @ params["kernel"] + params["bias"]

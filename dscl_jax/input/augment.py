@@ -343,7 +343,10 @@ def probe_view(
   image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any, normalized: bool = True
 ) -> np.ndarray:
   """Linear-probe training view `[S, S, C]`: RandomResizedCrop(probe_crop_scale) -> flip -> normalize
-  (uint8 pixels without the normalize if not `normalized`)."""
+  (uint8 pixels without the normalize if not `normalized`); the evaluation view when
+  `cfg_augment.probe_augment` is False (the image's features as kNN and logistic regression see them)."""
+  if not cfg_augment.probe_augment:
+    return eval_view(image_uint8, cfg_augment, normalized)
   crop, _ = random_resized_crop(
     to_pil(image_uint8), rng, cfg_augment.image_size, cfg_augment.probe_crop_scale, cfg_augment.crop_ratio
   )
@@ -389,6 +392,8 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   cfg.mean = IMAGENET_MEAN if channels == 3 else (0.5,)
   cfg.std = IMAGENET_STD if channels == 3 else (0.5,)
   cfg.probe_crop_scale = (0.08, 1.0)
+  # False: the probe trains on the evaluation view (no crop, no flip), as the logistic regression does.
+  cfg.probe_augment = True
   cfg.eval_resize_ratio = 256 / 224 if image_size >= 128 else 1.0
   # The reference blurs its 224 px views with sigma in (0.1, 2) px; a smaller view gets the same blur
   # relative to its size.

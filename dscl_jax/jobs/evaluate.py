@@ -74,8 +74,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir, setup: build.JobSetup 
         f"the probe in {epath.Path(workdir) / 'probe'} was trained on {build.describe_trunk(trained_on)}, but "
         f"eval restores {build.describe_trunk(trunk_id)}; train a probe for this trunk with --config.mode=all"
       )
-    classifiers["linear_probe"] = probe_state.params
     variables["linear_probe"] = build.probe_trunk_variables(trunk_variables, probe_state)
+    feature_stats = build.probe_feature_stats(config, trunk, variables["linear_probe"], dataset.train, mesh)
+    classifiers["linear_probe"] = build.probe_classifier(probe_state.params, feature_stats)
   except FileNotFoundError as missing:
     if not own_classifier:
       raise

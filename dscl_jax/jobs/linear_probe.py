@@ -41,11 +41,12 @@ class ValSelector:
   choice during training: eval uses the last state.
   """
 
-  def __init__(self, config, dataset, trunk, trunk_variables, mesh, job_dir):
+  def __init__(self, config, dataset, trunk, trunk_variables, mesh, job_dir, feature_stats=None):
     self.enabled = dataset.val is not None
     if not self.enabled:
       return
     self.config, self.dataset, self.trunk_variables, self.mesh = config, dataset, trunk_variables, mesh
+    self.feature_stats = feature_stats
     self.count_step = jit_count_step(trunk, config.augment, dataset.num_classes, mesh)
     self.record_path = epath.Path(job_dir) / "best.json"
     self.best = read_json(self.record_path) if self.record_path.exists() else {"val_accuracy": -1.0}
@@ -57,7 +58,7 @@ class ValSelector:
     correct, seen = count_correct(
       self.count_step,
       self.trunk_variables,
-      state.params,
+      build.probe_classifier(state.params, self.feature_stats),
       self.dataset.val,
       self.config.augment,
       self.config.eval.batch_size,
@@ -149,6 +150,9 @@ def linear_probe(
       f"BatchNorm statistics re-estimated on {config.probe.reestimate_bn_batches} batches of "
       f"{config.probe.batch_size} probe training images",
     )
+  feature_stats = build.probe_feature_stats(config, trunk, trunk_variables, dataset.train, mesh)
+  if feature_stats is not None:
+    log("probe", f"features standardised with their mean and std over the {len(dataset.train)} training images")
   create = lambda: build.create_probe_state(tx, num_features, dataset.num_classes, stats)
   state = jax.jit(create, out_shardings=replicated)()
   ckpt = checkpoint.manager(job_dir / "checkpoints", job="probe")
@@ -164,7 +168,7 @@ def linear_probe(
 
   probe_step = jax.jit(
     make_probe_step(trunk, config.augment, tx, schedule),
-    in_shardings=(replicated, replicated, sharding.data_sharded(mesh)),
+    in_shardings=(replicated, replicated, sharding.data_sharded(mesh), replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
@@ -180,7 +184,7 @@ def linear_probe(
     class_balanced=True,
   )
   progress = Progress("probe", job_dir, total_steps, steps_per_epoch, config.probe.batch_size, start_step)
-  selector = ValSelector(config, dataset, trunk, trunk_variables, mesh, job_dir)
+  selector = ValSelector(config, dataset, trunk, trunk_variables, mesh, job_dir, feature_stats)
 
   def after_step(done, state):
     if done % steps_per_epoch == 0 or done == total_steps:
@@ -189,7 +193,7 @@ def linear_probe(
   return loop.run(
     "probe",
     state,
-    lambda state, batch: probe_step(state, trunk_variables, batch),
+    lambda state, batch: probe_step(state, trunk_variables, batch, feature_stats),
     batches,
     mesh=mesh,
     mgr=ckpt,

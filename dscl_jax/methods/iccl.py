@@ -25,13 +25,22 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dscl_jax import losses
 from dscl_jax.methods.base import LossOutput, Requirements, l2_normalize
 from dscl_jax.methods.base import Method as BaseMethod
 
 CENTROID_UPDATES = ("ema", "epoch")
+
+
+def check_class_aware_power(power: float) -> None:
+  """0 draws the second sample's class uniformly (ICCL's rebalancing); 1 draws classes in proportion to
+  their images, i.e. an instance-uniform second sample: the same draws without the rebalancing."""
+  if not 0.0 <= power <= 1.0:
+    raise ValueError(
+      f"iccl.class_aware_power {power} must be in [0, 1]: 0 draws classes uniformly, 1 in proportion "
+      f"to their images (instance-uniform)"
+    )
 
 
 def class_means(embeddings, labels, num_classes):
@@ -48,6 +57,15 @@ def ema_centroids(centroids, seen, embeddings, labels, momentum):
   means = sums / jnp.maximum(counts, 1.0)[:, None]
   moved = jnp.where(seen[:, None], momentum * centroids + (1.0 - momentum) * means, means)
   return jnp.where(present[:, None], l2_normalize(moved), centroids), seen | present
+
+
+def mix_samples(batch, rng, beta_a: float):
+  """(lam [B], interpolated images [B, H, W, C]) of the batch's class-agnostic "query" and class-aware
+  "class_aware" views: x = lam * x_a + (1 - lam) * x_b, lam ~ Beta(a, a) per sample."""
+  images_a, images_b = batch["query"], batch["class_aware"]
+  lam = jax.random.beta(rng, beta_a, beta_a, images_a.shape[:1], jnp.float32)
+  mix = lam.reshape((-1,) + (1,) * (images_a.ndim - 1))
+  return lam, mix * images_a + (1.0 - mix) * images_b
 
 
 class Method(BaseMethod):
@@ -77,11 +95,7 @@ class Method(BaseMethod):
     for name in ("weight_icc", "weight_ce", "weight_mix"):
       if iccl[name] < 0:
         raise ValueError(f"iccl.{name} {iccl[name]} must be >= 0")
-    if not 0.0 <= iccl.class_aware_power < 1.0:
-      raise ValueError(
-        f"iccl.class_aware_power {iccl.class_aware_power} must be in [0, 1): 0 draws classes "
-        f"uniformly, 1 would be the class-agnostic sampler again"
-      )
+    check_class_aware_power(iccl.class_aware_power)
     if config.pbsd.enabled or config.pbsd.multicrop:
       raise ValueError("method 'iccl' has no small crops: set pbsd.enabled = pbsd.multicrop = False")
 
@@ -120,21 +134,15 @@ class Method(BaseMethod):
   def loss(self, online, inputs) -> LossOutput:
     iccl, batch = self.config.iccl, inputs.batch
     labels_a, labels_b = batch["label"], batch["class_aware_label"]
-    lam = jax.random.beta(inputs.rng, iccl.beta_a, iccl.beta_a, labels_a.shape, jnp.float32)
-    images_a, images_b = batch["query"], batch["class_aware"]
-    mix = lam.reshape((-1,) + (1,) * (images_a.ndim - 1))
-    mixed = mix * images_a + (1.0 - mix) * images_b
-    out_a, out_mixed = online(images_a), online(mixed)
+    lam, mixed = mix_samples(batch, inputs.rng, iccl.beta_a)
+    out_a, out_mixed = online(batch["query"]), online(mixed)
     centroids = jax.lax.stop_gradient(inputs.method_state["centroids"])
     terms = {
       "icc": losses.iccl_loss(
         l2_normalize(out_mixed["embedding"]), centroids, labels_a, labels_b, lam, temperature=iccl.temperature
       ),
       "ce": losses.cross_entropy_loss(out_a["logits"], labels_a),
-      "mix_ce": jnp.mean(
-        lam * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"], labels_a)
-        + (1.0 - lam) * optax.softmax_cross_entropy_with_integer_labels(out_mixed["logits"], labels_b)
-      ),
+      "mix_ce": losses.mixup_cross_entropy_loss(out_mixed["logits"], labels_a, labels_b, lam),
     }
     total = iccl.weight_icc * terms["icc"] + iccl.weight_ce * terms["ce"] + iccl.weight_mix * terms["mix_ce"]
     state = self.update_centroids(inputs.method_state, inputs.keys, labels_a, inputs.step)

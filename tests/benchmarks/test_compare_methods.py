@@ -183,6 +183,35 @@ def test_run_one_records_what_the_jobs_left(tmp_path):
   assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
   assert r["job_commits"]["eval"] == ["old", "0123abc"]
   assert r["classifiers"]["linear_probe"]["groups"]["tail"] == pytest.approx(40.0)
+  # ICCL's whole pretraining: 1740 steps of 128 positions, two samples each (tests/core/test_budget.py).
+  assert r["budget"] == {
+    "images_drawn": 445_440,
+    "online_forward_images": 445_440,
+    "target_forward_images": 222_720,
+    "rarest_class_draws_per_image": 386.16,
+  }
+
+
+def test_check_fair_refuses_more_draws_unless_declared():
+  configs = {m: cm.load_config(m) for m in ("ce", "dscl", "iccl")}
+  cm.check_fair(configs)  # ICCL's extra draws are declared in GIVEN_MORE; DSCL's target forwards are its design
+  with pytest.raises(ValueError, match=r"budget: ce=.*'images_drawn': 222720.* but iccl=.*'images_drawn': 445440"):
+    cm.check_fair(configs, given_more={})
+  # The table marks the declared method and says what it is given.
+  table = cm.markdown([record("ce", 0, [50.0] * 10), record("iccl", 0, [50.0] * 10)])
+  assert "| ICCL * | 1 |" in table and "\\* ICCL is given a second, class-aware sample" in table
+
+
+def test_add_budgets_fills_in_old_records_only(tmp_path):
+  path = tmp_path / "records.json"
+  old = {**record("iccl", 0, [50.0] * 10), "config": cm.METHODS["iccl"], "overrides": {"seed": 0}}
+  old.pop("budget", None)
+  newer = {**record("ce", 1, [50.0] * 10), "config": cm.METHODS["ce"], "overrides": {"seed": 1}, "budget": {"x": 1}}
+  cm.write_json(path, {"description": "d", "records": [old, newer]})
+  assert cm.add_budgets(path, "d") == 1
+  records = cm.read_entries(path)
+  assert records[0]["budget"]["images_drawn"] == 445_440 and records[1]["budget"] == {"x": 1}
+  assert cm.add_budgets(path, "d") == 0
 
 
 PARENT = """

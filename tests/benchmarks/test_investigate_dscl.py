@@ -56,7 +56,7 @@ def _report(overall, per_class):
 def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
   calls = []
 
-  def fake_run_job(method, seed, job, workdir, overrides, commit=""):
+  def fake_run_job(method, seed, job, workdir, overrides, commit="", config=None):
     calls.append((method, seed, job, workdir))
     if job == "eval":
       per_class = [0.0] + [50.0 + c for c in range(1, 10)]
@@ -85,9 +85,16 @@ def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
   # probe overall, tail, medium (classes 8, 9: 100 and 60 training images), kNN overall, tail, no LR.
   assert row == (
     "| ce_probe30 | the comparison's trunk, probe 30 epochs | 55.00 | 58.00 | 58.50 | 54.00 "
-    "| 58.00 | - | - | - | reused |"
+    "| 58.00 | - | - | - | 222,720 | 222,720 / 0 | 15.0 | reused |"
   )
-  assert "1 of 10 variants recorded" in table and "abc1234"[:7] in table
+  # The budget is the reused trunk's: the comparison's 15 epochs of cross-entropy.
+  assert record["budget"] == {
+    "images_drawn": 222_720,
+    "online_forward_images": 222_720,
+    "target_forward_images": 0,
+    "rarest_class_draws_per_image": 14.96,
+  }
+  assert f"1 of {len(inv.VARIANTS)} variants recorded" in table and "abc1234"[:7] in table
 
 
 def test_the_results_document_holds_what_rendering_writes():

@@ -167,6 +167,8 @@ def test_iccl_config_errors_name_the_field():
   with pytest.raises(ValueError, match="iccl.centroid_update 'batch'"):
     methods.get_method(config).validate(config)
   config = case_config("iccl")
-  config.iccl.class_aware_power = 1.0
-  with pytest.raises(ValueError, match="iccl.class_aware_power 1.0"):
+  config.iccl.class_aware_power = 1.5
+  with pytest.raises(ValueError, match=r"iccl.class_aware_power 1.5 must be in \[0, 1\]"):
     methods.get_method(config).validate(config)
+  config.iccl.class_aware_power = 1.0  # an instance-uniform second sample: a control, allowed
+  methods.get_method(config).validate(config)
