@@ -121,14 +121,14 @@ def base_config(
   c.paco.sup_temperature = 1.0
   c.paco.label_smoothing = 0.0
 
-  # ICCL (METHODS.md section 6; every value is ours, dscl_jax/methods/iccl.py): lambda ~ Beta(beta_a,
-  # beta_a) per sample; centroids refreshed per step by EMA ("ema", centroid_momentum) or per epoch
-  # ("epoch"); the centroid-retrieval temperature; the weights of the three terms; the class-aware
-  # sampler's class weights n_c ** class_aware_power (0: class-uniform).
   c.ce = ml_collections.ConfigDict()
   # True: cross-entropy with ICCL's class-aware second sample and mixup (dscl_jax/methods/ce.py).
   c.ce.class_aware_mixup = False
 
+  # ICCL (METHODS.md section 6; every value is ours, dscl_jax/methods/iccl.py): lambda ~ Beta(beta_a,
+  # beta_a) per sample; centroids refreshed per step by EMA ("ema", centroid_momentum) or per epoch
+  # ("epoch"); the centroid-retrieval temperature; the weights of the three terms; the class-aware
+  # sampler's class weights n_c ** class_aware_power (0: class-uniform).
   c.iccl = ml_collections.ConfigDict()
   c.iccl.beta_a = 1.0
   c.iccl.centroid_update = "ema"

@@ -19,6 +19,7 @@ dscl_loss = jax.jit(losses.dscl_loss, static_argnames=("beta", "temperature"))
 supcon_loss = jax.jit(losses.supcon_loss, static_argnames=("temperature",))
 pbsd_loss = jax.jit(losses.pbsd_loss, static_argnames=("temperature",))
 cross_entropy_loss = jax.jit(losses.cross_entropy_loss)
+mixup_cross_entropy_loss = jax.jit(losses.mixup_cross_entropy_loss)
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -294,3 +295,21 @@ def test_cross_entropy_of_uniform_logits_is_log_classes():
   logits = np.full((4, 7), 3.0, np.float32)
   labels = np.array([0, 6, 2, 2], np.int32)
   np.testing.assert_allclose(cross_entropy_loss(logits, labels), math.log(7), rtol=1e-6)
+
+
+def test_mixup_cross_entropy_by_hand():
+  """lam * CE(y_a) + (1 - lam) * CE(y_b), per row, from the log-softmax written out in NumPy."""
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(5, 4)).astype(np.float32) * 3
+  labels_a, labels_b = np.array([0, 1, 2, 3, 0]), np.array([1, 1, 0, 2, 3])
+  lam = np.array([0.0, 0.3, 0.5, 1.0, 0.9], np.float32)
+  log_p = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(1, keepdims=True))
+  rows = np.arange(5)
+  expected = np.mean(-lam * log_p[rows, labels_a] - (1 - lam) * log_p[rows, labels_b])
+  np.testing.assert_allclose(mixup_cross_entropy_loss(logits, labels_a, labels_b, lam), expected, rtol=RTOL)
+  # lam = 1 everywhere is the plain cross-entropy on y_a.
+  np.testing.assert_allclose(
+    mixup_cross_entropy_loss(logits, labels_a, labels_b, np.ones(5, np.float32)),
+    cross_entropy_loss(logits, labels_a),
+    rtol=RTOL,
+  )
