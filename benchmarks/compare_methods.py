@@ -543,6 +543,47 @@ def add_budgets(path: Path, description: str) -> int:
   return len(missing)
 
 
+def withdraw(path: Path, description: str, keep, reason: str) -> int:
+  """Moves every record of `path` for which `keep(record)` is false to `<path stem>_withdrawn.json`
+  beside it (with the date and `reason`), so that a rerun remakes it; returns how many moved. The
+  withdrawn records stay committed: the tables they made are in the git history."""
+  withdrawn_path = path.with_name(path.stem + "_withdrawn.json")
+  with exclusive(path.with_name(path.name + ".lock"), wait=True):
+    entries = read_entries(path)
+    gone = [r for r in entries if not keep(r)]
+    if not gone:
+      return 0
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    old = read_entries(withdrawn_path)
+    moved = [{**r, "withdrawn": when, "withdrawn_because": reason} for r in gone]
+    write_json(withdrawn_path, {"description": f"withdrawn from {path.name}: {description}", "records": old + moved})
+    write_json(path, {"description": description, "records": [r for r in entries if keep(r)]})
+  return len(gone)
+
+
+def current_code_predicate():
+  """(keep, reason): `keep(record)` is true for a record every job of which ran at a commit with HEAD's
+  training code (TRAINING_CODE), or that `benchmarks/reproduce_records.py` reproduced bit for bit at one."""
+  head = git_commit()[0]
+  same = {}
+
+  def same_as_head(commit: str) -> bool:
+    if commit not in same:
+      same[commit] = same_training_code(commit, head)
+    return same[commit]
+
+  reproduced_path = RESULTS / "compare_fashion_mnist_lt_reproduced.json"
+  checks = read_entries(reproduced_path, "checks") if reproduced_path.exists() else []
+  reproduced = {(c["method"], c["seed"]) for c in checks if c["identical"] and same_as_head(c["commit"])}
+
+  def keep(record: dict) -> bool:
+    if all(map(same_as_head, commits([record]))):
+      return True
+    return "variant" not in record and (record["method"], record["seed"]) in reproduced
+
+  return keep, f"not made (or reproduced bit for bit) with the training code of {head[:7]}"
+
+
 def commits(records: list[dict]) -> list[str]:
   """Short hashes of every commit that ran a job of these records."""
   found = {c for r in records for c in [r["commit"]] + sum(r.get("job_commits", {}).values(), []) if c}
@@ -771,6 +812,12 @@ def parse_args(argv=None):
     "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
   )
   parser.add_argument(
+    "--withdraw-stale",
+    action="store_true",
+    help="move the records the current training code did not make (or reproduce) to "
+    "compare_fashion_mnist_lt_withdrawn.json, so the next run remakes them; then render",
+  )
+  parser.add_argument(
     "--allow-uncommitted",
     action="store_true",
     help="run although dscl_jax/, data/ or configs/ have uncommitted changes (the records say so)",
@@ -789,6 +836,10 @@ def main(argv=None) -> None:
   if args.add_budgets:
     added = add_budgets(RECORDS, "benchmarks/compare_methods.py: one record per finished (method, seed) run")
     print(f"[compare] budget block added to {added} record(s)", flush=True)
+  elif args.withdraw_stale:
+    keep, reason = current_code_predicate()
+    moved = withdraw(RECORDS, "benchmarks/compare_methods.py: one record per finished (method, seed) run", keep, reason)
+    print(f"[compare] {moved} record(s) withdrawn: {reason}", flush=True)
   elif not args.render_only:
     check_fair({m: load_config(m) for m in METHODS})
     commit, dirty = git_commit()

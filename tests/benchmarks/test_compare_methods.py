@@ -353,3 +353,19 @@ def test_a_real_tiny_run_becomes_a_record(tmp_path):
   again = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
   assert again["classifiers"] == r["classifiers"]
   assert json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text()) == timing
+
+
+def test_withdrawn_records_move_aside_and_are_remade(tmp_path):
+  path = tmp_path / "records.json"
+  old, new = record("ce", 0, [50.0] * 10), {**record("dscl", 0, [60.0] * 10), "commit": "new1234"}
+  cm.write_json(path, {"description": "d", "records": [old, new]})
+  assert cm.withdraw(path, "d", lambda r: r["commit"] == "new1234", "older code") == 1
+  assert [r["method"] for r in cm.read_entries(path)] == ["dscl"]
+  aside = cm.read_entries(tmp_path / "records_withdrawn.json")
+  assert [(r["method"], r["withdrawn_because"]) for r in aside] == [("ce", "older code")]
+  assert {k: v for k, v in aside[0].items() if not k.startswith("withdrawn")} == old  # kept whole
+  # The run is pending again; a second withdrawal appends to the same file and leaves the kept one.
+  assert cm.pending(["ce", "dscl"], [0], cm.read_entries(path)) == [("ce", 0)]
+  assert cm.withdraw(path, "d", lambda r: False, "again") == 1
+  assert cm.read_entries(path) == [] and len(cm.read_entries(tmp_path / "records_withdrawn.json")) == 2
+  assert cm.withdraw(path, "d", lambda r: False, "again") == 0
