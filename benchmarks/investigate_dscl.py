@@ -61,6 +61,7 @@ VARIANTS = {
   "dscl_45ep": ("dscl", {"train.epochs": 45}, False, "pretrain 45 epochs instead of 15"),
   # What each method is given. Equal draws: twice the epochs at the same batch, so cross-entropy and DSCL
   # draw and embed online ICCL's 445,440 images (ICCL: 2 per position x 1740 steps; here 1 x 3480).
+  "iccl": ("iccl", {}, False, "ICCL as compared: the reference row for its controls"),
   "iccl_no_centroid": ("iccl", {"iccl.weight_icc": 0.0}, False, "ICCL with the centroid term's weight 0"),
   "iccl_instance_second_sample": (
     "iccl",
