@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -101,6 +102,8 @@ CLASSIFIERS = {
 
 RESULTS = REPO / "benchmarks" / "results"
 RECORDS = RESULTS / "compare_fashion_mnist_lt.json"
+# benchmarks/reproduce_records.py's checks that older records still hold what the current code computes.
+REPRODUCED = RESULTS / "compare_fashion_mnist_lt_reproduced.json"
 TABLE = RESULTS / "compare_fashion_mnist_lt.md"
 GROUPS_FIGURE = RESULTS / "compare_fashion_mnist_lt_groups.png"
 PER_CLASS_FIGURE = RESULTS / "compare_fashion_mnist_lt_per_class.png"
@@ -169,11 +172,10 @@ def check_fair(configs: dict, class_counts=FASHION_LT_COUNTS, given_more=None) -
     if _field(c, field) != _field(configs[first], field)
   ]
   drawn = lambda c: {k: budget_of(c, class_counts)[k] for k in DRAWN}
+  reference = drawn(configs[first])
   for method, c in configs.items():
-    if drawn(c) != drawn(configs[first]) and method not in given_more:
-      problems.append(
-        f"budget: {first}={drawn(configs[first])} but {method}={drawn(c)}, and GIVEN_MORE does not say why"
-      )
+    if method not in given_more and drawn(c) != reference:
+      problems.append(f"budget: {first}={reference} but {method}={drawn(c)}, and GIVEN_MORE does not say why")
   if problems:
     raise ValueError("the configs are not comparable:\n  " + "\n  ".join(problems))
 
@@ -239,8 +241,11 @@ def read_records(path: Path = RECORDS) -> list[dict]:
   return read_entries(path)
 
 
+DESCRIPTION = "benchmarks/compare_methods.py: one record per finished (method, seed) run"
+
+
 def append_record(record: dict, path: Path = RECORDS) -> None:
-  append_entry(record, path, "benchmarks/compare_methods.py: one record per finished (method, seed) run")
+  append_entry(record, path, DESCRIPTION)
 
 
 def is_recorded(records: list[dict], method: str, seed: int) -> bool:
@@ -414,7 +419,7 @@ def run_one(
   workdir = workdir_root / f"{method}_seed{seed}"
   jobs = {job: run_job(method, seed, job, workdir, overrides, commit) for job in JOBS}
   report = json.loads((workdir / "eval_test.json").read_text())
-  return {
+  record = {
     "method": method,
     "seed": seed,
     "config": METHODS[method],
@@ -425,12 +430,13 @@ def run_one(
     "train_class_counts": report["train_class_counts"],
     "test_images": report["num_images"],
     "classifiers": summarise_report(report),
-    "budget": budget_of(with_overrides(load_config(method), {"seed": seed, **overrides}), report["train_class_counts"]),
     "wall_seconds": {j: r["seconds"] for j, r in jobs.items()},
     # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
     "job_commits": {j: r["commits"] for j, r in jobs.items()},
     "machine": machine(),
   }
+  record["budget"] = record_budget(record)
+  return record
 
 
 def pending(methods, seeds, records) -> list[tuple[str, int]]:
@@ -543,6 +549,29 @@ def add_budgets(path: Path, description: str) -> int:
   return len(missing)
 
 
+def add_maintenance_flags(parser: argparse.ArgumentParser, path: Path) -> None:
+  """The flags that maintain a records file `path` instead of running: --add-budgets, --withdraw-stale."""
+  parser.add_argument(
+    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
+  )
+  parser.add_argument(
+    "--withdraw-stale",
+    action="store_true",
+    help=f"move the records the current training code did not make (or reproduce) to "
+    f"{path.stem}_withdrawn.json, so the next run remakes them; then render",
+  )
+
+
+def maintain(args, path: Path, description: str, tag: str) -> bool:
+  """Carries out `add_maintenance_flags`' flag if one was given (and says what it did); returns whether."""
+  if args.add_budgets:
+    print(f"[{tag}] budget block added to {add_budgets(path, description)} record(s)", flush=True)
+  elif args.withdraw_stale:
+    keep, reason = current_code_predicate()
+    print(f"[{tag}] {withdraw(path, description, keep, reason)} record(s) withdrawn: {reason}", flush=True)
+  return args.add_budgets or args.withdraw_stale
+
+
 def withdraw(path: Path, description: str, keep, reason: str) -> int:
   """Moves every record of `path` for which `keep(record)` is false to `<path stem>_withdrawn.json`
   beside it (with the date and `reason`), so that a rerun remakes it; returns how many moved. The
@@ -561,25 +590,33 @@ def withdraw(path: Path, description: str, keep, reason: str) -> int:
   return len(gone)
 
 
+def same_code_as(commit: str):
+  """A cached predicate: whether another commit holds the training code of `commit`."""
+  return functools.lru_cache(maxsize=None)(lambda other: same_training_code(other, commit))
+
+
+def made_with(record: dict, same_as_now) -> bool:
+  """Whether every job of `record` ran at a commit with the current training code (`same_as_now`)."""
+  return all(map(same_as_now, commits([record])))
+
+
+def reproduced_runs(checks: list[dict], same_as_now) -> set:
+  """(method, seed) of the comparison runs that `benchmarks/reproduce_records.py` reproduced bit for bit at
+  a commit with the current training code."""
+  return {(c["method"], c["seed"]) for c in checks if c["identical"] and same_as_now(c["commit"])}
+
+
 def current_code_predicate():
-  """(keep, reason): `keep(record)` is true for a record every job of which ran at a commit with HEAD's
-  training code (TRAINING_CODE), or that `benchmarks/reproduce_records.py` reproduced bit for bit at one."""
+  """(keep, reason): `keep(record)` is true for a record made with HEAD's training code (`made_with`), or a
+  comparison record that `benchmarks/reproduce_records.py` reproduced bit for bit with it."""
   head = git_commit()[0]
-  same = {}
-
-  def same_as_head(commit: str) -> bool:
-    if commit not in same:
-      same[commit] = same_training_code(commit, head)
-    return same[commit]
-
-  reproduced_path = RESULTS / "compare_fashion_mnist_lt_reproduced.json"
-  checks = read_entries(reproduced_path, "checks") if reproduced_path.exists() else []
-  reproduced = {(c["method"], c["seed"]) for c in checks if c["identical"] and same_as_head(c["commit"])}
+  same_as_head = same_code_as(head)
+  reproduced = reproduced_runs(read_entries(REPRODUCED, "checks"), same_as_head)
 
   def keep(record: dict) -> bool:
-    if all(map(same_as_head, commits([record]))):
-      return True
-    return "variant" not in record and (record["method"], record["seed"]) in reproduced
+    return made_with(record, same_as_head) or (
+      "variant" not in record and (record["method"], record["seed"]) in reproduced
+    )
 
   return keep, f"not made (or reproduced bit for bit) with the training code of {head[:7]}"
 
@@ -808,15 +845,7 @@ def parse_args(argv=None):
   )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true", help="run nothing; render the records")
-  parser.add_argument(
-    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
-  )
-  parser.add_argument(
-    "--withdraw-stale",
-    action="store_true",
-    help="move the records the current training code did not make (or reproduce) to "
-    "compare_fashion_mnist_lt_withdrawn.json, so the next run remakes them; then render",
-  )
+  add_maintenance_flags(parser, RECORDS)
   parser.add_argument(
     "--allow-uncommitted",
     action="store_true",
@@ -833,14 +862,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if args.add_budgets:
-    added = add_budgets(RECORDS, "benchmarks/compare_methods.py: one record per finished (method, seed) run")
-    print(f"[compare] budget block added to {added} record(s)", flush=True)
-  elif args.withdraw_stale:
-    keep, reason = current_code_predicate()
-    moved = withdraw(RECORDS, "benchmarks/compare_methods.py: one record per finished (method, seed) run", keep, reason)
-    print(f"[compare] {moved} record(s) withdrawn: {reason}", flush=True)
-  elif not args.render_only:
+  if not maintain(args, RECORDS, DESCRIPTION, "compare") and not args.render_only:
     check_fair({m: load_config(m) for m in METHODS})
     commit, dirty = git_commit()
     todo = pending(args.methods, args.seeds, read_records())

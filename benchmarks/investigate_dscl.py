@@ -235,15 +235,7 @@ def parse_args(argv=None):
   )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
   parser.add_argument("--render-only", action="store_true")
-  parser.add_argument(
-    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
-  )
-  parser.add_argument(
-    "--withdraw-stale",
-    action="store_true",
-    help="move the records the current training code did not make to "
-    "investigate_dscl_fashion_mnist_lt_withdrawn.json, so the next run remakes them; then render",
-  )
+  cm.add_maintenance_flags(parser, RECORDS)
   parser.add_argument("--allow-uncommitted", action="store_true")
   args = parser.parse_args(argv)
   args.variants = [v for v in args.variants.split(",") if v]
@@ -255,13 +247,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if args.add_budgets:
-    added = cm.add_budgets(RECORDS, DESCRIPTION)
-    print(f"[investigate] budget block added to {added} record(s)", flush=True)
-  elif args.withdraw_stale:
-    keep, reason = cm.current_code_predicate()
-    print(f"[investigate] {cm.withdraw(RECORDS, DESCRIPTION, keep, reason)} record(s) withdrawn: {reason}", flush=True)
-  elif not args.render_only:
+  if not cm.maintain(args, RECORDS, DESCRIPTION, "investigate") and not args.render_only:
     check_variants()
     commit, dirty = cm.git_commit()
     recorded = {r["variant"] for r in read_records()}

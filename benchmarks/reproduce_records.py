@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ import compare_methods as cm  # noqa: E402
 
 from dscl_jax.runtime import checkpoint  # noqa: E402
 
-RESULTS = cm.RESULTS / "compare_fashion_mnist_lt_reproduced.json"
+RESULTS = cm.REPRODUCED
 BEGIN, END = "<!-- reproduce_records: begin -->", "<!-- reproduce_records: end -->"
 
 
@@ -144,17 +143,12 @@ def coverage(records: list[dict], checks: list[dict], same_as_now) -> tuple[list
   """Splits the records' (method, seed) into (made with the current training code, made earlier and
   reproduced bit for bit with it, neither). `same_as_now(commit)` says whether a commit holds the current
   training code (`compare_methods.same_training_code`)."""
-  reproduced = {(c["method"], c["seed"]) for c in checks if c["identical"] and same_as_now(c["commit"])}
+  reproduced = cm.reproduced_runs(checks, same_as_now)
   made, checked, unchecked = [], [], []
   for r in records:
     key = (r["method"], r["seed"])
-    (made if made_with(r, same_as_now) else checked if key in reproduced else unchecked).append(key)
+    (made if cm.made_with(r, same_as_now) else checked if key in reproduced else unchecked).append(key)
   return made, checked, unchecked
-
-
-def made_with(record: dict, same_as_now) -> bool:
-  """Whether every job of `record` ran at a commit with the current training code."""
-  return all(map(same_as_now, cm.commits([record])))
 
 
 def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
@@ -170,11 +164,6 @@ def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) 
   return line + "."
 
 
-def same_code_as(commit: str):
-  """A cached predicate: whether another commit holds the training code of `commit`."""
-  return functools.lru_cache(maxsize=None)(lambda other: cm.same_training_code(other, commit))
-
-
 def training_code_commit() -> str:
   """The short hash of the newest commit that changed the training code."""
   return subprocess.run(
@@ -186,7 +175,7 @@ def results_block(checks: list[dict]) -> str:
   """What goes between the `reproduce_records` markers of docs/results.md: the coverage line (which
   depends on the commit checked out) and the table of checks."""
   commit, _ = cm.git_commit()
-  current = same_code_as(commit)
+  current = cm.same_code_as(commit)
   made, checked, unchecked = coverage(cm.read_records(), checks, current)
   text = coverage_line(made, checked, unchecked, training_code_commit()) + "\n\n" + summary(checks)
   return f"Made by `python benchmarks/reproduce_records.py` from `{RESULTS.relative_to(REPO)}`.\n\n{text}"
@@ -220,7 +209,7 @@ def main(argv=None) -> None:
   commit, dirty = cm.git_commit()
   if dirty:
     sys.exit("error: dscl_jax/, data/ or configs/ have uncommitted changes: a check must name the commit it ran")
-  current = same_code_as(commit)
+  current = cm.same_code_as(commit)
   done = {(c["method"], c["seed"]) for c in read_results() if current(c["commit"])}
   todo = [
     r
@@ -228,7 +217,7 @@ def main(argv=None) -> None:
     if r["method"] in methods
     and r["seed"] in seeds
     and (r["method"], r["seed"]) not in done
-    and (args.all or not made_with(r, current))
+    and (args.all or not cm.made_with(r, current))
   ]
   print(
     f"[reproduce] {len(todo)} record(s) to check at {commit[:7]}: "
