@@ -1,16 +1,28 @@
-"""Input pipeline throughput: DSCL + PBSD views from JPEG files, ours (grain + PIL) beside torchvision.
+"""Input pipeline throughput: DSCL + PBSD views from JPEG files, the PIL path against the device path, and
+torchvision beside them.
 
-    python benchmarks/pipeline.py            # about 2 minutes on 2 CPU cores
+    python benchmarks/input_pipeline.py          # about 6 minutes on 2 CPU cores
 
 Writes ~512 ImageNet-sized JPEGs (500x375 .. 640x480, quality 90) in a temporary split-list layout,
-then times `dscl_jax.input.pipeline.pretrain_iterator` (224 global crops, 5 small 64x64 crops with boxes,
-query / key colour recipes, RGB) with 1 and 2 grain workers, and the same recipe on the same files in a
-torchvision DataLoader (benchmarks/torch_input_pipeline.py, run by /usr/bin/python3) with 1 and 2
-workers. Throughput is the images of the timed batches over the time they took, after a few warm-up
-batches. (Not the median interval: with several workers, batches arrive in bursts, one per worker,
-and the median of bursty intervals says little.) "Per worker" divides it by the worker count, the
-figure to compare per core. Prints the table with the load average (the machine may be shared) and
-writes benchmarks/results/pipeline.json.
+then times `dscl_jax.input.pipeline.pretrain_iterator` for the full ImageNet DSCL + PBSD recipe (224
+global crops, 5 small 64x64 crops with boxes, query / key colour recipes, RGB) with 1 and 2 grain
+workers, two ways:
+  - the PIL path (`augment.on_device` False, the default): the host does every crop, flip, colour and
+    blur in PIL;
+  - the device path (`augment.on_device` True): the host decodes, cuts and resizes the two 224 px crops
+    and draws the parameters; the rest runs in the jitted step (`dscl_jax.input.device_augment`);
+and the same recipe on the same files in a torchvision DataLoader (benchmarks/torch_input_pipeline.py,
+run by /usr/bin/python3). Each (path, workers) is timed `--repeats` times, alternating the paths, and
+the median is reported. Throughput is the images of the timed batches over the time they took, after a
+few warm-up batches. (Not the median interval: with several workers, batches arrive in bursts, one per
+worker, and the median of bursty intervals says little.) "Per worker" divides it by the worker count,
+the figure to compare per core; `device_vs_pil_per_core` is the ratio of the medians with 1 worker.
+
+What the device path costs the step (`--device_cost`, on by default): the ImageNet DSCL + PBSD step
+(ResNet-50, batch 8) compiled with and without device augmentation, its FLOPs from XLA's cost analysis;
+and on this CPU the time of the augmentation alone (`device_augment.finish_views`, jitted) against the
+step's. Prints the tables with the load average (the machine may be shared) and writes
+benchmarks/results/input_pipeline.json.
 """
 
 from __future__ import annotations
@@ -47,7 +59,11 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "images per batch")
 _WARMUP = flags.DEFINE_integer("warmup", 4, "batches skipped before timing")
 _BATCHES = flags.DEFINE_integer("batches", 16, "timed batches (a multiple of the worker counts evens out bursts)")
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "worker counts to time")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(HERE, "results", "pipeline.json"), "JSON output")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "timings of each (path, workers), alternating the paths")
+_TORCHVISION = flags.DEFINE_bool("torchvision", True, "also time torchvision's DataLoader on the same files")
+_DEVICE_COST = flags.DEFINE_bool("device_cost", True, "also measure what device augmentation adds to the step")
+_COST_BATCH = flags.DEFINE_integer("cost_batch", 8, "batch of the ImageNet step whose FLOPs are measured")
+_OUTPUT = flags.DEFINE_string("output", os.path.join(HERE, "results", "input_pipeline.json"), "JSON output")
 
 
 def synthetic_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -90,9 +106,15 @@ def write_images(root: str, num_images: int, seed: int = 0) -> str:
   return list_path
 
 
-def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int) -> dict:
+def imagenet_recipe(on_device: bool):
+  """(augment, pbsd) configs of the ImageNet DSCL + PBSD recipe at 224 px, PIL or device path."""
   cfg_augment = augment.default_augment_config(224, 3)
-  cfg_pbsd = augment.default_pbsd_config()
+  cfg_augment.on_device = on_device
+  return cfg_augment, augment.default_pbsd_config()
+
+
+def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int, on_device: bool = False) -> dict:
+  cfg_augment, cfg_pbsd = imagenet_recipe(on_device)
   iterator = pipeline.pretrain_iterator(
     split, cfg_augment, cfg_pbsd, global_batch_size=batch_size, seed=0, num_workers=num_workers
   )
@@ -106,15 +128,83 @@ def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: in
     intervals.append(now - last)
     last = now
   assert batch["query"].shape == (batch_size, 224, 224, 3), batch["query"].shape
-  assert batch["small_crops"].shape == (batch_size, 5, 64, 64, 3), batch["small_crops"].shape
   assert batch["boxes"].shape == (batch_size, 5, 4), batch["boxes"].shape
+  crops = "small_crops_augment" if on_device else "small_crops"
+  assert batch[crops].shape[:2] == (batch_size, 5), batch[crops].shape
   del iterator  # stops the worker processes
   return {
     "num_workers": num_workers,
+    "on_device": on_device,
     "images_per_s": batch_size * len(intervals) / sum(intervals),
     "images_per_s_median_interval": batch_size / statistics.median(intervals),
     "batch_seconds": intervals,
   }
+
+
+def measure_host_pipeline(num_workers: int, device_augment: bool, num_images: int = 256, batches: int = 8) -> dict:
+  """Host images/s of the ImageNet DSCL + PBSD recipe with `num_workers` grain workers on `num_images` fresh
+  synthetic JPEGs, PIL path or device path (`device_augment`): `time_ours`'s result."""
+  with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as root:
+    split = split_list.split_from_list("train", root, write_images(root, num_images), NUM_CLASSES)
+    batch_size = min(64, num_images // 4)
+    return time_ours(split, num_workers, batch_size, 2, batches, on_device=device_augment)
+
+
+def device_cost(batch_size: int) -> dict:
+  """FLOPs of the ImageNet DSCL + PBSD step with and without device augmentation (XLA's cost analysis),
+  and on this CPU the time of the augmentation alone against the step's."""
+  import jax
+  import step as step_bench  # benchmarks/step.py, beside this script
+
+  from dscl_jax.core import optim, sharding
+  from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+  from dscl_jax.input import device_augment, synthetic
+  from dscl_jax.methods import get_method
+
+  def flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+  def median_seconds(function, *args, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats + 1):
+      start = time.perf_counter()
+      jax.block_until_ready(function(*args))
+      times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first call also allocates
+
+  result = {"batch": batch_size, "case": "ResNet-50, 224 px, K 65536, 5 crops of 64 px (benchmarks/step.py)"}
+  mesh = sharding.make_mesh(-1)
+  schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
+  tx = optim.sgd(schedule, 0.9, 5e-4)
+  for on_device in (False, True):
+    config = step_bench.resnet50_config(True)
+    config.train.batch_size = batch_size
+    config.model.key_bn_group_size = batch_size
+    config.augment.on_device = on_device
+    method = get_method(config)
+    online, target = build_models(config, method, 1000)
+    counts = np.geomspace(1000, 10, 1000).round()
+    state = init_pretrain_state(config, method, online, tx, 1000, 3, mesh, counts)
+    batch = synthetic.pretrain_batch(config, method.requirements.views, 3, 1000, np.random.default_rng(0), pixels=True)
+    batch = sharding.to_global(batch, mesh)
+    start = time.perf_counter()
+    compiled = jit_pretrain_step(config, method, online, target, tx, schedule, mesh).lower(state, batch).compile()
+    name = "device" if on_device else "pil"
+    result[f"{name}_compile_s"] = time.perf_counter() - start
+    result[f"{name}_step_flops"] = flops(compiled)
+    print(f"step with on_device={on_device}: {result[f'{name}_step_flops'] / 1e9:.1f} GFLOP", flush=True)
+    if on_device:
+      result["step_s"] = median_seconds(lambda s, b: compiled(s, b)[1], state, batch, repeats=2)
+      augment_only = jax.jit(lambda b: device_augment.finish_views(b, config.augment, config.pbsd)).lower(batch)
+      augment_only = augment_only.compile()
+      result["augment_flops"] = flops(augment_only)
+      result["augment_s"] = median_seconds(augment_only, batch)
+  result["added_flops_fraction"] = result["device_step_flops"] / result["pil_step_flops"] - 1
+  result["augment_flops_fraction"] = result["augment_flops"] / result["pil_step_flops"]
+  result["augment_time_fraction_cpu"] = result["augment_s"] / result["step_s"]
+  return result
 
 
 def time_torchvision(
@@ -164,6 +254,7 @@ def main(argv):
     warmup=_WARMUP.value,
     batches=_BATCHES.value,
     workers=[int(w) for w in _WORKERS.value],
+    repeats=_REPEATS.value,
     output=_OUTPUT.value,
   )
 
@@ -178,48 +269,76 @@ def main(argv):
     load_before = os.getloadavg()
     rows = []
     for num_workers in args.workers:
-      ours = time_ours(split, num_workers, args.batch_size, args.warmup, args.batches)
-      print(f"ours, {num_workers} workers: {ours['images_per_s']:.1f} img/s", flush=True)
-      torch_result = time_torchvision(root, list_path, num_workers, args.batch_size, args.warmup, args.batches)
+      runs = {"pil": [], "device": []}
+      for repeat in range(args.repeats):
+        for path in ("pil", "device"):
+          run = time_ours(split, num_workers, args.batch_size, args.warmup, args.batches, on_device=path == "device")
+          runs[path].append(run)
+          print(f"{path} path, {num_workers} workers, try {repeat + 1}: {run['images_per_s']:.1f} img/s", flush=True)
+      torch_result = None
+      if _TORCHVISION.value:
+        torch_result = time_torchvision(root, list_path, num_workers, args.batch_size, args.warmup, args.batches)
       if torch_result:
         print(f"torchvision, {num_workers} workers: {torch_result['images_per_s']:.1f} img/s", flush=True)
-      rows.append({"num_workers": num_workers, "ours": ours, "torchvision": torch_result})
+      rows.append(
+        {
+          "num_workers": num_workers,
+          "pil_images_per_s": statistics.median(r["images_per_s"] for r in runs["pil"]),
+          "device_images_per_s": statistics.median(r["images_per_s"] for r in runs["device"]),
+          "runs": runs,
+          "torchvision": torch_result,
+        }
+      )
     load_after = os.getloadavg()
+
+  one_worker = next((row for row in rows if row["num_workers"] == 1), None)
+  ratio = one_worker["device_images_per_s"] / one_worker["pil_images_per_s"] if one_worker else None
+  cost = device_cost(_COST_BATCH.value) if _DEVICE_COST.value else None
 
   print(
     f"\nload average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after, on {os.cpu_count()} CPUs"
   )
   print(
-    "| workers | ours img/s | ours img/s per worker | torchvision img/s | torchvision img/s per worker "
-    "| ours / torchvision |"
+    "| workers | PIL path img/s per worker | device path img/s per worker | device / PIL | torchvision img/s per worker |"
   )
-  print("|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|")
   for row in rows:
-    workers = row["num_workers"]
-    ours = row["ours"]["images_per_s"]
+    workers = max(row["num_workers"], 1)  # 0 workers: the main process does the work
     reference = row["torchvision"]["images_per_s"] if row["torchvision"] else float("nan")
-    per_worker = max(workers, 1)  # 0 workers: the main process does the work
+    pil, device = row["pil_images_per_s"], row["device_images_per_s"]
     print(
-      f"| {workers} | {ours:.1f} | {ours / per_worker:.1f} | {reference:.1f} | {reference / per_worker:.1f} "
-      f"| {ours / reference:.2f} |"
+      f"| {row['num_workers']} | {pil / workers:.1f} | {device / workers:.1f} | {device / pil:.2f} | {reference / workers:.1f} |"
+    )
+  if ratio is not None:
+    print(f"\ndevice_vs_pil_per_core (1 worker, medians of {args.repeats}): {ratio:.2f}")
+  if cost:
+    print(
+      f"device augmentation in the ImageNet DSCL + PBSD step (batch {cost['batch']}): step "
+      f"{cost['pil_step_flops'] / 1e9:.1f} -> {cost['device_step_flops'] / 1e9:.1f} GFLOP "
+      f"(+{100 * cost['added_flops_fraction']:.2f}%); the augmentation alone {cost['augment_flops'] / 1e9:.2f} GFLOP "
+      f"({100 * cost['augment_flops_fraction']:.2f}%), {cost['augment_s']:.3f} s of a {cost['step_s']:.1f} s step "
+      f"on this CPU ({100 * cost['augment_time_fraction_cpu']:.2f}%)"
     )
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
     json.dump(
       {
-        "recipe": "DSCL + PBSD pretrain views: 2 x 224 global crops, 5 x 64 small crops + boxes, "
+        "recipe": "ImageNet DSCL + PBSD pretrain views: 2 x 224 global crops, 5 x 64 small crops + boxes, "
         "query / key colours, RGB",
         "images": f"{args.num_images} synthetic JPEGs, 500x375 .. 640x480, quality 90",
         "batch_size": args.batch_size,
         "warmup_batches": args.warmup,
         "timed_batches": args.batches,
+        "repeats": args.repeats,
         "mean_file_kb": file_kb,
         "pil_decode_ms_per_image": decode_ms,
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": load_after,
         "machine": platform.processor() or platform.machine(),
+        "device_vs_pil_per_core": ratio,
         "rows": rows,
+        "device_cost": cost,
       },
       f,
       indent=2,

@@ -77,6 +77,9 @@ VARIANTS = {
     False,
     "cross-entropy with ICCL's class-aware second sample and mixup (no target, no centroids)",
   ),
+  # The accelerator path (augment.on_device): the same run as dscl_probe30's trunk with the per-pixel
+  # augmentation in the jitted step (torchvision's float ops) instead of PIL's.
+  "dscl_device_augment": ("dscl", {"augment.on_device": True}, False, "DSCL with the augmentation on the device"),
   "paco_scaled": ("paco", {}, False, "PaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
   "gpaco_scaled": ("gpaco", {}, False, "GPaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
 }

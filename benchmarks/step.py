@@ -43,7 +43,6 @@ import numpy as np
 from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
 from dscl_jax.config.schema import load_config_file
 from dscl_jax.core import optim, sharding
-from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
 from dscl_jax.input import pixels, synthetic
 from dscl_jax.methods import OnlineForward, get_method
 from dscl_jax.methods.queue_contrastive import batch_major
@@ -138,6 +137,10 @@ def op_times(trace_dir: str, steps: int) -> list[tuple[str, float]]:
 
 
 def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, profile: str = "") -> dict:
+  # Imported here, not at the top: the builder also imports the data readers (tensorflow_datasets, grain),
+  # and benchmarks/accelerator_check.py reuses this file's configs and bare step on hosts without them.
+  from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+
   make_config, channels, num_classes = CASES[name]
   config = make_config()
   if batch_size:

@@ -19,6 +19,11 @@ One step, as in dscl_jax/core/step.py and the MoCo-style reference:
   3. the loss, backward, SGD (momentum 0.9, weight decay 5e-4 added to the gradient, every parameter).
   4. the keys and labels written into the [K, D] ring buffer at the pointer (pointer += B mod K).
 Inputs are random tensors of the real shapes drawn once (seeded); the timing drops the first step.
+
+`--device cuda` runs it on a GPU (cuDNN autotuning on: the shapes never change), `--dtype bfloat16` runs
+the encoders under autocast (the losses, the queue and the parameters stay float32, as dscl_jax's
+`model.dtype`), `--channels-last` stores the encoders and the image views NHWC. The defaults (cpu,
+float32, NCHW) are the step described above, unchanged.
 """
 
 import argparse
@@ -59,6 +64,10 @@ CASES = {
   "fashion_dscl_pbsd": dict(_FASHION, crops=5),
   "fashion_paco": dict(_FASHION, method="paco", head="mlp_bn", temperature=0.2, lr=0.02),
   "fashion_ce": dict(_FASHION, method="ce", head=None, queue=0, key_bn_group=0, ema=0.0),
+  # benchmarks/accelerator_check.py --smoke: its smoke_config, the same code at tiny shapes.
+  "smoke_dscl_pbsd": dict(
+    _FASHION, depth=8, channels=3, image_size=16, batch=8, queue=256, key_bn_group=4, crops=2, crop_size=8
+  ),
   "resnet50_dscl_pbsd": dict(
     style="imagenet",
     depth=50,
@@ -171,7 +180,7 @@ def dscl_loss(q, k, queue, labels, queue_labels, beta=DSCL_BETA, temperature=0.0
   cand_labels = torch.cat([labels, labels, queue_labels], 0)  # [2B+K]
   logits = q @ cand.t() / temperature  # [B, 2B+K]
   logits = logits - logits.max(dim=1, keepdim=True)[0].detach()
-  rows = torch.arange(b)
+  rows = torch.arange(b, device=q.device)
   is_self = torch.zeros_like(logits, dtype=torch.bool)
   is_self[rows, rows] = True
   exp = torch.exp(logits).masked_fill(is_self, 0.0)
@@ -209,7 +218,7 @@ def paco_loss(q, k, queue, labels, queue_labels, class_logits, log_prior, temper
   scores = (class_logits + log_prior) / PACO_SUP_T  # [B, C]
   row_max = torch.maximum(scores.max(1, keepdim=True)[0], contrast.max(1, keepdim=True)[0]).detach()
   scores, contrast = scores - row_max, contrast - row_max
-  rows = torch.arange(b)
+  rows = torch.arange(b, device=q.device)
   is_self = torch.zeros_like(contrast, dtype=torch.bool)
   is_self[rows, rows] = True
   contrast_exp = torch.exp(contrast).masked_fill(is_self, 0.0)
@@ -227,22 +236,32 @@ def paco_loss(q, k, queue, labels, queue_labels, class_logits, log_prior, temper
 class Trainer:
   """The online encoder, its EMA key encoder, SGD and the queue; `step()` runs one training step."""
 
-  def __init__(self, case, batch):
-    self.case, self.batch = case, batch
-    self.online = Encoder(case).train()
+  def __init__(self, case, batch, device="cpu", dtype="float32", channels_last=False):
+    self.case, self.batch, self.device = case, batch, torch.device(device)
+    # Autocast runs the encoders' convolutions and matmuls in bfloat16; `encode` casts their outputs back.
+    self.autocast = lambda: torch.autocast(self.device.type, torch.bfloat16, enabled=dtype == "bfloat16")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    self.online = Encoder(case).train().to(self.device, memory_format=memory_format)
     self.optimizer = torch.optim.SGD(self.online.parameters(), lr=case["lr"], momentum=0.9, weight_decay=5e-4)
     self.uses_key = case["method"] != "ce"
     if self.uses_key:
-      self.key_encoder = Encoder(case).train()
+      self.key_encoder = Encoder(case).train().to(self.device, memory_format=memory_format)
       self.key_encoder.load_state_dict(self.online.state_dict())
       for p in self.key_encoder.parameters():
         p.requires_grad_(False)
       self.queue = F.normalize(torch.randn(case["queue"], EMBED_DIM), dim=1)  # [K, D]
       self.queue_labels = torch.randint(0, case["classes"], (case["queue"],))  # [K]
+      self.queue, self.queue_labels = self.queue.to(self.device), self.queue_labels.to(self.device)
       self.ptr = 0
     if case["method"] == "paco":  # a long-tailed prior, as benchmarks/step.py
       counts = np.geomspace(1000, 10, case["classes"]).round()
-      self.log_prior = torch.log(torch.from_numpy(counts / counts.sum()).float() + PRIOR_EPSILON)
+      self.log_prior = torch.log(torch.from_numpy(counts / counts.sum()).float() + PRIOR_EPSILON).to(self.device)
+
+  def encode(self, model, x):
+    """`model(x)` under the step's autocast, its outputs float32 (no copy when they already are)."""
+    with self.autocast():
+      out = model(x)
+    return {name: value.float() for name, value in out.items()}
 
   @torch.no_grad()
   def keys(self, images):
@@ -250,9 +269,9 @@ class Trainer:
     m = self.case["ema"]
     for pk, pq in zip(self.key_encoder.parameters(), self.online.parameters()):
       pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
-    perm = torch.randperm(images.shape[0])
+    perm = torch.randperm(images.shape[0]).to(images.device)
     group = self.case["key_bn_group"] or images.shape[0]
-    emb = torch.cat([self.key_encoder(chunk)["embedding"] for chunk in images[perm].split(group)])
+    emb = torch.cat([self.encode(self.key_encoder, chunk)["embedding"] for chunk in images[perm].split(group)])
     keys = torch.empty_like(emb)
     keys[perm] = F.normalize(emb, dim=1)
     return keys
@@ -261,7 +280,7 @@ class Trainer:
     batch, case = self.batch, self.case
     labels = batch["label"]
     k = self.keys(batch["key"]) if self.uses_key else None
-    out = self.online(batch["query"])
+    out = self.encode(self.online, batch["query"])
     if case["method"] == "ce":
       loss = F.cross_entropy(out["logits"], labels)
     elif case["method"] == "paco":
@@ -281,7 +300,8 @@ class Trainer:
       )
       if case["crops"]:
         crops = batch["crops"]  # [n, B, C, s, s]
-        student = torch.stack([F.normalize(self.online(c)["embedding"], dim=1) for c in crops])  # [n, B, D]
+        embed = lambda crop: F.normalize(self.encode(self.online, crop)["embedding"], dim=1)  # [B, D]
+        student = torch.stack([embed(crop) for crop in crops])  # [n, B, D]
         fmap = out["feature_map"].detach()  # [B, F, h, w]
         with torch.no_grad():
           pooled = torchvision.ops.roi_align(
@@ -292,7 +312,9 @@ class Trainer:
             sampling_ratio=-1,
             aligned=False,
           )  # [n*B, F, 2, 2]
-          teacher = F.normalize(self.online.head(pooled.mean(dim=(2, 3))), dim=1)
+          with self.autocast():
+            teacher = self.online.head(pooled.mean(dim=(2, 3)))
+          teacher = F.normalize(teacher.float(), dim=1)
         teacher = teacher.view(crops.shape[0], labels.shape[0], -1)  # [n, B, D]
         loss = loss + PBSD_WEIGHT * pbsd_loss(teacher, student, k, self.queue, case["temperature"])
     self.optimizer.zero_grad(set_to_none=True)
@@ -338,6 +360,9 @@ def main():
   parser.add_argument("--batch", type=int, default=0, help="override the case's batch (0: the case's)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="", help="JSON result file (empty: none)")
+  parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
+  parser.add_argument("--channels-last", action="store_true", help="NHWC encoders and image views")
   parser.add_argument("--check-decreases", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
@@ -351,7 +376,14 @@ def main():
       f"queue {case['queue']} must be a multiple of the batch {case['batch']}, and the batch of the "
       f"key BatchNorm group {case['key_bn_group']}"
     )
-  trainer = Trainer(case, make_batch(case, args.seed))
+  device = torch.device(args.device)
+  if device.type == "cuda":
+    torch.backends.cudnn.benchmark = True  # fixed shapes: pick each convolution's fastest algorithm once
+  batch = {name: value.to(device) for name, value in make_batch(case, args.seed).items()}
+  if args.channels_last:
+    for name in ("query", "key"):
+      batch[name] = batch[name].contiguous(memory_format=torch.channels_last)
+  trainer = Trainer(case, batch, device, args.dtype, args.channels_last)
 
   if args.check_decreases:  # hidden: losses on the fixed batch must be finite and go down
     losses = [trainer.step() for _ in range(args.check_decreases)]
@@ -364,6 +396,8 @@ def main():
   for i in range(args.repeats + 1):
     start = time.perf_counter()
     loss = trainer.step()
+    if device.type == "cuda":  # `float(loss)` in `step` waits too; explicit, so the timing never relies on it
+      torch.cuda.synchronize(device)
     if i:  # the first step also allocates and warms caches
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
@@ -384,6 +418,11 @@ def main():
     "key_bn_group": case["key_bn_group"],
     "ema": case["ema"],
     "load_average": os.getloadavg(),
+    "device": str(device),
+    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    "dtype": args.dtype,
+    "channels_last": args.channels_last,
+    "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
   }
   print(
     f"{args.case}: batch {case['batch']} threads {args.threads} median {median:.3f} s/step "

@@ -115,6 +115,11 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
       0 <= recipe["randaugment_magnitude"] <= 30,
       f"augment.{view}.randaugment_magnitude {recipe['randaugment_magnitude']!r} must be in [0, 30]",
     )
+    _require(
+      not (aug.on_device and recipe["randaugment_ops"]),
+      f"augment.on_device has no RandAugment (a PIL op), but augment.{view}.randaugment_ops is "
+      f"{recipe['randaugment_ops']!r}; set it to 0 or augment.on_device = False",
+    )
 
   pbsd = config.pbsd
   if pbsd.enabled or pbsd.multicrop:

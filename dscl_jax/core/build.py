@@ -19,15 +19,12 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from data import registry
 from dscl_jax import methods
 from dscl_jax.config import validation
 from dscl_jax.convert.torchvision_resnet import load_torchvision_resnet, replace_trunk
 from dscl_jax.core import optim, sharding
 from dscl_jax.core.state import PretrainState, ProbeState, create_pretrain_state
 from dscl_jax.core.step import make_pretrain_step
-from dscl_jax.evaluation.feature_eval import extract_features
-from dscl_jax.input.pipeline import steps_per_epoch as epoch_steps
 from dscl_jax.models import build_encoder
 from dscl_jax.runtime import checkpoint
 from dscl_jax.runtime.files import read_json
@@ -59,6 +56,10 @@ def setup_job(config: ml_collections.ConfigDict, *, read_data: bool = True) -> J
   method = methods.get_method(config)
   dataset = None
   if read_data:
+    # Imported here, as the pipeline below: the data readers need tensorflow_datasets and grain, which a
+    # host that only builds and times the step (benchmarks/accelerator_check.py) need not have.
+    from data import registry
+
     dataset = registry.get_dataset(config.data)
     log("data", registry.summary(dataset))
   return JobSetup(mesh=mesh, method=method, dataset=dataset)
@@ -78,6 +79,8 @@ def build_models(config, method: methods.Method, num_classes: int):
 def pretrain_schedule(config, num_train: int):
   """(lr schedule, steps per epoch, total steps) of pretraining: linear warm-up, then cosine, with the
   learning rate `train.base_lr * batch / 256`."""
+  from dscl_jax.input.pipeline import steps_per_epoch as epoch_steps  # grain: see `setup_job`
+
   steps_per_epoch = epoch_steps(num_train, config.train.batch_size)
   total_steps = config.train.epochs * steps_per_epoch
   lr = config.train.base_lr * config.train.batch_size / 256
@@ -207,6 +210,8 @@ def describe_trunk(record: dict | None) -> str:
 
 def probe_optimizer(config, num_train: int):
   """(steps_per_epoch, total_steps, lr schedule, optimiser) of the probe: lr x0.1 at the milestones."""
+  from dscl_jax.input.pipeline import steps_per_epoch as epoch_steps  # grain: see `setup_job`
+
   steps_per_epoch = epoch_steps(num_train, config.probe.batch_size)
   total_steps = config.probe.epochs * steps_per_epoch
   schedule = optim.step_schedule(config.probe.lr, [round(f * total_steps) for f in config.probe.milestones])
@@ -260,6 +265,8 @@ def probe_feature_stats(config, trunk, trunk_variables, train_split, mesh):
   runs and `eval` compute the same statistics and no checkpoint has to hold them."""
   if not config.probe.standardize_features:
     return None
+  from dscl_jax.evaluation.feature_eval import extract_features  # the pipeline, grain: see `setup_job`
+
   features, _ = extract_features(trunk, trunk_variables, train_split, config.augment, config.eval.batch_size, mesh)
   return tuple(jnp.asarray(x) for x in feature_statistics(features))
 

@@ -29,7 +29,7 @@ import optax
 
 from dscl_jax import losses
 from dscl_jax.core.state import PretrainState, ProbeState
-from dscl_jax.input import pixels
+from dscl_jax.input import device_augment
 from dscl_jax.methods import Method, OnlineForward, StepInputs
 from dscl_jax.methods.base import l2_normalize
 
@@ -102,7 +102,9 @@ def make_pretrain_step(
   batch: "label" [B] int32 and the views the method requires: "query", "key" [B, H, W, C] (uint8 pixels,
   normalised here with `config.augment`'s mean / std, or floats already normalised),
   "small_crops" [B, n, h, w, C] with "boxes" [B, n, 4] (x1, y1, x2, y2 in query-view pixels),
-  "class_aware" [B, H, W, C] with "class_aware_label" [B].
+  "class_aware" [B, H, W, C] with "class_aware_label" [B]. With `augment.on_device` each image view comes
+  with its parameters "<view>_augment" [B, 11] and "small_crops_augment" [B, n, 11] replaces "small_crops":
+  the step augments them first (`dscl_jax.input.device_augment`).
   `target_model` is None for methods without a momentum target. `batch_sharding`: the batch's sharding
   (`sharding.data_sharded(mesh)`), which keeps the target's permuted forward split over the devices.
   """
@@ -114,7 +116,7 @@ def make_pretrain_step(
   embed_dim = config.model.embed_dim
 
   def train_step(state: PretrainState, batch: dict[str, jax.Array]):
-    batch = pixels.normalize_views(batch, config.augment)
+    batch = device_augment.finish_views(batch, config.augment, config.pbsd)
     labels = batch["label"]
     step_rng = jax.random.fold_in(state.rng, state.step)
     target_params, target_batch_stats, keys = state.target_params, state.target_batch_stats, None
@@ -173,12 +175,13 @@ def make_probe_step(trunk_model, cfg_augment, tx: optax.GradientTransformation, 
   frozen features, standardised with `feature_stats` = (mean [F], std [F]) unless it is None.
 
   The trunk runs in inference mode (running BatchNorm statistics) and gets no gradient.
-  batch: "image" [B, H, W, C] (uint8 pixels, normalised with `cfg_augment`'s mean / std), "label" [B].
+  batch: "image" [B, H, W, C] (uint8 pixels, normalised with `cfg_augment`'s mean / std), "label" [B], and
+  with `augment.on_device` "image_augment" [B, 11] (its flip).
   """
 
   def probe_step(state: ProbeState, trunk_variables, batch, feature_stats=None):
-    features = trunk_model.apply(trunk_variables, pixels.to_float(batch["image"], cfg_augment), train=False)["pooled"]
-    features = jax.lax.stop_gradient(features)
+    images = device_augment.finish_views(batch, cfg_augment, None)["image"]
+    features = jax.lax.stop_gradient(trunk_model.apply(trunk_variables, images, train=False)["pooled"])
     if feature_stats is not None:  # probe.standardize_features (dscl_jax/core/build.py)
       features = (features - feature_stats[0]) / feature_stats[1]
 

@@ -23,6 +23,7 @@ grayscale conversion.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -183,6 +184,31 @@ def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
   return image.convert("HSV").point(table).convert(image.mode)
 
 
+def _draw_jitter(rng: np.random.Generator, brightness, contrast, saturation, hue) -> tuple[list[int], dict]:
+  """ColorJitter's random draws: (the order of the four parts, {part: factor} for the non-zero ones)."""
+  order, factors = [int(part) for part in rng.permutation(4)], {}
+  for part in order:
+    if part == 0 and brightness:
+      factors[0] = rng.uniform(max(0.0, 1 - brightness), 1 + brightness)
+    elif part == 1 and contrast:
+      factors[1] = rng.uniform(max(0.0, 1 - contrast), 1 + contrast)
+    elif part == 2 and saturation:
+      factors[2] = rng.uniform(max(0.0, 1 - saturation), 1 + saturation)
+    elif part == 3 and hue:
+      factors[3] = rng.uniform(-hue, hue)
+  return order, factors
+
+
+_ADJUST = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def _apply_jitter(image: Image.Image, order, factors: dict) -> Image.Image:
+  for part in order:
+    if part in factors:
+      image = _ADJUST[part](image, factors[part])
+  return image
+
+
 def color_jitter(
   image: Image.Image,
   rng: np.random.Generator,
@@ -204,16 +230,7 @@ def color_jitter(
     raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
   if image.mode == "L" and (saturation or hue):
     raise ValueError(f"a 1-channel image has no saturation or hue; got saturation {saturation}, hue {hue}")
-  for part in rng.permutation(4):
-    if part == 0 and brightness:
-      image = adjust_brightness(image, rng.uniform(max(0.0, 1 - brightness), 1 + brightness))
-    elif part == 1 and contrast:
-      image = adjust_contrast(image, rng.uniform(max(0.0, 1 - contrast), 1 + contrast))
-    elif part == 2 and saturation:
-      image = adjust_saturation(image, rng.uniform(max(0.0, 1 - saturation), 1 + saturation))
-    elif part == 3 and hue:
-      image = adjust_hue(image, rng.uniform(-hue, hue))
-  return image
+  return _apply_jitter(image, *_draw_jitter(rng, brightness, contrast, saturation, hue))
 
 
 def random_grayscale(image: Image.Image, rng: np.random.Generator, prob: float) -> Image.Image:
@@ -243,6 +260,69 @@ def normalize(image, mean, std) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ recipes
 
 
+# The random parameters of one view as a float32 vector, for the device (`dscl_jax.input.device_augment`):
+# the flip, the jitter's order (a permutation of brightness 0, contrast 1, saturation 2, hue 3), the four
+# jitter values (identity 1, 1, 1, 0 for a part not applied), grayscale (0 or 1), blur sigma (0: none).
+VIEW_PARAMS = (
+  "flip",
+  "order_0",
+  "order_1",
+  "order_2",
+  "order_3",
+  "brightness",
+  "contrast",
+  "saturation",
+  "hue",
+  "grayscale",
+  "blur_sigma",
+)
+
+
+@dataclasses.dataclass
+class ColourDraw:
+  """One view's colour parameters, as `colour_recipe` draws them."""
+
+  order: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3])
+  factors: dict = dataclasses.field(default_factory=dict)  # {part: value} of the jitter parts applied
+  grayscale: bool = False
+  blur_sigma: float | None = None
+
+  def vector(self, flip: bool) -> np.ndarray:
+    """`VIEW_PARAMS` as float32 `[11]`."""
+    jitter = [self.factors.get(part, 0.0 if part == 3 else 1.0) for part in range(4)]
+    return np.array(
+      [float(flip), *self.order, *jitter, float(self.grayscale), self.blur_sigma or 0.0], dtype=np.float32
+    )
+
+
+def draw_colour(rng: np.random.Generator, recipe: Any, channels: int, blur_sigma=(0.1, 2.0), flip_prob=None):
+  """The random draws of `colour_recipe` before RandAugment, in its order, for a `channels`-channel view:
+  a `ColourDraw`; with `flip_prob`, first a flip with that probability (`random_flip`'s draw) and the
+  result is the view's `VIEW_PARAMS` vector `[11]`."""
+  flip = None if flip_prob is None else bool(rng.random() < flip_prob)
+  brightness, contrast, saturation, hue = recipe.jitter
+  if channels == 1:
+    saturation, hue = 0.0, 0.0
+  draw = ColourDraw()
+  if rng.random() < recipe.jitter_prob:
+    draw.order, draw.factors = _draw_jitter(rng, brightness, contrast, saturation, hue)
+  if channels == 3:  # random_grayscale draws nothing for a 1-channel image
+    draw.grayscale = bool(rng.random() < recipe.grayscale_prob)
+  if rng.random() < recipe.blur_prob:
+    draw.blur_sigma = rng.uniform(blur_sigma[0], blur_sigma[1])
+  return draw if flip is None else draw.vector(flip)
+
+
+def apply_colour(image: Image.Image, draw: ColourDraw) -> Image.Image:
+  """`draw` applied with the PIL ops: jitter, grayscale, blur."""
+  image = _apply_jitter(image, draw.order, draw.factors)
+  if draw.grayscale:
+    image = to_grayscale(image)
+  if draw.blur_sigma is not None:
+    image = gaussian_blur(image, draw.blur_sigma)
+  return image
+
+
 def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any, blur_sigma=(0.1, 2.0)) -> Image.Image:
   """`recipe` (jitter=(b, c, s, h), jitter_prob, grayscale_prob, blur_prob, randaugment_ops,
   randaugment_magnitude) applied to `image`.
@@ -251,27 +331,26 @@ def colour_recipe(image: Image.Image, rng: np.random.Generator, recipe: Any, blu
   `blur_sigma`, then RandAugment(`randaugment_ops`, `randaugment_magnitude`) when `randaugment_ops` > 0
   (PaCo's order: RandAugment comes last). Grayscale ("L") inputs keep only brightness and contrast.
   """
-  brightness, contrast, saturation, hue = recipe.jitter
-  if image.mode == "L":
-    saturation, hue = 0.0, 0.0
-  if rng.random() < recipe.jitter_prob:
-    image = color_jitter(image, rng, brightness, contrast, saturation, hue)
-  image = random_grayscale(image, rng, recipe.grayscale_prob)
-  if rng.random() < recipe.blur_prob:
-    image = gaussian_blur(image, rng.uniform(blur_sigma[0], blur_sigma[1]))
+  channels = 1 if image.mode == "L" else 3
+  image = apply_colour(image, draw_colour(rng, recipe, channels, blur_sigma))
   if recipe.randaugment_ops:
     image = randaugment.rand_augment(image, rng, recipe.randaugment_ops, recipe.randaugment_magnitude)
   return image
 
 
-def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any) -> Image.Image:
+def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any) -> tuple[Image.Image, bool]:
+  """A RandomResizedCrop of the view size, not yet flipped, and whether the view is flipped."""
   crop, _ = random_resized_crop(image, rng, cfg_augment.image_size, cfg_augment.crop_scale, cfg_augment.crop_ratio)
-  return random_flip(crop, rng)
+  return crop, bool(rng.random() < 0.5)
 
 
 def pbsd_views(cfg_pbsd: Any) -> tuple[str, ...]:
   """The views DSCL trains on: query and key, plus the small crops with PBSD or multi-crop."""
   return ("query", "key", "small_crops") if cfg_pbsd.enabled or cfg_pbsd.multicrop else ("query", "key")
+
+
+# A view `v` augmented on the device comes with its `VIEW_PARAMS` vector as `v + AUGMENT_SUFFIX`.
+AUGMENT_SUFFIX = "_augment"
 
 
 def _finish(image, mean, std, normalized: bool) -> np.ndarray:
@@ -283,6 +362,16 @@ def _finish(image, mean, std, normalized: bool) -> np.ndarray:
   return pixels
 
 
+def check_device_recipe(cfg_augment: Any) -> None:
+  """Raises unless every view recipe can run on the device: RandAugment is a PIL-only op."""
+  for view in ("query", "key"):
+    if getattr(cfg_augment, view).randaugment_ops:
+      raise ValueError(
+        f"augment.on_device has no RandAugment (a PIL op); set augment.{view}.randaugment_ops = 0 or "
+        "augment.on_device = False"
+      )
+
+
 def pretrain_views(
   image_uint8: np.ndarray,
   rng: np.random.Generator,
@@ -290,6 +379,7 @@ def pretrain_views(
   cfg_pbsd: Any,
   views: tuple[str, ...] | None = None,
   normalized: bool = True,
+  on_device: bool = False,
 ) -> dict[str, np.ndarray]:
   """The views of one image a method trains on (`dscl_jax.methods.base.VIEWS`).
 
@@ -299,14 +389,25 @@ def pretrain_views(
   query's `S x S` global crop (after its flip). A view not asked for draws no random numbers.
   `normalized=False` returns the image views as uint8 pixels instead (`dscl_jax.input.pixels` normalises them
   on the device; the input pipeline does this).
+
+  `on_device=True` draws the same random numbers in the same order but does only the crops: 'query' and
+  'key' are the uint8 `[S, S, C]` crops before their flip and colours, 'query_augment' / 'key_augment'
+  their `VIEW_PARAMS` float32 `[11]`, and instead of 'small_crops' comes 'small_crops_augment' `[n, 11]`
+  (each crop's flip and colours) beside 'boxes': `dscl_jax.input.device_augment` does the rest.
   """
   views_asked = pbsd_views(cfg_pbsd) if views is None else tuple(views)
   unknown = set(views_asked) - {"query", "key", "small_crops"}
   if unknown or "query" not in views_asked:
     raise ValueError(f"views {views_asked} must include 'query' and be among 'query', 'key', 'small_crops'")
+  if on_device:
+    check_device_recipe(cfg_augment)
+  channels = image_uint8.shape[-1]
   image = to_pil(image_uint8)
-  query_crop = _global_crop(image, rng, cfg_augment)
-  key_crop = _global_crop(image, rng, cfg_augment) if "key" in views_asked else None
+  crops = {"query": _global_crop(image, rng, cfg_augment)}
+  if "key" in views_asked:
+    crops["key"] = _global_crop(image, rng, cfg_augment)
+  if not on_device:
+    crops = {name: (horizontal_flip(crop) if flip else crop, False) for name, (crop, flip) in crops.items()}
   mean, std, sigma = cfg_augment.mean, cfg_augment.std, cfg_augment.blur_sigma
   views = {}
   if "small_crops" in views_asked:
@@ -318,25 +419,44 @@ def pretrain_views(
     ratio = getattr(cfg_pbsd, "crop_ratio", (3 / 4, 4 / 3))
     size = cfg_augment.image_size
     boxes = [sample_crop_box(size, size, rng, cfg_pbsd.crop_scale, ratio) for _ in range(cfg_pbsd.num_crops)]
-    # Each crop is flipped on its own (the reference's small-crop recipe starts with a flip); its box
-    # still names the region of the query view it was cut from, which is what PBSD's teacher pools.
-    small_crops = [
-      to_array(
-        colour_recipe(
-          random_flip(resized_crop(query_crop, box, cfg_pbsd.crop_size), rng, cfg_pbsd.flip_prob),
-          rng,
-          cfg_augment.query,
-          cfg_pbsd.blur_sigma,
-        )
+    if on_device:
+      views["small_crops_augment"] = np.stack(
+        [
+          draw_colour(rng, cfg_augment.query, channels, cfg_pbsd.blur_sigma, flip_prob=cfg_pbsd.flip_prob)
+          for _ in boxes
+        ]
       )
-      for box in boxes
-    ]
-    views["small_crops"] = _finish(np.stack(small_crops), mean, std, normalized)
+    else:
+      # Each crop is flipped on its own (the reference's small-crop recipe starts with a flip); its box
+      # still names the region of the query view it was cut from, which is what PBSD's teacher pools.
+      small_crops = [
+        to_array(
+          colour_recipe(
+            random_flip(resized_crop(crops["query"][0], box, cfg_pbsd.crop_size), rng, cfg_pbsd.flip_prob),
+            rng,
+            cfg_augment.query,
+            cfg_pbsd.blur_sigma,
+          )
+        )
+        for box in boxes
+      ]
+      views["small_crops"] = _finish(np.stack(small_crops), mean, std, normalized)
     views["boxes"] = np.stack(boxes).astype(np.float32)
-  views["query"] = _finish(colour_recipe(query_crop, rng, cfg_augment.query, sigma), mean, std, normalized)
-  if key_crop is not None:
-    views["key"] = _finish(colour_recipe(key_crop, rng, cfg_augment.key, sigma), mean, std, normalized)
+  for name, (crop, flip) in crops.items():
+    recipe = getattr(cfg_augment, name)
+    if on_device:
+      views[name] = _finish(crop, mean, std, normalized=False)
+      views[name + AUGMENT_SUFFIX] = draw_colour(rng, recipe, channels, sigma).vector(flip)
+    else:
+      views[name] = _finish(colour_recipe(crop, rng, recipe, sigma), mean, std, normalized)
   return views
+
+
+def _probe_crop(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any) -> tuple[Image.Image, bool]:
+  crop, _ = random_resized_crop(
+    to_pil(image_uint8), rng, cfg_augment.image_size, cfg_augment.probe_crop_scale, cfg_augment.crop_ratio
+  )
+  return crop, bool(rng.random() < 0.5)
 
 
 def probe_view(
@@ -347,10 +467,19 @@ def probe_view(
   `cfg_augment.probe_augment` is False (the image's features as kNN and logistic regression see them)."""
   if not cfg_augment.probe_augment:
     return eval_view(image_uint8, cfg_augment, normalized)
-  crop, _ = random_resized_crop(
-    to_pil(image_uint8), rng, cfg_augment.image_size, cfg_augment.probe_crop_scale, cfg_augment.crop_ratio
-  )
-  return _finish(random_flip(crop, rng), cfg_augment.mean, cfg_augment.std, normalized)
+  crop, flip = _probe_crop(image_uint8, rng, cfg_augment)
+  return _finish(horizontal_flip(crop) if flip else crop, cfg_augment.mean, cfg_augment.std, normalized)
+
+
+def probe_view_for_device(
+  image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any
+) -> tuple[np.ndarray, np.ndarray]:
+  """`probe_view` with `augment.on_device`: (the uint8 `[S, S, C]` crop before its flip, its `VIEW_PARAMS`
+  `[11]`, which hold only the flip); the evaluation view and no flip when `probe_augment` is False."""
+  if not cfg_augment.probe_augment:
+    return eval_view(image_uint8, cfg_augment, normalized=False), ColourDraw().vector(flip=False)
+  crop, flip = _probe_crop(image_uint8, rng, cfg_augment)
+  return _finish(crop, cfg_augment.mean, cfg_augment.std, normalized=False), ColourDraw().vector(flip)
 
 
 def eval_view(image_uint8: np.ndarray, cfg_augment: Any, normalized: bool = True) -> np.ndarray:
@@ -394,6 +523,10 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   cfg.probe_crop_scale = (0.08, 1.0)
   # False: the probe trains on the evaluation view (no crop, no flip), as the logistic regression does.
   cfg.probe_augment = True
+  # True: the host only crops (uint8 views at the view size) and draws the parameters; flips, colours,
+  # blur, the small crops and the normalisation run in the jitted step (`dscl_jax.input.device_augment`),
+  # with torchvision's float ops instead of PIL's uint8 ones. Same random draws as the PIL path.
+  cfg.on_device = False
   cfg.eval_resize_ratio = 256 / 224 if image_size >= 128 else 1.0
   # The reference blurs its 224 px views with sigma in (0.1, 2) px; a smaller view gets the same blur
   # relative to its size.

@@ -115,16 +115,26 @@ class _PretrainSample:
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     record = self.source[epoch_index(self.seed, position, self.num_examples)]
+    on_device = self.cfg_augment.on_device
     views = augment.pretrain_views(
-      record["image"], sample_rng(self.seed, position), self.cfg_augment, self.cfg_pbsd, self.views, normalized=False
+      record["image"],
+      sample_rng(self.seed, position),
+      self.cfg_augment,
+      self.cfg_pbsd,
+      self.views,
+      normalized=False,
+      on_device=on_device,
     )
     views["label"] = np.int32(record["label"])
     if self.class_aware_index is not None:
       rng = sample_rng(self.seed, position, _CLASS_AWARE_STREAM)
       other = self.source[self.class_aware_index(rng)]
-      views["class_aware"] = augment.pretrain_views(
-        other["image"], rng, self.cfg_augment, self.cfg_pbsd, ("query",), normalized=False
-      )["query"]
+      second = augment.pretrain_views(
+        other["image"], rng, self.cfg_augment, self.cfg_pbsd, ("query",), normalized=False, on_device=on_device
+      )
+      views["class_aware"] = second["query"]
+      if on_device:
+        views["class_aware" + augment.AUGMENT_SUFFIX] = second["query" + augment.AUGMENT_SUFFIX]
       views["class_aware_label"] = np.int32(other["label"])
     return views
 
@@ -144,6 +154,9 @@ class _ProbeSample:
     else:
       index = epoch_index(self.seed, position, self.num_examples)
     record = self.source[index]
+    if self.cfg_augment.on_device:
+      image, params = augment.probe_view_for_device(record["image"], rng, self.cfg_augment)
+      return {"image": image, "image" + augment.AUGMENT_SUFFIX: params, "label": np.int32(record["label"])}
     return {
       "image": augment.probe_view(record["image"], rng, self.cfg_augment, normalized=False),
       "label": np.int32(record["label"]),
@@ -255,7 +268,9 @@ def pretrain_iterator(
   `[b, n, s, s, C]` with 'boxes' float32 `[b, n, 4]` (`[x1, y1, x2, y2]` in pixels of the query's
   `S x S` crop), and with `sampler="instance_and_class_aware"` 'class_aware' `[b, S, S, C]` and
   'class_aware_label' int32 `[b]` (see `_PretrainSample`). Instance-uniform epochs; see the module
-  docstring for the determinism contract.
+  docstring for the determinism contract. With `cfg_augment.on_device` the image views are uncoloured,
+  unflipped crops, each with its parameters '<view>_augment' float32 `[b, 11]`, and 'small_crops' is
+  replaced by 'small_crops_augment' `[b, n, 11]` (`augment.pretrain_views`).
   """
   views = augment.pbsd_views(cfg_pbsd) if views is None else views
   sample = _PretrainSample(split, cfg_augment, cfg_pbsd, seed, views, sampler, class_aware_power)
@@ -283,7 +298,8 @@ def probe_iterator(
   num_workers: int = 0,
   class_balanced: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless linear-probe batches: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]`.
+  """Endless linear-probe batches: 'image' uint8 `[b, S, S, C]`, 'label' int32 `[b]` (and with
+  `cfg_augment.on_device` 'image_augment' float32 `[b, 11]`, the flip the device applies).
 
   `class_balanced` draws every sample's class uniformly (over the classes present in `split`), then an
   image of that class; otherwise instance-uniform epochs as in pretraining.

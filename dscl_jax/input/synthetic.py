@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dscl_jax.input import augment
+
 
 def pretrain_batch_shapes(
   config, views, channels: int, pixels: bool = False
@@ -22,6 +24,12 @@ def pretrain_batch_shapes(
     n, cs = config.pbsd.num_crops, config.pbsd.crop_size
     shapes["small_crops"] = ((b, n, cs, cs, channels), pixel_dtype)
     shapes["boxes"] = ((b, n, 4), np.dtype(np.float32))
+  if pixels and config.augment.on_device:  # the views' parameters; the step cuts the small crops
+    params = len(augment.VIEW_PARAMS)
+    for name in [name for name in shapes if name in ("query", "key", "class_aware")]:
+      shapes[name + augment.AUGMENT_SUFFIX] = ((b, params), np.dtype(np.float32))
+    if shapes.pop("small_crops", None):
+      shapes["small_crops" + augment.AUGMENT_SUFFIX] = ((b, config.pbsd.num_crops, params), np.dtype(np.float32))
   return shapes
 
 
@@ -34,7 +42,9 @@ def pretrain_batch(
   "class_aware_label" [B]. The query, key and labels are the same numbers whatever the views asked for.
 
   The image views are standard-normal floats (as if normalised), or with `pixels` uniform uint8 pixels,
-  what the input pipeline sends (the step then normalises them, as in training)."""
+  what the input pipeline sends (the step then normalises them, as in training). With `pixels` and
+  `augment.on_device`, as the pipeline sends them then: each view's parameters drawn by the recipe
+  ('<view>_augment'), and 'small_crops_augment' with whole-pixel boxes instead of 'small_crops'."""
   shapes = pretrain_batch_shapes(config, views, channels, pixels)
   b, s = config.train.batch_size, config.augment.image_size
 
@@ -56,8 +66,23 @@ def pretrain_batch(
   if "small_crops" in shapes:
     n = config.pbsd.num_crops
     batch["small_crops"] = images(shapes["small_crops"][0])
+  if "boxes" in shapes:
+    n = config.pbsd.num_crops
     side = np.sqrt(rng.uniform(*config.pbsd.crop_scale, size=(b, n, 1))) * s
     xy = rng.uniform(0, 1, size=(b, n, 2)) * (s - side)
+    if "small_crops" not in shapes:  # the device cuts them: whole pixels, as the pipeline's boxes
+      side, xy = np.maximum(np.round(side), 1), np.floor(xy)
     batch["boxes"] = np.concatenate([xy, xy + side], axis=-1).astype(np.float32)
+  for name in [name for name in shapes if name.endswith(augment.AUGMENT_SUFFIX)]:
+    view = name[: -len(augment.AUGMENT_SUFFIX)]
+    recipe = config.augment.key if view == "key" else config.augment.query
+    sigma, flip = (
+      (config.pbsd.blur_sigma, config.pbsd.flip_prob) if view == "small_crops" else (config.augment.blur_sigma, 0.5)
+    )
+    draws = [
+      augment.draw_colour(rng, recipe, channels, sigma, flip_prob=flip)
+      for _ in range(int(np.prod(shapes[name][0][:-1])))
+    ]
+    batch[name] = np.stack(draws).reshape(shapes[name][0])
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == shapes
   return batch

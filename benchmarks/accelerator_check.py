@@ -1,0 +1,690 @@
+"""One command for a GPU host: our DSCL + PBSD step there beside PyTorch's, against the chip's measured
+peak, with the host input pipeline and a CPU cross-check, in one JSON file and one markdown table.
+
+  python benchmarks/accelerator_check.py              # -> benchmarks/results/accelerator_check.json
+  python benchmarks/accelerator_check.py --smoke --output /tmp/check.json   # tiny shapes: ~1 min, 2 CPUs
+
+Sections, in the order they run (progress lines "[accelerator_check] ..." go to stderr):
+  torch          the PyTorch step (benchmarks/torch_reference_step.py, resnet50_dscl_pbsd) in a subprocess,
+                 before JAX takes the GPU's memory: this Python when it imports torch, else /usr/bin/python3;
+                 cuda when torch sees a GPU (NCHW and channels-last both), else cpu; float32 and bfloat16
+                 (autocast) at each global batch. Skipped, saying why, when no Python here has torch.
+  environment    jax.devices(), the versions of jax, jaxlib, flax, optax, numpy, ml_collections, torch.
+  peak           an [n, n] @ [n, n] product (8192; 256 with --smoke) in float32 and bfloat16: the TFLOP/s
+                 the utilisations divide by. float32 at XLA's default precision, as the step runs it
+                 (TF32 on GPUs that have it).
+  bare, step     the ImageNet-scale DSCL + PBSD pretrain step (benchmarks/step.py's resnet50_dscl_pbsd:
+                 ResNet-50, 224x224, K 65536, 5 crops of 64x64, synthetic uint8 batches) and its bare
+                 backbone (step.py --bare: the same convolutions, nothing else), one device, global batch
+                 64 and 128, float32 and bfloat16: compile seconds, median step seconds, images/s, FLOPs per
+                 step (XLA's cost analysis), utilisation (FLOPs / step time / measured peak) and peak device
+                 memory.
+  loss_vs_cpu    one float32 step's loss on the accelerator and on jax.devices("cpu") from the same state
+                 and batch, at the default precision and at "highest": the recipe's step at a size the host
+                 CPU compiles and runs in seconds (ImageNet-style ResNet-18, 64x64, K 4096, 5 crops of
+                 32x32, global batch 16). On a CPU-only machine the CPU against itself ("same_device").
+  host_pipeline  the host input pipeline's images/s with a grain worker per host core, PIL path and
+                 device-augmentation path (benchmarks/input_pipeline.py's measure_host_pipeline). Skipped,
+                 saying why, without grain or that function.
+A section that fails does not stop the others; the run then writes <output>.incomplete.json instead of
+<output> and exits 1, naming it. Only torch and host_pipeline may be skipped, and only with a reason.
+
+Time on one H200-class GPU: meant to stay under 8 minutes (8 ResNet-50 step compiles, 8 PyTorch runs, a
+ResNet-18 step compiled once for the host CPU and twice for the GPU), not yet measured on one: the JSON
+records each section's seconds and each case's compile seconds. --smoke takes about a minute on the
+2-core development machine (46 s at load 3.4, 75 s at load 5).
+
+What an accelerator host without network needs beyond its jax[cuda], flax, optax, orbax, torch and
+torchvision (which bring absl-py, etils, Pillow, protobuf, psutil and PyYAML): ml_collections for every
+section, grain and its extras (array_record, cloudpickle, portpicker) for the host pipeline. On a networked Linux machine, for the host's Python (3.11 here):
+
+  pip download --no-deps --only-binary=:all: --python-version 3.11 \
+      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d wheels/ \
+      ml_collections==1.1.0 grain==0.2.18 array_record==0.8.6 cloudpickle==3.1.3 portpicker==1.6.0
+
+then copy wheels/ and this repository to the host and run there, from the repository root:
+
+  pip install --no-deps --no-index --find-links wheels/ ml_collections grain array_record cloudpickle portpicker
+  python benchmarks/accelerator_check.py
+
+(pip installs only the ones missing; the versions are constraints.txt's.) No pip install of this
+repository is needed: the script puts the repository on sys.path. dscl_jax.core.build imports the data
+readers (tensorflow_datasets, grain) only when a job reads data, so the step sections need neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for _path in (REPO, HERE):  # configs/, dscl_jax/, data/ and the sibling scripts, with or without pip install
+  if _path not in sys.path:
+    sys.path.insert(0, _path)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import step as step_bench  # noqa: E402  (benchmarks/step.py)
+from jax.sharding import Mesh  # noqa: E402
+
+from dscl_jax.config.schema import base_config  # noqa: E402
+from dscl_jax.core import optim, sharding  # noqa: E402
+from dscl_jax.input import synthetic  # noqa: E402
+from dscl_jax.methods import get_method  # noqa: E402
+
+TORCH_STEP = os.path.join(HERE, "torch_reference_step.py")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's torch on the CPU development machine
+DEFAULT_OUTPUT = os.path.join(HERE, "results", "accelerator_check.json")
+SECTIONS = ("environment", "peak", "step", "bare", "torch", "host_pipeline", "loss_vs_cpu")  # JSON order
+MAY_SKIP = ("torch", "host_pipeline")
+_START = time.perf_counter()
+
+
+def log(message: str) -> None:
+  print(f"[accelerator_check] {time.perf_counter() - _START:6.1f} s  {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ what runs
+def full_config(batch: int, dtype: str):
+  """benchmarks/step.py's resnet50_dscl_pbsd at global batch `batch`, activations in `dtype`."""
+  c = step_bench.resnet50_config(pbsd=True)
+  c.train.batch_size = batch
+  c.model.dtype = dtype
+  return c
+
+
+def smoke_config(batch: int, dtype: str):
+  """torch_reference_step.py's smoke_dscl_pbsd: a CIFAR-style ResNet-8 on 16x16x3, K 256, 2 crops of 8x8,
+  key BatchNorm over groups of 4."""
+  c = base_config(dataset="cifar100_lt", image_size=16, channels=3, depth=8, style="cifar")
+  c.pbsd.enabled = True
+  c.pbsd.num_crops = 2
+  c.pbsd.crop_size = 8
+  c.moco.queue_size = 256
+  c.model.key_bn_group_size = 4
+  c.train.batch_size = batch
+  c.model.dtype = dtype
+  return c
+
+
+def loss_check_config(batch: int, dtype: str):
+  """The recipe's step (ImageNet-style ResNet, DSCL + PBSD, key BatchNorm groups) at a size that the host
+  CPU compiles and runs in seconds rather than minutes: ResNet-18, 64x64, K 4096, 5 crops of 32x32."""
+  c = base_config(dataset="imagenet_lt", image_size=64, channels=3, depth=18, style="imagenet")
+  c.pbsd.enabled = True
+  c.pbsd.crop_size = 32
+  c.moco.queue_size = 4096
+  c.model.key_bn_group_size = 8
+  c.train.batch_size = batch
+  c.model.dtype = dtype
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What one run measures: `make_config(global batch, model.dtype)` at each of `batches` x `dtypes`."""
+
+  make_config: Callable
+  num_classes: int
+  channels: int
+  batches: tuple[int, ...]
+  dtypes: tuple[str, ...]
+  repeats: int  # timed steps; one more runs first and is dropped
+  torch_case: str  # the case of torch_reference_step.py with make_config's shapes
+  matmul_size: int
+  loss_check_config: Callable  # (global batch, model.dtype) -> config of the accelerator-vs-CPU step
+  loss_check_batch: int
+  pipeline_images: int
+  pipeline_batches: int
+  torch_timeout_s: float
+  torch_threads: int | None = None  # the PyTorch step's host threads; None: every host core
+  pipeline_workers: int | None = None  # the host pipeline's grain workers; None: one per host core
+  bare_dtypes: tuple[str, ...] | None = None  # None: `dtypes`
+
+  def dtypes_of(self, bare: bool) -> tuple[str, ...]:
+    return self.bare_dtypes or self.dtypes if bare else self.dtypes
+
+
+FULL = Plan(
+  make_config=full_config,
+  num_classes=1000,
+  channels=3,
+  batches=(64, 128),
+  dtypes=("float32", "bfloat16"),
+  repeats=5,
+  torch_case="resnet50_dscl_pbsd",
+  matmul_size=8192,
+  loss_check_config=loss_check_config,
+  loss_check_batch=16,
+  pipeline_images=512,
+  pipeline_batches=16,
+  torch_timeout_s=300,
+)
+# One torch thread and one grain worker: on a small shared CPU more of them wait for each other (2 torch
+# threads ran a 0.05 s step in 4 s here), and the smoke test is about the code paths, not the speed. The
+# bare step only in float32: its bfloat16 compile (15 s on the loaded 2-core machine) runs no code that the
+# step's bfloat16 case does not.
+SMOKE = dataclasses.replace(
+  FULL,
+  make_config=smoke_config,
+  num_classes=10,
+  batches=(8,),
+  repeats=1,
+  torch_case="smoke_dscl_pbsd",
+  matmul_size=256,
+  loss_check_config=smoke_config,  # the step section's float32 program: compiled once with a cache
+  loss_check_batch=8,
+  pipeline_images=16,
+  pipeline_batches=2,
+  torch_timeout_s=120,
+  torch_threads=1,
+  pipeline_workers=1,
+  bare_dtypes=("float32",),
+)
+
+
+def build_step(config, num_classes: int, channels: int, mesh: Mesh, bare: bool = False):
+  """(initial state, jitted step) as training builds them (dscl_jax.core.build, which imports the data
+  readers only when a job reads data, so an accelerator host without tensorflow_datasets or grain can build
+  the step). The schedule, optimiser and class prior are benchmarks/step.py's. `bare`: step.py's
+  make_bare_step, the same convolutions and nothing else."""
+  from dscl_jax.core import build
+
+  method = get_method(config)
+  online, target = build.build_models(config, method, num_classes)
+  schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
+  tx = optim.sgd(schedule, 0.9, 5e-4)
+  counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior, as step.py
+  state = build.init_pretrain_state(config, method, online, tx, num_classes, channels, mesh, counts)
+  if not bare:
+    return state, build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh)
+  replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  step = step_bench.make_bare_step(online, target, tx, config.augment)
+  return state, jax.jit(step, in_shardings=(replicated, data), out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def synthetic_batch(config, num_classes: int, channels: int, mesh: Mesh, seed: int = 0) -> dict:
+  """The step's global batch of uint8 views (dscl_jax.input.synthetic), placed on `mesh`."""
+  views = get_method(config).requirements.views
+  host = synthetic.pretrain_batch(config, views, channels, num_classes, np.random.default_rng(seed), pixels=True)
+  return sharding.to_global(host, mesh)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled program by XLA's cost analysis (per device): a dict, a list of one
+  dict per program in older jax, or None where the backend has none. A loop body counts once (the step's
+  lax.map over the crops' loss: well under 1% of the ImageNet step)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def peak_bytes(device) -> int | None:
+  """The device's peak bytes in use since the process started; None where memory_stats() has none (CPU)."""
+  stats = device.memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def measure_peak(n: int, dtype: str, calls: int = 20, repeats: int = 3) -> dict:
+  """TFLOP/s of [n, n] @ [n, n] in `dtype` (2 n^3 FLOPs) on the default device: the best of `repeats`
+  runs of `calls` back-to-back products, so that dispatch overlaps the work."""
+  ka, kb = jax.random.split(jax.random.PRNGKey(0))
+  a, b = jax.random.normal(ka, (n, n), dtype), jax.random.normal(kb, (n, n), dtype)
+  compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+  compiled(a, b).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      out = compiled(a, b)
+    out.block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return {"n": n, "seconds_per_product": best / calls, "tflops": 2 * n**3 * calls / best / 1e12}
+
+
+def peak_section(plan: Plan) -> dict:
+  """{dtype: measure_peak(...)} for each of the plan's dtypes on the default device."""
+  device = jax.devices()[0]
+  result = {"device": f"{device.platform} {device.device_kind}", "precision": "XLA default (TF32 where the GPU has it)"}
+  for dtype in plan.dtypes:
+    result[dtype] = measure_peak(plan.matmul_size, dtype)
+    log(f"peak {dtype} {plan.matmul_size}^3: {result[dtype]['tflops']:.2f} TFLOP/s")
+  return result
+
+
+def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict) -> dict:
+  """Compile, run 1 + `plan.repeats` steps (the first dropped) and measure one (batch, dtype) case."""
+  mesh = sharding.make_mesh(1)
+  device = mesh.devices.flat[0]
+  config = plan.make_config(batch_size, dtype)
+  state, step = build_step(config, plan.num_classes, plan.channels, mesh, bare)
+  batch = synthetic_batch(config, plan.num_classes, plan.channels, mesh)
+  peak_before = peak_bytes(device)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  times = []
+  for i in range(plan.repeats + 1):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    if i:  # the first call also allocates and warms caches
+      times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  flops = compiled_flops(compiled)
+  peak_tflops = peak.get(dtype, {}).get("tflops")
+  memory = compiled.memory_analysis()
+  result = {
+    "batch": batch_size,
+    "dtype": dtype,
+    "compile_s": compile_seconds,
+    "median_step_s": median,
+    "step_times_s": times,
+    "images_per_s": batch_size / median,
+    "flops_per_step": flops,
+    "tflops": flops / median / 1e12 if flops else None,
+    "utilisation": flops / median / (peak_tflops * 1e12) if flops and peak_tflops else None,
+    "loss": float(metrics["loss"]),
+    "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+    "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+  }
+  if flops is None:
+    result["flops_note"] = f"cost_analysis() gave no FLOPs on {device.platform}"
+  # JAX cannot reset the peak counter: the reading after this case is this case's own peak only if it rose.
+  peak_after = peak_bytes(device)
+  if peak_after is None:
+    result["peak_memory_bytes"] = None
+    result["peak_memory_note"] = f"memory_stats() has no peak_bytes_in_use on {device.platform}"
+  elif peak_before is None or peak_after > peak_before:
+    result["peak_memory_bytes"] = peak_after
+  else:
+    result["peak_memory_bytes"] = None
+    result["peak_memory_at_most_bytes"] = peak_after
+    result["peak_memory_note"] = "not above an earlier case's peak, and JAX cannot reset the counter"
+  log(
+    f"{'bare' if bare else 'step'} batch {batch_size} {dtype}: compile {compile_seconds:.1f} s, "
+    f"{median:.4f} s/step, {result['images_per_s']:.1f} images/s"
+  )
+  return result
+
+
+def cases_section(plan: Plan, bare: bool, peak: dict) -> dict:
+  """Every (batch, dtype) case of the step (or of its bare backbone), each from a fresh state."""
+  cases = []
+  for batch_size in plan.batches:  # smaller first, bfloat16 first: each peak-memory reading more likely its own
+    for dtype in sorted(plan.dtypes_of(bare), key=lambda d: d != "bfloat16"):
+      cases.append(measure_case(plan, batch_size, dtype, bare, peak))
+      gc.collect()  # the case's state and batch go before the next one's
+  what = "the same convolutions only (step.py --bare)" if bare else "the DSCL + PBSD pretrain step"
+  return {"what": what, "shapes": describe(plan.make_config(plan.batches[0], "float32")), "devices": 1, "cases": cases}
+
+
+def describe(config) -> str:
+  """The shapes of a pretrain config, e.g. "ResNet-50 (imagenet), 224x224, K 65536, 5 crops of 64x64"."""
+  s, crop = config.augment.image_size, config.pbsd.crop_size
+  crops = f", {config.pbsd.num_crops} crops of {crop}x{crop}" if config.pbsd.enabled else ""
+  return f"ResNet-{config.model.depth} ({config.model.style}), {s}x{s}, K {config.moco.queue_size}{crops}"
+
+
+def loss_vs_cpu_section(plan: Plan) -> dict:
+  """One float32 step from the same state (same seed) and batch on the default device and on the host
+  CPU: the loss it reports (computed before its update) on each."""
+  config = plan.loss_check_config(plan.loss_check_batch, "float32")
+  accelerator = jax.devices()[0]
+  try:
+    cpu = jax.devices("cpu")[0]
+  except RuntimeError as error:
+    raise RuntimeError(f"no CPU backend ({error}): unset JAX_PLATFORMS or set it to e.g. 'cuda,cpu'") from None
+
+  def one_step(device, precision=None) -> float:
+    mesh = Mesh(np.asarray([device]), ("data",))
+    with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
+      state, step = build_step(config, plan.num_classes, plan.channels, mesh)
+      _, metrics = step(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh))
+    return float(metrics["loss"])
+
+  loss_cpu = one_step(cpu)
+  log(f"loss on the CPU: {loss_cpu:.6f}")
+  loss_accelerator = one_step(accelerator)
+  log(f"loss on {accelerator.platform}: {loss_accelerator:.6f}")
+  relative = lambda loss: abs(loss - loss_cpu) / abs(loss_cpu)
+  result = {
+    "accelerator": f"{accelerator.platform} {accelerator.device_kind} {accelerator.id}",
+    "cpu": f"{cpu.platform} {cpu.device_kind} {cpu.id}",
+    "same_device": accelerator == cpu,
+    "shapes": describe(config),
+    "batch": plan.loss_check_batch,
+    "loss_accelerator": loss_accelerator,
+    "loss_cpu": loss_cpu,
+    "relative_difference": relative(loss_accelerator),
+  }
+  if result["same_device"]:  # the CPU's float32 is full float32 at any precision setting
+    return result | {"note": "no accelerator: the CPU against itself"}
+  loss_highest = one_step(accelerator, "highest")
+  log(f"loss on {accelerator.platform} at the highest precision: {loss_highest:.6f}")
+  return result | {
+    "loss_accelerator_highest_precision": loss_highest,
+    "relative_difference_highest_precision": relative(loss_highest),
+    "note": "float32 at XLA's default precision may use TF32 on a GPU; 'highest' shows what is left without it",
+  }
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch
+def find_torch_python() -> tuple[str | None, dict | str]:
+  """(the Python that runs the PyTorch step, what it reports): this one when it imports torch and
+  torchvision (the accelerator image), else /usr/bin/python3 (Debian's torch on the CPU machine);
+  (None, why) when neither does."""
+  probe = (
+    "import json, torch, torchvision; cuda = torch.cuda.is_available(); print(json.dumps({'torch': "
+    "torch.__version__, 'torchvision': torchvision.__version__, 'cuda': cuda, "
+    "'device_name': torch.cuda.get_device_name(0) if cuda else 'cpu'}))"
+  )
+  reasons = []
+  for python in dict.fromkeys((sys.executable, SYSTEM_PYTHON)):
+    if not os.path.exists(python):
+      reasons.append(f"{python}: not found")
+      continue
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
+    if done.returncode == 0:
+      return python, json.loads(done.stdout.strip().splitlines()[-1])
+    reasons.append(f"{python}: {(done.stderr.strip().splitlines() or ['exit %d' % done.returncode])[-1]}")
+  return None, "no Python here imports torch and torchvision: " + "; ".join(reasons)
+
+
+def torch_section(plan: Plan, python: str | None, probe: dict | str) -> dict:
+  """torch_reference_step.py at each (batch, dtype, layout), one subprocess each; the first failure makes
+  the section a skip naming it (with the runs before it)."""
+  if python is None:
+    return {"skipped": probe}
+  device = "cuda" if probe["cuda"] else "cpu"
+  layouts = (False, True) if device == "cuda" else (False,)  # channels-last matters to cuDNN, not here
+  result = {"python": python, "device": device, "device_name": probe["device_name"], "cases": []}
+  if device == "cuda":  # PyTorch's defaults, against XLA's TF32 for both (the peak section)
+    result["precision"] = "float32: cuDNN convolutions in TF32, matmuls in float32; bfloat16: autocast"
+  for batch_size in plan.batches:
+    for dtype in plan.dtypes:
+      for channels_last in layouts:
+        with tempfile.TemporaryDirectory() as tmp:
+          out = os.path.join(tmp, "torch.json")
+          command = [python, TORCH_STEP, "--case", plan.torch_case, "--batch", str(batch_size)]
+          threads = plan.torch_threads or os.cpu_count()
+          command += ["--repeats", str(plan.repeats), "--threads", str(threads), "--device", device]
+          command += ["--dtype", dtype, "--out", out] + ["--channels-last"] * channels_last
+          what = f"{plan.torch_case} batch {batch_size} {dtype} {'NHWC' if channels_last else 'NCHW'} on {device}"
+          try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=plan.torch_timeout_s)
+          except subprocess.TimeoutExpired:
+            return dict(result, skipped=f"{what}: no result within {plan.torch_timeout_s:.0f} s")
+          if done.returncode:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            return dict(result, skipped=f"{what}: exit {done.returncode}: {tail}")
+          with open(out) as f:
+            case = json.load(f)
+        keep = ("batch", "dtype", "channels_last", "median_step_s", "images_per_s", "loss", "peak_memory_bytes")
+        result["cases"].append({k: case.get(k) for k in keep} | {"step_times_s": case["step_times_s"]})
+        log(f"PyTorch {what}: {case['median_step_s']:.4f} s/step, {case['images_per_s']:.1f} images/s")
+  return result
+
+
+def ours_over_torch(step: dict, torch: dict) -> list[dict]:
+  """Per (batch, dtype): our step's images/s over PyTorch's best layout's."""
+  rows = []
+  for ours in step.get("cases", []):
+    theirs = [c for c in torch.get("cases", []) if (c["batch"], c["dtype"]) == (ours["batch"], ours["dtype"])]
+    if theirs:
+      best = max(theirs, key=lambda c: c["images_per_s"])
+      rows.append(
+        {
+          "batch": ours["batch"],
+          "dtype": ours["dtype"],
+          "ours_images_per_s": ours["images_per_s"],
+          "pytorch_images_per_s": best["images_per_s"],
+          "pytorch_layout": "NHWC" if best["channels_last"] else "NCHW",
+          "ours_over_pytorch": ours["images_per_s"] / best["images_per_s"],
+        }
+      )
+  return rows
+
+
+# ----------------------------------------------------------------------------------- host input pipeline
+def host_pipeline_section(plan: Plan) -> dict:
+  """benchmarks/input_pipeline.py's `measure_host_pipeline(num_workers, device_augment, num_images,
+  batches) -> dict` (with at least "images_per_s") with a grain worker per host core (`plan.pipeline_workers`),
+  PIL path and device-augmentation path. Skipped, saying why, when grain / ml_collections or the function
+  are missing."""
+  try:
+    import grain  # noqa: F401
+    import ml_collections  # noqa: F401
+  except ImportError as error:
+    return {"skipped": f"the host pipeline needs grain and ml_collections (see this file's docstring): {error}"}
+  try:
+    import input_pipeline
+  except ImportError as error:
+    return {"skipped": f"benchmarks/input_pipeline.py does not import here: {error}"}
+  measure = getattr(input_pipeline, "measure_host_pipeline", None)
+  if measure is None:
+    return {
+      "skipped": "benchmarks/input_pipeline.py has no measure_host_pipeline(num_workers, device_augment, "
+      "num_images, batches) yet"
+    }
+  workers = plan.pipeline_workers or os.cpu_count()
+  result = {"num_workers": workers}
+  for name, device_augment in (("pil", False), ("device_augment", True)):
+    result[name] = measure(
+      num_workers=workers, device_augment=device_augment, num_images=plan.pipeline_images, batches=plan.pipeline_batches
+    )
+    log(f"host pipeline, {name}: {result[name].get('images_per_s', float('nan')):.1f} images/s")
+  return result
+
+
+# ------------------------------------------------------------------------------------------------- report
+def versions(torch_probe: dict | str) -> dict:
+  def version(name):
+    try:
+      return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+
+  found = {name: version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections", "grain")}
+  found["python"] = platform.python_version()
+  torch = torch_probe if isinstance(torch_probe, dict) else {}
+  found["torch"], found["torchvision"] = torch.get("torch"), torch.get("torchvision")
+  return found
+
+
+def environment_section(torch_python: str | None, torch_probe: dict | str) -> dict:
+  devices = jax.devices()
+  return {
+    "devices": [{"id": d.id, "platform": d.platform, "device_kind": d.device_kind} for d in devices],
+    "device_count": len(devices),
+    "default_backend": jax.default_backend(),
+    "host_cpus": os.cpu_count(),
+    "host": platform.platform(),
+    "versions": versions(torch_probe),
+    "torch_python": torch_python,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "jax_platforms": os.environ.get("JAX_PLATFORMS", ""),
+  }
+
+
+def problems(sections: dict, plan: Plan) -> list[str]:
+  """What keeps `sections` from being a full result: a missing or failed section, a skip where none is
+  allowed or without a reason; in a section without those, a (batch, dtype) case without a positive
+  images/s and a finite loss, a dtype without a peak, a loss check without finite losses."""
+  found = []
+  for name in SECTIONS:
+    section = sections.get(name)
+    if section is None:
+      found.append(f"{name}: missing")
+    elif "error" in section:
+      found.append(f"{name}: failed: {section['error'].strip().splitlines()[-1]}")
+    elif "skipped" in section and (name not in MAY_SKIP or not str(section["skipped"]).strip()):
+      found.append(f"{name}: skipped ({section['skipped']!r}); only {' and '.join(MAY_SKIP)} may be, with a reason")
+  reported = {line.split(":")[0] for line in found}
+  ran = lambda name: name not in reported and "skipped" not in sections[name]
+  for name in ("step", "bare"):
+    wanted = {(b, d) for b in plan.batches for d in plan.dtypes_of(name == "bare")}
+    cases = sections[name].get("cases", []) if ran(name) else []
+    good = {(c["batch"], c["dtype"]) for c in cases if c["images_per_s"] > 0 and math.isfinite(c["loss"])}
+    if ran(name) and good != wanted:
+      found.append(f"{name}: cases with numbers {sorted(good)}, wanted {sorted(wanted)}")
+  if ran("peak") and not all(sections["peak"].get(d, {}).get("tflops", 0) > 0 for d in plan.dtypes):
+    found.append(f"peak: no TFLOP/s for every dtype of {plan.dtypes}")
+  losses = (
+    [sections["loss_vs_cpu"].get(k, math.nan) for k in ("loss_accelerator", "loss_cpu")] if ran("loss_vs_cpu") else []
+  )
+  if not all(math.isfinite(loss) for loss in losses):
+    found.append("loss_vs_cpu: a loss is not finite")
+  return found
+
+
+def markdown(result: dict) -> str:
+  s = result["sections"]
+  env = s["environment"]
+  kinds = sorted({f"{d['device_kind']} ({d['platform']})" for d in env.get("devices", [])})
+  v = env.get("versions", {})
+  lines = [
+    f"## accelerator check{' (smoke)' if result['smoke'] else ''}: {', '.join(kinds)} x{env.get('device_count')}",
+    f"jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, torch {v.get('torch')}, "
+    f"torchvision {v.get('torchvision')}; {result['total_s']:.0f} s in all",
+    "",
+  ]
+  peak = s["peak"]
+  fmt = lambda x, spec: "-" if x is None else format(x, spec)
+  if "error" not in peak:
+    lines.append(
+      "peak: " + ", ".join(f"{d} {v['n']}^3 {v['tflops']:.2f} TFLOP/s" for d, v in peak.items() if isinstance(v, dict))
+    )
+  lines += [
+    "",
+    "| side | dtype | batch | layout | compile s | step s | images/s | GFLOP/step | utilisation | peak GiB |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for side, name in (("ours", "step"), ("ours, bare", "bare")):
+    for c in s[name].get("cases", []):
+      flops = c["flops_per_step"] / 1e9 if c["flops_per_step"] else None
+      memory = c["peak_memory_bytes"] / 2**30 if c["peak_memory_bytes"] else None
+      lines.append(
+        f"| {side} | {c['dtype']} | {c['batch']} | NHWC | {c['compile_s']:.1f} | {c['median_step_s']:.4f} | "
+        f"{c['images_per_s']:.1f} | {fmt(flops, '.1f')} | {fmt(c['utilisation'], '.1%')} | {fmt(memory, '.1f')} |"
+      )
+  for c in s["torch"].get("cases", []):
+    memory = c["peak_memory_bytes"] / 2**30 if c["peak_memory_bytes"] else None
+    lines.append(
+      f"| PyTorch | {c['dtype']} | {c['batch']} | {'NHWC' if c['channels_last'] else 'NCHW'} | - | "
+      f"{c['median_step_s']:.4f} | {c['images_per_s']:.1f} | - | - | {fmt(memory, '.1f')} |"
+    )
+  if "skipped" in s["torch"]:
+    lines.append(f"\nPyTorch: skipped: {s['torch']['skipped']}")
+  rows = s["torch"].get("ours_over_pytorch", [])
+  if rows:
+    lines += [
+      "",
+      "| dtype | batch | ours images/s | PyTorch images/s (layout) | ours / PyTorch |",
+      "|---|---|---|---|---|",
+    ]
+    for r in rows:
+      lines.append(
+        f"| {r['dtype']} | {r['batch']} | {r['ours_images_per_s']:.1f} | {r['pytorch_images_per_s']:.1f} "
+        f"({r['pytorch_layout']}) | {r['ours_over_pytorch']:.2f} |"
+      )
+  check = s["loss_vs_cpu"]
+  if "loss_cpu" in check:
+    lines.append(
+      f"\nloss of one float32 step, batch {check['batch']}: {check['accelerator']} {check['loss_accelerator']:.6f}, "
+      f"{check['cpu']} {check['loss_cpu']:.6f}, relative difference {check['relative_difference']:.2e}"
+      + (" (same device)" if check["same_device"] else "")
+      + (
+        f" (highest precision {check['relative_difference_highest_precision']:.2e})"
+        if "relative_difference_highest_precision" in check
+        else ""
+      )
+    )
+  pipe = s["host_pipeline"]
+  if "skipped" in pipe:
+    lines.append(f"host pipeline: skipped: {pipe['skipped']}")
+  elif "pil" in pipe:
+    lines.append(
+      f"host pipeline, grain workers {pipe['num_workers']}: PIL {pipe['pil'].get('images_per_s', float('nan')):.1f} "
+      f"images/s, device augmentation {pipe['device_augment'].get('images_per_s', float('nan')):.1f} images/s"
+    )
+  return "\n".join(lines)
+
+
+def run_section(name: str, fn, *args) -> dict:
+  """`fn(*args)` with its seconds; an exception becomes {"error": traceback}, so that a failing section
+  keeps neither the others from running nor their numbers from being written (the run still fails)."""
+  log(f"{name} ...")
+  start = time.perf_counter()
+  try:
+    result = fn(*args)
+  except Exception:  # noqa: BLE001  (recorded, reported, and the run exits 1)
+    result = {"error": traceback.format_exc()}
+    log(f"{name} FAILED: {result['error'].strip().splitlines()[-1]}")
+  result["seconds"] = time.perf_counter() - start
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the JSON file to write")
+  parser.add_argument("--smoke", action="store_true", help="the same code paths at tiny shapes (~1 min on a CPU)")
+  args = parser.parse_args(argv)
+  plan = SMOKE if args.smoke else FULL
+
+  sections = {}
+  # PyTorch first: a subprocess that has the GPU to itself, before JAX reserves most of its memory.
+  log("looking for a Python with torch ...")
+  torch_python, torch_probe = find_torch_python()
+  sections["torch"] = run_section("torch", torch_section, plan, torch_python, torch_probe)
+  sections["environment"] = run_section("environment", environment_section, torch_python, torch_probe)
+  sections["peak"] = run_section("peak", peak_section, plan)
+  peak = sections["peak"] if "error" not in sections["peak"] else {}
+  sections["bare"] = run_section("bare", cases_section, plan, True, peak)
+  sections["step"] = run_section("step", cases_section, plan, False, peak)
+  sections["torch"]["ours_over_pytorch"] = ours_over_torch(sections["step"], sections["torch"])
+  sections["loss_vs_cpu"] = run_section("loss_vs_cpu", loss_vs_cpu_section, plan)
+  sections["host_pipeline"] = run_section("host_pipeline", host_pipeline_section, plan)
+
+  result = {
+    "smoke": args.smoke,
+    "command": [os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:]),
+    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "total_s": time.perf_counter() - _START,
+    "load_average": os.getloadavg(),
+    "sections": {name: sections[name] for name in SECTIONS},
+  }
+  missing = problems(result["sections"], plan)
+  output = args.output if not missing else os.path.splitext(args.output)[0] + ".incomplete.json"
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, "w") as f:
+    json.dump(result, f, indent=2)
+  if missing:
+    print(f"INCOMPLETE, so written to {output}, not {args.output}:\n  " + "\n  ".join(missing), file=sys.stderr)
+  else:
+    log(f"wrote {output}")
+  print(markdown(result), flush=True)
+  return 1 if missing else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

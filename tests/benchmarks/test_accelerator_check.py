@@ -1,0 +1,144 @@
+"""benchmarks/accelerator_check.py: `--smoke` runs every section at tiny shapes on the CPU and writes one JSON
+of real numbers (or a skip with its reason where one is allowed); its step builder builds what training
+builds; the step sections import without grain or tensorflow_datasets; a partial result is refused."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import jax
+
+from tests import REPO_ROOT, benchmark_modules, cpu_env
+
+ac = benchmark_modules.load("accelerator_check")
+DTYPES = {"float32", "bfloat16"}
+
+
+def test_smoke_writes_every_section_with_numbers(tmp_path):
+  out = tmp_path / "x.json"
+  done = subprocess.run(
+    [sys.executable, "benchmarks/accelerator_check.py", "--smoke", "--output", str(out)],
+    cwd=REPO_ROOT,
+    env=cpu_env(1),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+  assert "[accelerator_check]" in done.stderr and "| side | dtype | batch |" in done.stdout
+  result = json.loads(out.read_text())
+  sections = result["sections"]
+  assert result["smoke"] and set(sections) == set(ac.SECTIONS)
+  assert ac.problems(sections, ac.SMOKE) == []
+  for name, section in sections.items():
+    assert "error" not in section, name
+    if "skipped" in section:  # only these two may, and with a reason
+      assert name in ("torch", "host_pipeline") and section["skipped"].strip(), (name, section)
+
+  env = sections["environment"]
+  assert env["device_count"] == len(env["devices"]) == 1
+  assert env["devices"][0]["platform"] == "cpu" and env["devices"][0]["device_kind"]
+  assert env["versions"]["jax"] == jax.__version__ and env["versions"]["flax"]
+
+  for dtype in DTYPES:
+    assert sections["peak"][dtype]["tflops"] > 0
+  assert {c["dtype"] for c in sections["step"]["cases"]} == DTYPES
+  assert {c["dtype"] for c in sections["bare"]["cases"]} == {"float32"}  # the smoke's one bare case
+  for name in ("step", "bare"):
+    for c in sections[name]["cases"]:
+      assert c["batch"] == 8
+      assert c["images_per_s"] > 0 and c["flops_per_step"] > 0 and c["compile_s"] > 0, c
+      assert 0 < c["utilisation"] and math.isfinite(c["loss"]), c
+      assert c["peak_memory_bytes"] is None and "cpu" in c["peak_memory_note"]  # no memory_stats() on the CPU
+  # The real step does more than its backbone: the queue, the target's forward, the losses, RoIAlign.
+  flops = {(n, c["dtype"]): c["flops_per_step"] for n in ("step", "bare") for c in sections[n]["cases"]}
+  assert flops["step", "float32"] > flops["bare", "float32"]
+
+  torch = sections["torch"]
+  if "skipped" not in torch:
+    assert {c["dtype"] for c in torch["cases"]} == DTYPES and torch["device"] == "cpu"
+    assert all(c["images_per_s"] > 0 and math.isfinite(c["loss"]) for c in torch["cases"])
+    assert {r["dtype"] for r in torch["ours_over_pytorch"]} == DTYPES
+    assert all(r["ours_over_pytorch"] > 0 for r in torch["ours_over_pytorch"])
+
+  pipeline = sections["host_pipeline"]
+  if "skipped" not in pipeline:
+    assert pipeline["pil"]["images_per_s"] > 0 and pipeline["device_augment"]["images_per_s"] > 0
+
+  check = sections["loss_vs_cpu"]
+  assert check["same_device"] is True  # JAX_PLATFORMS=cpu: the CPU against itself
+  assert math.isfinite(check["loss_cpu"]) and math.isfinite(check["loss_accelerator"])
+  assert check["relative_difference"] < 1e-5
+
+
+def test_the_step_sections_import_without_grain_or_tensorflow_datasets():
+  """An accelerator image has no grain (nor its extras), tensorflow_datasets or tensorflow: the script
+  still imports, and the host pipeline section says why it is skipped."""
+  script = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class Absent(importlib.abc.MetaPathFinder):
+      def find_spec(self, name, path, target=None):
+        absent = ("grain", "array_record", "cloudpickle", "portpicker", "tensorflow_datasets", "tensorflow")
+        if name.split(".")[0] in absent:
+          raise ImportError(f"No module named {name!r}")
+    sys.meta_path.insert(0, Absent())
+    sys.path.insert(0, "benchmarks")
+    import accelerator_check as ac
+    print(ac.host_pipeline_section(ac.SMOKE)["skipped"])
+    """
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", script], cwd=REPO_ROOT, env=cpu_env(1), capture_output=True, text=True, timeout=300
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "needs grain and ml_collections" in done.stdout and "'grain'" in done.stdout
+
+
+def test_a_partial_result_is_refused_naming_what_is_missing():
+  case = lambda dtype: {"batch": 8, "dtype": dtype, "images_per_s": 10.0, "loss": 1.0}
+  good = {
+    "environment": {"devices": []},
+    "peak": {"float32": {"tflops": 1.0}, "bfloat16": {"tflops": 2.0}},
+    "step": {"cases": [case("float32"), case("bfloat16")]},
+    "bare": {"cases": [case("float32")]},
+    "torch": {"skipped": "no Python here imports torch"},
+    "host_pipeline": {"skipped": "no grain"},
+    "loss_vs_cpu": {"loss_accelerator": 1.0, "loss_cpu": 1.0},
+  }
+  assert ac.problems(good, ac.SMOKE) == []
+  bad = dict(good, peak={"skipped": "why not"}, host_pipeline={"skipped": " "})
+  bad["step"] = {"cases": [case("float32"), dict(case("bfloat16"), loss=math.nan)]}
+  bad["loss_vs_cpu"] = {"error": "Traceback ...\nRuntimeError: no CPU backend"}
+  del bad["environment"]
+  assert ac.problems(bad, ac.SMOKE) == [
+    "environment: missing",
+    "peak: skipped ('why not'); only torch and host_pipeline may be, with a reason",
+    "host_pipeline: skipped (' '); only torch and host_pipeline may be, with a reason",
+    "loss_vs_cpu: failed: RuntimeError: no CPU backend",
+    "step: cases with numbers [(8, 'float32')], wanted [(8, 'bfloat16'), (8, 'float32')]",
+  ]
+
+
+def test_a_failing_section_leaves_the_others_and_writes_only_an_incomplete_file(tmp_path, monkeypatch, capsys):
+  def broken(plan):
+    raise RuntimeError("the matmul fell over")
+
+  def cases(plan, bare, peak):
+    case = dict(compile_s=1.0, median_step_s=8.0, images_per_s=1.0, flops_per_step=None, utilisation=None, loss=1.0)
+    return {"cases": [dict(case, batch=8, dtype=d, peak_memory_bytes=None) for d in plan.dtypes_of(bare)]}
+
+  monkeypatch.setattr(ac, "find_torch_python", lambda: (None, "no Python here imports torch"))
+  monkeypatch.setattr(ac, "peak_section", broken)
+  monkeypatch.setattr(ac, "cases_section", cases)
+  check = dict(accelerator="cpu", cpu="cpu", same_device=True, batch=8, relative_difference=0.0)
+  monkeypatch.setattr(ac, "loss_vs_cpu_section", lambda plan: dict(check, loss_accelerator=1.0, loss_cpu=1.0))
+  monkeypatch.setattr(ac, "host_pipeline_section", lambda plan: {"skipped": "no grain"})
+  assert ac.main(["--smoke", "--output", str(tmp_path / "x.json")]) == 1
+  assert not (tmp_path / "x.json").exists()
+  result = json.loads((tmp_path / "x.incomplete.json").read_text())
+  assert "RuntimeError: the matmul fell over" in result["sections"]["peak"]["error"]
+  assert result["sections"]["step"]["cases"] and result["sections"]["torch"]["skipped"]
+  assert "peak: failed: RuntimeError: the matmul fell over" in capsys.readouterr().err
