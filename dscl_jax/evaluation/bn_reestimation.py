@@ -17,21 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from dscl_jax.core import sharding
-from dscl_jax.input import pixels
+from dscl_jax.input import device_augment
 from dscl_jax.models.resnet import BatchNorm
 
 
 def batch_statistics_step(trunk, mesh, cfg_augment):
-  """`(trunk_variables, images [B, H, W, C] uint8) -> batch_stats` whose leaves are this batch's mean and
-  unbiased variance of every BatchNorm input (the whole global batch: synchronised over devices)."""
+  """`(trunk_variables, batch) -> batch_stats` whose leaves are this batch's mean and unbiased variance of
+  every BatchNorm input (the whole global batch: synchronised over devices). `batch`: a probe batch's
+  "image" [B, H, W, C] uint8, with its "image_augment" [B, 11] under `augment.on_device` (the flip the probe
+  step applies too)."""
   momentum = BatchNorm.momentum
 
-  def step(variables, images):
+  def step(variables, batch):
+    images = device_augment.finish_views(batch, cfg_augment, None)["image"]
     # From zero running statistics one training-mode update leaves (1 - momentum) x the batch statistic.
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
     _, mutated = trunk.apply(
       {"params": variables["params"], "batch_stats": zeros},
-      pixels.to_float(images, cfg_augment),
+      images,
       train=True,
       mutable=["batch_stats"],
     )
@@ -44,13 +47,15 @@ def batch_statistics_step(trunk, mesh, cfg_augment):
 def reestimate_batch_stats(
   trunk, trunk_variables, batches: Iterator[dict[str, np.ndarray]], num_batches: int, mesh, cfg_augment
 ):
-  """The trunk's batch_stats averaged over `num_batches` batches ("image" [B, H, W, C]) of `batches`."""
+  """The trunk's batch_stats averaged over `num_batches` probe batches of `batches` (their "image" [B, H, W,
+  C], and "image_augment" where the probe augments on the device)."""
   if num_batches < 1:
     raise ValueError(f"num_batches {num_batches} must be >= 1")
   step = batch_statistics_step(trunk, mesh, cfg_augment)
   total = None
   for _ in range(num_batches):
-    images = sharding.to_global({"image": next(batches)["image"]}, mesh)["image"]
+    batch = next(batches)
+    images = sharding.to_global({k: v for k, v in batch.items() if k.startswith("image")}, mesh)
     stats = jax.tree.map(lambda x: np.asarray(x, np.float64), step(trunk_variables, images))
     total = stats if total is None else jax.tree.map(np.add, total, stats)
   return jax.tree.map(lambda x: jnp.asarray(x / num_batches, jnp.float32), total)

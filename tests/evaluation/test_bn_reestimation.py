@@ -61,6 +61,30 @@ def test_running_statistics_become_the_probe_batch_statistics():
     np.testing.assert_allclose(flat[bn + ("var",)], var, rtol=1e-4, atol=1e-5, err_msg=str(bn))
 
 
+def test_device_augmented_probe_batches_are_flipped_first():
+  """With `augment.on_device` a probe batch holds unflipped crops and their flips ("image_augment"):
+  the statistics are those of the flipped images, as the probe step sees them."""
+  trunk, variables = trunk_and_variables()
+  rng = np.random.default_rng(3)
+  cfg_augment = augment.default_augment_config(16, 1)
+  cfg_augment.on_device = True
+  crops = rng.integers(0, 256, size=(8, 16, 16, 1), dtype=np.uint8)
+  flips = np.array([1, 0, 1, 1, 0, 0, 1, 0], np.float32)
+  params = np.stack([augment.ColourDraw().vector(bool(f)) for f in flips])
+  batch = {"image": crops, "image_augment": params, "label": np.zeros(8, np.int32)}
+  stats = reestimate_batch_stats(trunk, variables, iter([batch]), 1, sharding.make_mesh(1), cfg_augment)
+  flipped = np.where(flips[:, None, None, None] > 0, crops[:, :, ::-1], crops)
+  expected = batch_statistics(trunk, variables, augment.normalize(flipped, cfg_augment.mean, cfg_augment.std))
+  unflipped = batch_statistics(trunk, variables, augment.normalize(crops, cfg_augment.mean, cfg_augment.std))
+  flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, stats))
+  moved = 0
+  for bn, (mean, var) in expected.items():
+    np.testing.assert_allclose(flat[bn + ("mean",)], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(flat[bn + ("var",)], var, rtol=1e-4, atol=1e-5)
+    moved += not np.allclose(unflipped[bn][0], mean, rtol=1e-4, atol=1e-5)
+  assert moved > 0  # the flips matter to some layer, so the check above can tell the two apart
+
+
 def test_one_batch_gives_its_own_statistics():
   trunk, variables = trunk_and_variables()
   images = np.random.default_rng(2).normal(size=(8, 16, 16, 1)).astype(np.float32)
