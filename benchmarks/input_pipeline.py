@@ -1,7 +1,7 @@
 """Input pipeline throughput: DSCL + PBSD views from JPEG files, the PIL path against the device path, and
 torchvision beside them.
 
-    python benchmarks/input_pipeline.py          # about 6 minutes on 2 CPU cores
+    python benchmarks/input_pipeline.py          # about 10 minutes on 2 CPU cores
 
 Writes ~512 ImageNet-sized JPEGs (500x375 .. 640x480, quality 90) in a temporary split-list layout,
 then times `dscl_jax.input.pipeline.pretrain_iterator` for the full ImageNet DSCL + PBSD recipe (224
