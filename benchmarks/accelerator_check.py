@@ -84,7 +84,7 @@ import step as step_bench  # noqa: E402  (benchmarks/step.py)
 from jax.sharding import Mesh  # noqa: E402
 
 from dscl_jax.config.schema import base_config  # noqa: E402
-from dscl_jax.core import optim, sharding  # noqa: E402
+from dscl_jax.core import sharding  # noqa: E402
 from dscl_jax.input import synthetic  # noqa: E402
 from dscl_jax.methods import get_method  # noqa: E402
 
@@ -199,26 +199,6 @@ SMOKE = dataclasses.replace(
 )
 
 
-def build_step(config, num_classes: int, channels: int, mesh: Mesh, bare: bool = False):
-  """(initial state, jitted step) as training builds them (dscl_jax.core.build, which imports the data
-  readers only when a job reads data, so an accelerator host without tensorflow_datasets or grain can build
-  the step). The schedule, optimiser and class prior are benchmarks/step.py's. `bare`: step.py's
-  make_bare_step, the same convolutions and nothing else."""
-  from dscl_jax.core import build
-
-  method = get_method(config)
-  online, target = build.build_models(config, method, num_classes)
-  schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
-  tx = optim.sgd(schedule, 0.9, 5e-4)
-  counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior, as step.py
-  state = build.init_pretrain_state(config, method, online, tx, num_classes, channels, mesh, counts)
-  if not bare:
-    return state, build.jit_pretrain_step(config, method, online, target, tx, schedule, mesh)
-  replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  step = step_bench.make_bare_step(online, target, tx, config.augment)
-  return state, jax.jit(step, in_shardings=(replicated, data), out_shardings=(replicated, replicated), donate_argnums=0)
-
-
 def synthetic_batch(config, num_classes: int, channels: int, mesh: Mesh, seed: int = 0) -> dict:
   """The step's global batch of uint8 views (dscl_jax.input.synthetic), placed on `mesh`."""
   views = get_method(config).requirements.views
@@ -227,17 +207,6 @@ def synthetic_batch(config, num_classes: int, channels: int, mesh: Mesh, seed: i
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def compiled_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled program by XLA's cost analysis (per device): a dict, a list of one
-  dict per program in older jax, or None where the backend has none. A loop body counts once (the step's
-  lax.map over the crops' loss: well under 1% of the ImageNet step)."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
-
-
 def peak_bytes(device) -> int | None:
   """The device's peak bytes in use since the process started; None where memory_stats() has none (CPU)."""
   stats = device.memory_stats()
@@ -276,21 +245,12 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   mesh = sharding.make_mesh(1)
   device = mesh.devices.flat[0]
   config = plan.make_config(batch_size, dtype)
-  state, step = build_step(config, plan.num_classes, plan.channels, mesh, bare)
+  state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare)
   batch = synthetic_batch(config, plan.num_classes, plan.channels, mesh)
   peak_before = peak_bytes(device)
-  start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_seconds = time.perf_counter() - start
-  times = []
-  for i in range(plan.repeats + 1):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    if i:  # the first call also allocates and warms caches
-      times.append(time.perf_counter() - start)
+  compiled, compile_seconds, times, state, metrics = step_bench.compile_and_time(step, state, batch, plan.repeats)
   median = statistics.median(times)
-  flops = compiled_flops(compiled)
+  flops = step_bench.compiled_flops(compiled)
   peak_tflops = peak.get(dtype, {}).get("tflops")
   memory = compiled.memory_analysis()
   result = {
@@ -358,7 +318,7 @@ def loss_vs_cpu_section(plan: Plan) -> dict:
   def one_step(device, precision=None) -> float:
     mesh = Mesh(np.asarray([device]), ("data",))
     with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
-      state, step = build_step(config, plan.num_classes, plan.channels, mesh)
+      state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh)
       _, metrics = step(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh))
     return float(metrics["loss"])
 

@@ -156,57 +156,40 @@ def device_cost(batch_size: int) -> dict:
   import jax
   import step as step_bench  # benchmarks/step.py, beside this script
 
-  from dscl_jax.core import optim, sharding
-  from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+  from dscl_jax.core import sharding
   from dscl_jax.input import device_augment, synthetic
   from dscl_jax.methods import get_method
 
-  def flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
-
-  def median_seconds(function, argument, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats + 1):
-      start = time.perf_counter()
-      jax.block_until_ready(function(argument))
-      times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])  # the first call also allocates
-
   result = {"batch": batch_size, "case": "ResNet-50, 224 px, K 65536, 5 crops of 64 px (benchmarks/step.py)"}
   mesh = sharding.make_mesh(-1)
-  schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
-  tx = optim.sgd(schedule, 0.9, 5e-4)
   for on_device in (False, True):
     config = step_bench.resnet50_config(True)
     config.train.batch_size = batch_size
     config.model.key_bn_group_size = batch_size
     config.augment.on_device = on_device
-    method = get_method(config)
-    online, target = build_models(config, method, 1000)
-    counts = np.geomspace(1000, 10, 1000).round()
-    state = init_pretrain_state(config, method, online, tx, 1000, 3, mesh, counts)
-    batch = synthetic.pretrain_batch(config, method.requirements.views, 3, 1000, np.random.default_rng(0), pixels=True)
+    state, step = step_bench.build_step(config, 1000, 3, mesh)
+    views = get_method(config).requirements.views
+    batch = synthetic.pretrain_batch(config, views, 3, 1000, np.random.default_rng(0), pixels=True)
     batch = sharding.to_global(batch, mesh)
-    start = time.perf_counter()
-    compiled = jit_pretrain_step(config, method, online, target, tx, schedule, mesh).lower(state, batch).compile()
     name = "device" if on_device else "pil"
-    result[f"{name}_compile_s"] = time.perf_counter() - start
-    result[f"{name}_step_flops"] = flops(compiled)
+    if on_device:  # compiled and timed; the PIL path's step is only compiled, for its FLOPs
+      compiled, compile_s, times, _, _ = step_bench.compile_and_time(step, state, batch, repeats=2)
+      result["step_s"] = statistics.median(times)
+    else:
+      start = time.perf_counter()
+      compiled = step.lower(state, batch).compile()
+      compile_s = time.perf_counter() - start
+    result[f"{name}_compile_s"] = compile_s
+    result[f"{name}_step_flops"] = step_bench.compiled_flops(compiled)
     print(f"step with on_device={on_device}: {result[f'{name}_step_flops'] / 1e9:.1f} GFLOP", flush=True)
-    if on_device:
-      states = [state]  # the step donates its state: each call takes the one the last call returned
-
-      def one_step(batch):
-        states[0], metrics = compiled(states[0], batch)
-        return metrics
-
-      result["step_s"] = median_seconds(one_step, batch, repeats=2)
-      augment_only = jax.jit(lambda b: device_augment.finish_views(b, config.augment, config.pbsd)).lower(batch)
-      augment_only = augment_only.compile()
-      result["augment_flops"] = flops(augment_only)
-      result["augment_s"] = median_seconds(augment_only, batch)
+  augment_only = jax.jit(lambda b: device_augment.finish_views(b, config.augment, config.pbsd)).lower(batch).compile()
+  result["augment_flops"] = step_bench.compiled_flops(augment_only)
+  times = []
+  for _ in range(4):
+    start = time.perf_counter()
+    jax.block_until_ready(augment_only(batch))
+    times.append(time.perf_counter() - start)
+  result["augment_s"] = statistics.median(times[1:])  # the first call also allocates
   result["added_flops_fraction"] = result["device_step_flops"] / result["pil_step_flops"] - 1
   result["augment_flops_fraction"] = result["augment_flops"] / result["pil_step_flops"]
   result["augment_time_fraction_cpu"] = result["augment_s"] / result["step_s"]

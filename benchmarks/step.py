@@ -43,6 +43,7 @@ import numpy as np
 from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
 from dscl_jax.config.schema import load_config_file
 from dscl_jax.core import optim, sharding
+from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
 from dscl_jax.input import pixels, synthetic
 from dscl_jax.methods import OnlineForward, get_method
 from dscl_jax.methods.queue_contrastive import batch_major
@@ -136,46 +137,65 @@ def op_times(trace_dir: str, steps: int) -> list[tuple[str, float]]:
   return totals.most_common()
 
 
-def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, profile: str = "") -> dict:
-  # Imported here, not at the top: the builder also imports the data readers (tensorflow_datasets, grain),
-  # and benchmarks/accelerator_check.py reuses this file's configs and bare step on hosts without them.
-  from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
-
-  make_config, channels, num_classes = CASES[name]
-  config = make_config()
-  if batch_size:
-    config.train.batch_size = batch_size
-  mesh = sharding.make_mesh(-1)
+def build_step(config, num_classes: int, channels: int, mesh, bare: bool = False):
+  """(initial state, jitted step) for `config` as training builds them (dscl_jax.core.build, which imports
+  the data readers only when a job reads data, so a host without tensorflow_datasets or grain can build the
+  step), with a fixed schedule and optimiser and a long-tailed class prior for the methods that use one.
+  `bare`: `make_bare_step`, the same convolutions and nothing else."""
+  method = get_method(config)
   schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
   tx = optim.sgd(schedule, 0.9, 5e-4)
-  online, target = build_models(config, get_method(config), num_classes)
-  counts = np.geomspace(1000, 10, num_classes).round()  # a long-tailed prior for the methods that use one
-  state = init_pretrain_state(config, get_method(config), online, tx, num_classes, channels, mesh, counts)
-  if bare:
-    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    step = jax.jit(
-      make_bare_step(online, target, tx, config.augment),
-      in_shardings=(rep, data),
-      out_shardings=(rep, rep),
-      donate_argnums=0,
-    )
-  else:
-    step = jit_pretrain_step(config, get_method(config), online, target, tx, schedule, mesh)
-  batch = synthetic.pretrain_batch(
-    config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0), pixels=True
-  )
-  batch = sharding.to_global(batch, mesh)
+  online, target = build_models(config, method, num_classes)
+  counts = np.geomspace(1000, 10, num_classes).round()
+  state = init_pretrain_state(config, method, online, tx, num_classes, channels, mesh, counts)
+  if not bare:
+    return state, jit_pretrain_step(config, method, online, target, tx, schedule, mesh)
+  rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  step = make_bare_step(online, target, tx, config.augment)
+  return state, jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def compile_and_time(step, state, batch, repeats: int):
+  """Compiles `step` for (state, batch) and runs it 1 + `repeats` times, threading the donated state:
+  (compiled, compile seconds, the `repeats` step times after the first call, which also allocates and warms
+  caches, the last state, the last metrics)."""
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
-  memory = compiled.memory_analysis()
   times = []
   for i in range(repeats + 1):
     start = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
-    if i:  # the first call also allocates and warms caches
+    if i:
       times.append(time.perf_counter() - start)
+  return compiled, compile_seconds, times, state, metrics
+
+
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled program by XLA's cost analysis (per device): a dict, a list of one
+  dict per program in older jax, or None where the backend has none. A loop body counts once (the step's
+  lax.map over the crops' loss: well under 1% of the ImageNet step)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def bench(name: str, repeats: int, batch_size: int = 0, bare: bool = False, profile: str = "") -> dict:
+  make_config, channels, num_classes = CASES[name]
+  config = make_config()
+  if batch_size:
+    config.train.batch_size = batch_size
+  mesh = sharding.make_mesh(-1)
+  state, step = build_step(config, num_classes, channels, mesh, bare)
+  batch = synthetic.pretrain_batch(
+    config, get_method(config).requirements.views, channels, num_classes, np.random.default_rng(0), pixels=True
+  )
+  batch = sharding.to_global(batch, mesh)
+  compiled, compile_seconds, times, state, metrics = compile_and_time(step, state, batch, repeats)
+  memory = compiled.memory_analysis()
   median = statistics.median(times)
   profiled = []
   if profile:

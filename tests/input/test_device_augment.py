@@ -92,19 +92,25 @@ def test_host_half_draws_the_pil_paths_numbers_and_describes_its_views(channels)
       assert np.abs(replayed.astype(int) - crop.astype(int)).max() <= 1
 
 
-def test_identity_parameters_give_the_pil_paths_geometry():
-  """Colours off: the device's flip and small crops against the PIL path's, in uint8 levels."""
-  cfg_augment, cfg_pbsd = _configs(3)
-  for view in ("query", "key"):
-    cfg_augment[view].update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
-  samples = [_smooth_image(60, 72, 3, seed) for seed in range(6)]
+def _both_paths(samples, cfg_augment, cfg_pbsd):
+  """(the PIL path's views of each sample, the device path's batch of them after `finish_views`), sample `s`
+  drawn with seed `s` on both paths."""
   pil = [augment.pretrain_views(x, np.random.default_rng(s), cfg_augment, cfg_pbsd) for s, x in enumerate(samples)]
   host = [
     augment.pretrain_views(x, np.random.default_rng(s), cfg_augment, cfg_pbsd, on_device=True)
     for s, x in enumerate(samples)
   ]
   batch = {name: np.stack([h[name] for h in host]) for name in host[0]}
-  out = jax.jit(lambda b: device_augment.finish_views(b, cfg_augment, cfg_pbsd))(batch)
+  return pil, jax.jit(lambda b: device_augment.finish_views(b, cfg_augment, cfg_pbsd))(batch)
+
+
+def test_identity_parameters_give_the_pil_paths_geometry():
+  """Colours off: the device's flip and small crops against the PIL path's, in uint8 levels."""
+  cfg_augment, cfg_pbsd = _configs(3)
+  for view in ("query", "key"):
+    cfg_augment[view].update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+  samples = [_smooth_image(60, 72, 3, seed) for seed in range(6)]
+  pil, out = _both_paths(samples, cfg_augment, cfg_pbsd)
   std = np.asarray(cfg_augment.std, np.float32)
   for view in ("query", "key"):
     # flips and the normalisation only: float rounding of (x / 255 - mean) / std
@@ -121,13 +127,7 @@ def test_device_views_are_close_to_the_pil_paths(channels):
   PIL rounds to 8 bits between ops, turns the hue in 8-bit HSV, and blurs with three box filters."""
   cfg_augment, cfg_pbsd = _configs(channels)
   samples = [_smooth_image(60, 72, channels, seed) for seed in range(16)]
-  pil = [augment.pretrain_views(x, np.random.default_rng(s), cfg_augment, cfg_pbsd) for s, x in enumerate(samples)]
-  host = [
-    augment.pretrain_views(x, np.random.default_rng(s), cfg_augment, cfg_pbsd, on_device=True)
-    for s, x in enumerate(samples)
-  ]
-  batch = {name: np.stack([h[name] for h in host]) for name in host[0]}
-  out = jax.jit(lambda b: device_augment.finish_views(b, cfg_augment, cfg_pbsd))(batch)
+  pil, out = _both_paths(samples, cfg_augment, cfg_pbsd)
   std = np.asarray(cfg_augment.std, np.float32)
   for view in ("query", "key", "small_crops"):
     levels = np.abs(np.asarray(out[view]) - np.stack([p[view] for p in pil])) * std * 255
