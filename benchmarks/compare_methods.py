@@ -14,7 +14,10 @@ command may run at once on one machine: each run is claimed by the first copy th
 reaches it (`<run workdir>/compare.claim`, an flock the kernel drops when its holder dies), the others skip it.
 
 All eight configs share the backbone, the data, the epochs, the batch and the probe / eval settings; the
-script refuses to start if they do not (`check_fair`). The long-tailed subset is the same for every seed
+script refuses to start if they do not (`check_fair`), or if a method draws more images than the others
+without saying so (`GIVEN_MORE`, which the tables print). Controls (`CONTROLS`: a method's config with one
+declared change, measured first by benchmarks/investigate_dscl.py on the validation split) join as rows of
+their own once promoted (`PROMOTED`), or when named in `--methods`. The long-tailed subset is the same for every seed
 (`data.seed` stays 0): the seed moves the initialisation, the data order and the augmentations.
 
 Rendering writes `compare_fashion_mnist_lt.md` (mean +- sample standard deviation over seeds), two PNG
@@ -68,6 +71,34 @@ LABELS = {
   "gpaco": "GPaCo",
   "iccl": "ICCL",
 }
+# Controls (issue 26): a method's comparison config with one declared change, named for what it asks.
+# benchmarks/investigate_dscl.py measures each on the validation split (seed 0); those in PROMOTED changed
+# a conclusion there and run here for every seed on the test split, as rows of their own after the
+# methods' (their records' "method" is the control's name). Overrides, not new config files, where they
+# can: a config file is training code, and adding one would make every record stale.
+# name: (the method it controls, config file, overrides, label)
+CONTROLS = {
+  "iccl_no_centroid": ("iccl", METHODS["iccl"], {"iccl.weight_icc": 0.0}, "ICCL without the centroid term"),
+  "iccl_instance_second_sample": (
+    "iccl",
+    METHODS["iccl"],
+    {"iccl.class_aware_power": 1.0},
+    "ICCL, instance-uniform second sample",
+  ),
+  "ce_equal_draws": ("ce", METHODS["ce"], {"train.epochs": 30}, "cross-entropy, 30 epochs"),
+  "dscl_equal_draws": ("dscl", METHODS["dscl"], {"train.epochs": 30}, "DSCL, 30 epochs"),
+  "ce_class_aware_mixup": (
+    "ce",
+    "configs/fashion_mnist_lt_ce_class_aware_mixup.py",
+    {},
+    "cross-entropy + class-aware mixup",
+  ),
+  "paco_scaled": ("paco", "configs/fashion_mnist_lt_paco_scaled.py", {}, "PaCo, rescaled recipe"),
+  "gpaco_scaled": ("gpaco", "configs/fashion_mnist_lt_gpaco_scaled.py", {}, "GPaCo, rescaled recipe"),
+}
+LABELS.update({name: control[3] for name, control in CONTROLS.items()})
+# The controls that join the comparison (chosen from the validation records, docs/results.md says why).
+PROMOTED: tuple[str, ...] = ()
 SEEDS = (0, 1, 2)
 JOBS = ("pretrain", "linear_probe", "eval")
 # Fields that make the comparison fair: equal in every config (methods differ in their own groups only).
@@ -89,7 +120,19 @@ FAIR_FIELDS = (
 GIVEN_MORE = {
   "iccl": "a second, class-aware sample at every position: 2x the images drawn and embedded, 25.8x the "
   "rarest class's draws",
+  "iccl_no_centroid": "ICCL's two samples per position: 2x the images drawn and embedded, 25.8x the rarest "
+  "class's draws",
+  "iccl_instance_second_sample": "a second, instance-uniform sample at every position: 2x the images drawn "
+  "and embedded, 2x the rarest class's draws",
+  "ce_equal_draws": "30 pretrain epochs instead of 15: ICCL's 2x images drawn and embedded, 2x the rarest "
+  "class's draws",
+  "dscl_equal_draws": "30 pretrain epochs instead of 15: ICCL's 2x images drawn and embedded, 2x the rarest "
+  "class's draws",
+  "ce_class_aware_mixup": "ICCL's class-aware second sample and mixup: 2x the images drawn and embedded, "
+  "25.8x the rarest class's draws",
 }
+# The FAIR_FIELDS a row may change: each also has its GIVEN_MORE entry, which the tables print.
+GIVEN_MORE_FIELDS = {"ce_equal_draws": ("train.epochs",), "dscl_equal_draws": ("train.epochs",)}
 # The training classes of Fashion-MNIST-LT (IF 100), for budgets computed before any data is read.
 FASHION_LT_COUNTS = (6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60)
 GROUPS = ("head", "middle", "tail", "many", "medium", "few")
@@ -114,8 +157,24 @@ COMMAND = "python benchmarks/compare_methods.py"
 
 
 # ---------------------------------------------------------------------------------------------- configs
-def load_config(method: str):
-  return load_config_file(REPO / METHODS[method])
+def row_source(row: str) -> tuple[str, dict]:
+  """(config file, overrides) of a row of the comparison: a method's config, or a control's."""
+  if row in METHODS:
+    return METHODS[row], {}
+  if row in CONTROLS:
+    return CONTROLS[row][1], dict(CONTROLS[row][2])
+  raise ValueError(f"{row!r} is neither a method ({', '.join(METHODS)}) nor a control ({', '.join(CONTROLS)})")
+
+
+def default_rows() -> tuple[str, ...]:
+  """What the comparison runs and tabulates: every method, then the promoted controls."""
+  return (*METHODS, *PROMOTED)
+
+
+def load_config(row: str):
+  """A row's config with its overrides."""
+  path, overrides = row_source(row)
+  return with_overrides(load_config_file(REPO / path), overrides)
 
 
 def _field(config, dotted: str):
@@ -159,17 +218,20 @@ def record_budget(record: dict) -> dict:
 DRAWN = ("images_drawn", "rarest_class_draws_per_image")
 
 
-def check_fair(configs: dict, class_counts=FASHION_LT_COUNTS, given_more=None) -> None:
-  """Raises ValueError naming every FAIR_FIELDS entry on which the configs {method: ConfigDict} differ, and
-  every method whose images drawn or rarest-class draws (`DRAWN`) differ from the first method's without a
-  `given_more` entry (default GIVEN_MORE) that the tables print."""
+def check_fair(configs: dict, class_counts=FASHION_LT_COUNTS, given_more=None, given_more_fields=None) -> None:
+  """Raises ValueError naming every FAIR_FIELDS entry on which the configs {row: ConfigDict} differ, and
+  every row whose images drawn or rarest-class draws (`DRAWN`) differ from the first row's without a
+  `given_more` entry (default GIVEN_MORE) that the tables print. A row may change the FAIR_FIELDS its
+  `given_more_fields` entry names (default GIVEN_MORE_FIELDS), and only with a `given_more` entry."""
   given_more = GIVEN_MORE if given_more is None else given_more
+  given_more_fields = GIVEN_MORE_FIELDS if given_more_fields is None else given_more_fields
   first = next(iter(configs))
+  declared = lambda row, field: row in given_more and field in given_more_fields.get(row, ())
   problems = [
     f"{field}: {first}={_field(configs[first], field)!r} but {method}={_field(c, field)!r}"
     for field in FAIR_FIELDS
     for method, c in configs.items()
-    if _field(c, field) != _field(configs[first], field)
+    if _field(c, field) != _field(configs[first], field) and not declared(method, field)
   ]
   drawn = lambda c: {k: budget_of(c, class_counts)[k] for k in DRAWN}
   reference = drawn(configs[first])
@@ -315,7 +377,7 @@ def run_job(
   """Runs one job of one (method, seed) in its own process, its output shown and kept in
   `<workdir>/compare_<job>.log`; returns {"seconds": wall time, "commits": the commit of each attempt}.
   The job's time accumulates across interrupted attempts in `<workdir>/compare_timing.json`, and a job
-  finished earlier is not run again. `config`: a config file other than the method's (a control)."""
+  finished earlier is not run again. `config`: a config file other than the row's (row_source)."""
   timing_path = workdir / "compare_timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
   entry = timing.setdefault(job, {"seconds": 0.0, "attempts": 0, "done": False})
@@ -326,7 +388,7 @@ def run_job(
     sys.executable,
     "-m",
     "dscl_jax.main",
-    f"--config={REPO / (config or METHODS[method])}",
+    f"--config={REPO / (config or row_source(method)[0])}",
     f"--workdir={workdir}",
     f"--config.seed={seed}",
     f"--config.mode={job}",
@@ -416,13 +478,16 @@ def machine() -> dict:
 def run_one(
   method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool, run_job=run_job
 ) -> dict:
+  """Runs (or resumes) the three jobs of one row (a method, or a control: row_source) and seed; its record."""
   workdir = workdir_root / f"{method}_seed{seed}"
-  jobs = {job: run_job(method, seed, job, workdir, overrides, commit) for job in JOBS}
+  config, row_overrides = row_source(method)
+  overrides = {**row_overrides, **overrides}
+  jobs = {job: run_job(method, seed, job, workdir, overrides, commit, config=config) for job in JOBS}
   report = json.loads((workdir / "eval_test.json").read_text())
   record = {
     "method": method,
     "seed": seed,
-    "config": METHODS[method],
+    "config": config,
     "overrides": {"seed": seed, **overrides},
     "commit": commit,
     "uncommitted_changes": dirty,
@@ -449,7 +514,7 @@ def aggregate(records: list[dict]) -> dict:
   """{method: {"seeds": [...], classifier: {measure: (mean, std, n)}}}, measures "overall" and GROUPS; std
   is the sample standard deviation (n - 1), NaN for a single seed."""
   table = {}
-  for method in [m for m in METHODS if any(r["method"] == m for r in records)]:
+  for method in [m for m in (*METHODS, *CONTROLS) if any(r["method"] == m for r in records)]:
     runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
     entry = {
       "seeds": [r["seed"] for r in runs],
@@ -631,9 +696,11 @@ def markdown(records: list[dict]) -> str:
   table = aggregate(records)
   counts = records[0]["train_class_counts"]
   thirds, shots = count_thirds(counts), shot_classes(counts)
-  done = {(r["method"], r["seed"]) for r in records}
+  rows = default_rows()
+  done = {(r["method"], r["seed"]) for r in records if r["method"] in rows}
+  controls = f" and {len(PROMOTED)} control{'s' if len(PROMOTED) > 1 else ''}" if PROMOTED else ""
   lines = [
-    f"{len(done)} of {len(METHODS) * len(SEEDS)} runs recorded ({len(METHODS)} methods x seeds "
+    f"{len(done)} of {len(rows) * len(SEEDS)} runs recorded ({len(METHODS)} methods{controls} x seeds "
     f"{', '.join(map(str, SEEDS))}); top-1 % on the balanced test split, mean ± sample std over seeds. "
     f"Thirds of the class ranking: head {len(thirds['head'])}, middle {len(thirds['middle'])}, tail "
     f"{len(thirds['tail'])} classes; many-shot (> 100 training images) {len(shots['many'])}, medium "
@@ -700,6 +767,16 @@ def markdown(records: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ figures
+def colour(row: str):
+  """A method's colour is its own in every figure (matplotlib's tab10, in METHODS order); a control's is the
+  light shade of its method's (tab20's)."""
+  from matplotlib import colormaps
+
+  if row in METHODS:
+    return f"C{list(METHODS).index(row)}"
+  return colormaps["tab20"](2 * list(METHODS).index(CONTROLS[row][0]) + 1)
+
+
 def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_path: Path = PER_CLASS_FIGURE):
   """Accuracy per group for every method (one panel per probe / kNN / logistic regression), and the linear
   probe's per-class accuracy against training images (mean over seeds, bars: min to max)."""
@@ -726,7 +803,7 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
         yerr=stds,
         capsize=2,
         label=LABELS[method],
-        color=f"C{list(METHODS).index(method)}",
+        color=colour(method),
       )
     axes.set_xticks(np.arange(len(measures)), measures)
     axes.set_ylabel("top-1 accuracy (%)")
@@ -764,7 +841,7 @@ def figures(records: list[dict], groups_path: Path = GROUPS_FIGURE, per_class_pa
       markersize=3,
       capsize=2,
       label=LABELS[method],
-      color=f"C{list(METHODS).index(method)}",
+      color=colour(method),
     )
   axes.set_xscale("log")
   axes.set_xlabel("training images of the class")
@@ -835,7 +912,11 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(
     description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from: " + ", ".join(METHODS))
+  parser.add_argument(
+    "--methods",
+    default=",".join(default_rows()),
+    help="comma-separated rows, from the methods: " + ", ".join(METHODS) + "; and the controls: " + ", ".join(CONTROLS),
+  )
   parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
   parser.add_argument(
     "--workdir-root",
@@ -853,9 +934,9 @@ def parse_args(argv=None):
   )
   args = parser.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in args.methods if m not in METHODS]
+  unknown = [m for m in args.methods if m not in METHODS and m not in CONTROLS]
   if unknown:
-    parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)} or the controls {list(CONTROLS)}")
   args.seeds = [int(s) for s in args.seeds.split(",") if s]
   return args
 
@@ -863,7 +944,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
   args = parse_args(argv)
   if not maintain(args, RECORDS, DESCRIPTION, "compare") and not args.render_only:
-    check_fair({m: load_config(m) for m in METHODS})
+    check_fair({m: load_config(m) for m in dict.fromkeys((*METHODS, *args.methods))})
     commit, dirty = git_commit()
     todo = pending(args.methods, args.seeds, read_records())
     if todo and dirty and not args.allow_uncommitted:

@@ -10,13 +10,16 @@ training images; the test split is never looked at.
   python benchmarks/investigate_dscl.py --render-only        # table and docs/results.md from the records
   python benchmarks/investigate_dscl.py --variants dscl,ce --max-runs 1
 
-Each variant is one method's comparison config (benchmarks/compare_methods.py), or a control's own config
-file (`CONTROL_CONFIGS`), at seed 0 with a few overrides. Every variant adds `data.val_per_class=500` (500 training images per class that the long-tailed
-profile left out; class 0 has none, it keeps all 6,000 for training) and evaluates on that split; the
-probe keeps its best epoch on it. Variants that change only the probe reuse the comparison's seed-0
-pretrain checkpoint (`--compare-workdir-root`), running that pretrain first if it is missing, exactly as
-the comparison would. Records go to `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`, one per
-variant; a recorded variant is skipped. Nothing here feeds back into the comparison's configs.
+Each variant is one method's comparison config (benchmarks/compare_methods.py), or a control's config and
+overrides (`compare_methods.CONTROLS`), at seed 0 with a few overrides. Every variant adds
+`data.val_per_class=500` (500 training images per class that the long-tailed profile left out; class 0
+has none, it keeps all 6,000 for training) and evaluates on that split; the probe keeps its best epoch on
+it. Variants that change only the probe reuse the comparison's seed-0 pretrain checkpoint
+(`--compare-workdir-root`), running that pretrain first if it is missing, exactly as the comparison
+would. Records go to `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`, one per variant; a
+recorded variant is skipped. Nothing here changes the comparison's configs; a control that changes one of
+its conclusions here joins it as a row of its own, for every seed on the test split
+(`compare_methods.PROMOTED`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ VAL_PER_CLASS = 500
 # Every variant: the held-out validation split, and eval on it.
 VALIDATION = {"data.val_per_class": VAL_PER_CLASS, "eval.split": "val"}
 
+
+def control(name: str, question: str) -> tuple[str, dict, bool, str]:
+  """The variant of a control of the comparison (compare_methods.CONTROLS): its method and overrides."""
+  method, _, overrides, _ = cm.CONTROLS[name]
+  return method, dict(overrides), False, question
+
+
 # name: (method, overrides, reuse the comparison's seed-0 pretrain, what it asks). The first six are the
 # comparison's own trunks probed for 10 epochs (its probe until the 30 epochs this study led to) and 30;
 # the others change one thing each against the comparison's config (probe 30 epochs).
@@ -62,38 +72,27 @@ VARIANTS = {
   # What each method is given. Equal draws: twice the epochs at the same batch, so cross-entropy and DSCL
   # draw and embed online ICCL's 445,440 images (ICCL: 2 per position x 1740 steps; here 1 x 3480).
   "iccl": ("iccl", {}, False, "ICCL as compared: the reference row for its controls"),
-  "iccl_no_centroid": ("iccl", {"iccl.weight_icc": 0.0}, False, "ICCL with the centroid term's weight 0"),
-  "iccl_instance_second_sample": (
-    "iccl",
-    {"iccl.class_aware_power": 1.0},
-    False,
-    "ICCL whose second sample is instance-uniform (same draws, no rebalancing)",
+  # The controls (compare_methods.CONTROLS holds what each runs: its method, config and overrides).
+  "iccl_no_centroid": control("iccl_no_centroid", "ICCL with the centroid term's weight 0"),
+  "iccl_instance_second_sample": control(
+    "iccl_instance_second_sample", "ICCL whose second sample is instance-uniform (same draws, no rebalancing)"
   ),
-  "ce_equal_draws": ("ce", {"train.epochs": 30}, False, "cross-entropy, 30 epochs: ICCL's images drawn and embedded"),
-  "dscl_equal_draws": ("dscl", {"train.epochs": 30}, False, "DSCL, 30 epochs: ICCL's images drawn and embedded"),
-  "ce_class_aware_mixup": (
-    "ce",
-    {},
-    False,
-    "cross-entropy with ICCL's class-aware second sample and mixup (no target, no centroids)",
+  "ce_equal_draws": control("ce_equal_draws", "cross-entropy, 30 epochs: ICCL's images drawn and embedded"),
+  "dscl_equal_draws": control("dscl_equal_draws", "DSCL, 30 epochs: ICCL's images drawn and embedded"),
+  "ce_class_aware_mixup": control(
+    "ce_class_aware_mixup", "cross-entropy with ICCL's class-aware second sample and mixup (no target, no centroids)"
   ),
   # The accelerator path (augment.on_device): the same run as dscl_probe30's trunk with the per-pixel
   # augmentation in the jitted step (torchvision's float ops) instead of PIL's.
   "dscl_device_augment": ("dscl", {"augment.on_device": True}, False, "DSCL with the augmentation on the device"),
-  "paco_scaled": ("paco", {}, False, "PaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
-  "gpaco_scaled": ("gpaco", {}, False, "GPaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
-}
-# Controls with a config file of their own instead of their method's comparison config.
-CONTROL_CONFIGS = {
-  "ce_class_aware_mixup": "configs/fashion_mnist_lt_ce_class_aware_mixup.py",
-  "paco_scaled": "configs/fashion_mnist_lt_paco_scaled.py",
-  "gpaco_scaled": "configs/fashion_mnist_lt_gpaco_scaled.py",
+  "paco_scaled": control("paco_scaled", "PaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
+  "gpaco_scaled": control("gpaco_scaled", "GPaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
 }
 
 
 def variant_config(name: str, variants=VARIANTS) -> str:
   """The config file a variant runs (before its overrides)."""
-  return CONTROL_CONFIGS.get(name, cm.METHODS[variants[name][0]])
+  return cm.row_source(name)[0] if name in cm.CONTROLS else cm.METHODS[variants[name][0]]
 
 
 def check_variants(variants=VARIANTS) -> None:

@@ -90,8 +90,9 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
   run_dir, scratch = compare_root / f"{method}_seed{seed}", scratch_root / f"{method}_seed{seed}"
   start, end = seed_scratch(run_dir, scratch)
   began = time.perf_counter()
+  config, overrides = cm.row_source(method)  # a method's config, or a promoted control's
   for job in cm.JOBS:
-    run_job(method, seed, job, scratch, {}, commit)
+    run_job(method, seed, job, scratch, overrides, commit, config=config)
   leaves = differences(leaf_checksums(run_dir / "pretrain", end), leaf_checksums(scratch / "pretrain", end))
   report = json.loads((scratch / "eval_test.json").read_text())
   accuracies = differences(record["classifiers"], cm.summarise_report(report))

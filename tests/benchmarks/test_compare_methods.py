@@ -170,15 +170,15 @@ def test_queues_running_at_once_split_the_runs(tmp_path, monkeypatch, capsys):
 def test_run_one_records_what_the_jobs_left(tmp_path):
   calls = []
 
-  def fake_job(method, seed, job, workdir, overrides, commit):
-    calls.append(job)
+  def fake_job(method, seed, job, workdir, overrides, commit, config=None):
+    calls.append((job, config))
     workdir.mkdir(parents=True, exist_ok=True)
     if job == "eval":
       (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [40.0] * 10})))
     return {"seconds": {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}[job], "commits": ["old", commit]}
 
   r = cm.run_one("iccl", 2, tmp_path, {}, "0123abc", False, run_job=fake_job)
-  assert calls == ["pretrain", "linear_probe", "eval"]
+  assert calls == [(job, "configs/fashion_mnist_lt_iccl.py") for job in ("pretrain", "linear_probe", "eval")]
   assert r["method"] == "iccl" and r["seed"] == 2 and r["overrides"] == {"seed": 2}
   assert r["wall_seconds"] == {"pretrain": 30.0, "linear_probe": 4.0, "eval": 2.0}
   assert r["job_commits"]["eval"] == ["old", "0123abc"]
@@ -190,6 +190,67 @@ def test_run_one_records_what_the_jobs_left(tmp_path):
     "target_forward_images": 222_720,
     "rarest_class_draws_per_image": 386.16,
   }
+
+
+def test_a_control_is_its_method_config_with_its_overrides_and_nothing_else():
+  def flat(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+      if hasattr(value, "items"):
+        out.update(flat(value, f"{prefix}{key}."))
+      else:
+        out[prefix + key] = value
+    return out
+
+  for name, (method, path, overrides, _) in cm.CONTROLS.items():
+    assert method in cm.METHODS and name in cm.LABELS and cm.row_source(name) == (path, overrides)
+    control, base = flat(cm.load_config(name)), flat(cm.load_config(method))
+    assert control.keys() == base.keys(), name
+    changed = {k: control[k] for k in control if control[k] != base[k]}
+    if path == cm.METHODS[method]:  # an override control changes exactly its overrides
+      assert changed == overrides, (name, changed)
+    else:  # a control with its own config file still runs its method, and changes something
+      assert control["method"] == base["method"] and changed, name
+  with pytest.raises(ValueError, match="'ce_typo' is neither a method .* nor a control"):
+    cm.row_source("ce_typo")
+
+
+def test_check_fair_lets_a_control_change_only_its_declared_fields():
+  configs = {m: cm.load_config(m) for m in ("ce", "iccl", "ce_equal_draws", "ce_class_aware_mixup")}
+  cm.check_fair(configs)  # 30 epochs and ICCL's draws are declared (GIVEN_MORE, GIVEN_MORE_FIELDS)
+  with pytest.raises(ValueError, match=r"train.epochs: ce=15 but ce_equal_draws=30"):
+    cm.check_fair(configs, given_more_fields={})
+  # A declared field is not a licence for the others: the probe still has to match.
+  configs["ce_equal_draws"].probe.epochs = 3
+  with pytest.raises(ValueError, match=r"probe: .* but ce_equal_draws="):
+    cm.check_fair(configs)
+  # Equal epochs but more draws, undeclared: refused on the budget.
+  with pytest.raises(ValueError, match=r"budget: ce=.* but ce_class_aware_mixup=.*'images_drawn': 445440"):
+    cm.check_fair({m: cm.load_config(m) for m in ("ce", "ce_class_aware_mixup")}, given_more={})
+
+
+def test_a_control_row_runs_its_config_and_overrides_and_is_tabulated(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_job(method, seed, job, workdir, overrides, commit, config=None):
+    calls.append((method, job, config, dict(overrides)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if job == "eval":
+      (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [70.0] * 10})))
+    return {"seconds": 1.0, "commits": [commit]}
+
+  r = cm.run_one("ce_equal_draws", 1, tmp_path, {}, "0123abc", False, run_job=fake_job)
+  assert calls == [("ce_equal_draws", job, "configs/fashion_mnist_lt_ce.py", {"train.epochs": 30}) for job in cm.JOBS]
+  assert (tmp_path / "ce_equal_draws_seed1").is_dir()
+  assert r["config"] == "configs/fashion_mnist_lt_ce.py" and r["overrides"] == {"seed": 1, "train.epochs": 30}
+  # The budget is that of 30 epochs: twice cross-entropy's 222,720 images.
+  assert r["budget"]["images_drawn"] == 445_440 and r["budget"]["rarest_class_draws_per_image"] == 29.92
+  monkeypatch.setattr(cm, "PROMOTED", ("ce_equal_draws",))
+  table = cm.markdown([record("ce", 1, [50.0] * 10), {**r, "wall_seconds": {"pretrain": 7.0}}])
+  assert "2 of 27 runs recorded (8 methods and 1 control x seeds 0, 1, 2)" in table
+  assert "| cross-entropy, 30 epochs * | 1 | 70.00 |" in table
+  assert "\\* cross-entropy, 30 epochs is given 30 pretrain epochs instead of 15" in table
+  assert cm.parse_args([]).methods == [*cm.METHODS, "ce_equal_draws"]
 
 
 def test_check_fair_refuses_more_draws_unless_declared():

@@ -51,7 +51,7 @@ def _fake_run(tmp_path, final_w, per_class):
   (run_dir / "pretrain" / "config.json").write_text('{"seed": 0}')
   jobs = []
 
-  def run_job(method, seed, job, workdir, overrides, commit=""):
+  def run_job(method, seed, job, workdir, overrides, commit="", config=None):
     jobs.append(job)
     if job == "pretrain":
       assert rr.checkpoint_steps(workdir / "pretrain") == [1600]  # it resumes from the second-newest
