@@ -344,6 +344,35 @@ def summarise_report(report: dict) -> dict:
 
 # The code that trains and evaluates: two commits that agree on these paths compute the same records.
 TRAINING_CODE = ("dscl_jax", "data", "configs", "pyproject.toml")
+# What every run executes; of configs/ a run executes only its own config file and what that imports.
+SHARED_TRAINING_CODE = ("dscl_jax", "data", "pyproject.toml", "configs/__init__.py")
+
+
+def config_files(config: str, repo: Path = REPO) -> tuple[str, ...]:
+  """The files of configs/ that the config file `config` (a path relative to `repo`) executes: itself and
+  the configs/ modules it imports, transitively (`from configs.common import ...`), read from `repo`'s
+  working tree. A config that no longer exists there stands for itself alone."""
+  import ast
+
+  seen, todo = set(), [config]
+  while todo:
+    path = todo.pop()
+    if path in seen:
+      continue
+    seen.add(path)
+    if not (repo / path).exists():
+      continue
+    for node in ast.walk(ast.parse((repo / path).read_text(), path)):
+      names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+      names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+      todo += [name.replace(".", "/") + ".py" for name in names if name.startswith("configs.")]
+  return tuple(sorted(seen))
+
+
+def record_code(config: str | None, repo: Path = REPO) -> tuple[str, ...]:
+  """The paths whose content decides what a run of `config` computes (all of TRAINING_CODE for None): a
+  config file added or changed elsewhere in configs/ leaves the records of the others current."""
+  return TRAINING_CODE if config is None else (*SHARED_TRAINING_CODE, *config_files(config, repo))
 
 
 def git_commit() -> tuple[str, bool]:
@@ -355,11 +384,10 @@ def git_commit() -> tuple[str, bool]:
   return head.stdout.strip(), bool(status.stdout.strip())
 
 
-def same_training_code(a: str, b: str, repo: Path = REPO) -> bool:
-  """Whether commits `a` and `b` (full or short hashes) hold identical files under TRAINING_CODE."""
-  diff = subprocess.run(
-    ["git", "diff", "--quiet", a, b, "--", *TRAINING_CODE], cwd=repo, capture_output=True, text=True
-  )
+def same_training_code(a: str, b: str, repo: Path = REPO, paths: tuple[str, ...] = TRAINING_CODE) -> bool:
+  """Whether commits `a` and `b` (full or short hashes) hold identical files under `paths` (default all of
+  TRAINING_CODE; `record_code(config)` for one config's runs)."""
+  diff = subprocess.run(["git", "diff", "--quiet", a, b, "--", *paths], cwd=repo, capture_output=True, text=True)
   if diff.returncode not in (0, 1):
     raise RuntimeError(f"git diff {a} {b} failed: {diff.stderr.strip()}")
   return diff.returncode == 0
@@ -655,14 +683,21 @@ def withdraw(path: Path, description: str, keep, reason: str) -> int:
   return len(gone)
 
 
-def same_code_as(commit: str):
-  """A cached predicate: whether another commit holds the training code of `commit`."""
-  return functools.lru_cache(maxsize=None)(lambda other: same_training_code(other, commit))
+def same_code_as(commit: str, repo: Path = REPO):
+  """A cached predicate `(other, config=None) -> bool`: whether commit `other` holds the training code of
+  `commit`: all of it, or what runs of the config file `config` execute (`record_code`)."""
+
+  @functools.lru_cache(maxsize=None)
+  def same(other: str, config: str | None = None) -> bool:
+    return same_training_code(other, commit, repo, record_code(config, repo))
+
+  return same
 
 
 def made_with(record: dict, same_as_now) -> bool:
-  """Whether every job of `record` ran at a commit with the current training code (`same_as_now`)."""
-  return all(map(same_as_now, commits([record])))
+  """Whether every job of `record` ran at a commit with the current training code of its config
+  (`same_as_now(commit, config)`, `same_code_as`)."""
+  return all(same_as_now(commit, record.get("config")) for commit in commits([record]))
 
 
 def reproduced_runs(checks: list[dict], same_as_now) -> set:

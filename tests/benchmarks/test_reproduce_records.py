@@ -130,6 +130,52 @@ def test_commits_are_compared_on_the_training_code_only(tmp_path):
     rr.cm.same_training_code(a, "0" * 40, tmp_path)
 
 
+def test_a_record_is_stale_only_when_the_code_its_config_runs_changed(tmp_path):
+  _git(tmp_path, "init", "-q")
+  for name in ("user.name", "user.email"):
+    _git(tmp_path, "config", name, "test")
+
+  def commit(files):
+    for path, text in files.items():
+      (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+      (tmp_path / path).write_text(text)
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "x")
+    return _git(tmp_path, "rev-parse", "HEAD")
+
+  first = commit(
+    {
+      "dscl_jax/loss.py": "x = 1\n",
+      "configs/__init__.py": "",
+      "configs/common.py": "EPOCHS = 15\n",
+      "configs/base_ce.py": "from configs.common import EPOCHS\n",
+      "configs/ce.py": "import ml_collections\nfrom configs.base_ce import EPOCHS\n",
+      "configs/dscl.py": "EPOCHS = 15\n",
+    }
+  )
+  assert rr.cm.config_files("configs/ce.py", tmp_path) == (
+    "configs/base_ce.py",
+    "configs/ce.py",
+    "configs/common.py",
+  )
+  assert rr.cm.config_files("configs/gone.py", tmp_path) == ("configs/gone.py",)
+  ce = {"commit": first, "config": "configs/ce.py"}
+  dscl = {"commit": first, "config": "configs/dscl.py"}
+
+  def current(records):
+    same_as_now = rr.cm.same_code_as(_git(tmp_path, "rev-parse", "HEAD"), tmp_path)
+    return [rr.cm.made_with(r, same_as_now) for r in records]
+
+  second = commit({"configs/ce_control.py": "from configs.common import EPOCHS\n"})  # a new config
+  assert current([ce, dscl]) == [True, True]
+  # A record without a config is checked against all of the training code: there the new file counts.
+  assert not rr.cm.made_with({"commit": first}, rr.cm.same_code_as(second, tmp_path))
+  commit({"configs/common.py": "EPOCHS = 30\n"})  # imported by ce.py through base_ce.py
+  assert current([ce, dscl]) == [False, True]
+  commit({"dscl_jax/loss.py": "x = 2\n"})  # the package: every record
+  assert current([ce, dscl]) == [False, False]
+
+
 def test_coverage_sorts_records_into_made_reproduced_and_unchecked():
   now = {"c" * 40, "d" * 40}  # two commits with today's training code
   records = [
@@ -144,7 +190,7 @@ def test_coverage_sorts_records_into_made_reproduced_and_unchecked():
     {"method": "paco", "seed": 0, "commit": "a" * 40, "identical": True},
   ]  # checked at old code
   # commits() shortens hashes to 7 characters; the predicate sees those
-  made, checked, unchecked = rr.coverage(records, checks, lambda c: c[:7] in {h[:7] for h in now})
+  made, checked, unchecked = rr.coverage(records, checks, lambda c, config=None: c[:7] in {h[:7] for h in now})
   assert (made, checked, unchecked) == ([("ce", 0)], [("dscl", 0)], [("dscl", 1), ("paco", 0)])
   line = rr.coverage_line(made, checked, unchecked, "ccccccc")
   assert "1 of 4 records were made with it and 1 were made earlier and reproduced" in line
