@@ -489,12 +489,46 @@ def run_timed(
       account()
 
 
+# The instruction-set extensions XLA:CPU may compile for: two CPUs that differ in one of these can run the
+# same program with different float results (the digits demo prints 75.20 on one machine, 74.40 on another).
+CPU_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+           "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "asimd", "sve")  # fmt: skip
+
+
+def cpu_description(cpuinfo: str) -> dict:
+  """The CPU a run compiled for, from the text of /proc/cpuinfo (its first processor): model name, family /
+  model / stepping (x86) and which of `CPU_ISA` it has. Fields the text lacks are left out."""
+  fields = {}
+  for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  described = {
+    name: fields[key]
+    for name, key in (
+      ("model_name", "model name"),
+      ("family", "cpu family"),
+      ("model", "model"),
+      ("stepping", "stepping"),
+    )
+    if key in fields
+  }
+  flags = set((fields.get("flags") or fields.get("Features") or "").split())
+  described["isa"] = [f for f in CPU_ISA if f in flags]
+  return described
+
+
 def machine() -> dict:
   import jax
 
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = cpu_description(f.read())
+  except OSError:  # not Linux: the processor string is what there is
+    cpu = {"model_name": platform.processor()}
   return {
     "platform": platform.platform(),
     "processor": platform.processor() or platform.machine(),
+    "cpu": cpu,
     "cpu_count": os.cpu_count(),
     "usable_cpus": len(os.sched_getaffinity(0)),
     "load_average_at_end": list(os.getloadavg()),

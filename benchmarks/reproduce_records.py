@@ -16,6 +16,11 @@ Step 2 runs the whole pretrain path (input pipeline, augmentation, the jitted st
 last ~140 steps; steps 3-4 then say whether the record's commit and this one give the same bits. Each
 check appends to `benchmarks/results/compare_fashion_mnist_lt_reproduced.json`; a (method, seed) already
 checked at this commit is skipped.
+
+Bits are equal only on one kind of CPU: XLA:CPU compiles for the CPU it finds, and another model (other
+vector extensions) computes the same program with different last bits. Records and checks note the CPU
+(`machine.cpu`, from compare_methods.machine), and a check says whether it ran on the record's
+(`cpu_as_record`: true, false, or null for a record made before records noted it).
 """
 
 from __future__ import annotations
@@ -109,7 +114,15 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
     "identical": not leaves and not accuracies,
     "seconds": time.perf_counter() - began,
     "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "machine": cm.machine(),
+    "cpu_as_record": same_cpu(record, cm.machine()),
   }
+
+
+def same_cpu(record: dict, machine: dict) -> bool | None:
+  """Whether `machine` has the CPU the record was made on; None when the record does not say."""
+  recorded = record.get("machine", {}).get("cpu")
+  return None if recorded is None else recorded == machine.get("cpu")
 
 
 def read_results() -> list[dict]:

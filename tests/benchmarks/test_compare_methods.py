@@ -253,6 +253,34 @@ def test_a_control_row_runs_its_config_and_overrides_and_is_tabulated(tmp_path, 
   assert cm.parse_args([]).methods == [*cm.METHODS, "ce_equal_draws"]
 
 
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 167
+model name\t: Intel(R) Xeon(R) Processor
+stepping\t: 1
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_bf16 amx_tile
+
+processor\t: 1
+model name\t: another
+flags\t\t: fpu
+"""
+
+
+def test_the_machine_names_the_cpu_xla_compiled_for():
+  assert cm.cpu_description(CPUINFO) == {
+    "model_name": "Intel(R) Xeon(R) Processor",
+    "family": "6",
+    "model": "167",
+    "stepping": "1",
+    "isa": ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"],
+  }
+  # An ARM cpuinfo: "Features", no model name.
+  assert cm.cpu_description("processor : 0\nFeatures : fp asimd sve\n") == {"isa": ["asimd", "sve"]}
+  if os.path.exists("/proc/cpuinfo"):
+    assert cm.machine()["cpu"]["isa"]  # every x86-64 has sse4_2 or better, every arm64 asimd
+
+
 def test_check_fair_refuses_more_draws_unless_declared():
   configs = {m: cm.load_config(m) for m in ("ce", "dscl", "iccl")}
   cm.check_fair(configs)  # ICCL's extra draws are declared in GIVEN_MORE; DSCL's target forwards are its design

@@ -176,6 +176,13 @@ def test_a_record_is_stale_only_when_the_code_its_config_runs_changed(tmp_path):
   assert current([ce, dscl]) == [False, False]
 
 
+def test_a_check_says_whether_it_ran_on_the_record_cpu():
+  cpu = {"model_name": "x", "isa": ["avx2"]}
+  assert rr.same_cpu({"machine": {"cpu": cpu}}, {"cpu": dict(cpu)}) is True
+  assert rr.same_cpu({"machine": {"cpu": cpu}}, {"cpu": {**cpu, "isa": ["avx2", "avx512f"]}}) is False
+  assert rr.same_cpu({"machine": {"processor": "x86_64"}}, {"cpu": cpu}) is None  # made before records said
+
+
 def test_coverage_sorts_records_into_made_reproduced_and_unchecked():
   now = {"c" * 40, "d" * 40}  # two commits with today's training code
   records = [
