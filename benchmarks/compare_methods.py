@@ -17,8 +17,8 @@ All eight configs share the backbone, the data, the epochs, the batch and the pr
 script refuses to start if they do not (`check_fair`), or if a method draws more images than the others
 without saying so (`GIVEN_MORE`, which the tables print). Controls (`CONTROLS`: a method's config with one
 declared change, measured first by benchmarks/investigate_dscl.py on the validation split) join as rows of
-their own once promoted (`PROMOTED`), or when named in `--methods`. The long-tailed subset is the same for every seed
-(`data.seed` stays 0): the seed moves the initialisation, the data order and the augmentations.
+their own once promoted (`PROMOTED`), or when named in `--methods`. The long-tailed subset is the same for
+every seed (`data.seed` stays 0): the seed moves the initialisation, the data order and the augmentations.
 
 Rendering writes `compare_fashion_mnist_lt.md` (mean +- sample standard deviation over seeds), two PNG
 figures beside it, and the same table into docs/results.md between the `compare_fashion_mnist_lt` markers.
@@ -74,8 +74,8 @@ LABELS = {
 # Controls (issue 26): a method's comparison config with one declared change, named for what it asks.
 # benchmarks/investigate_dscl.py measures each on the validation split (seed 0); those in PROMOTED changed
 # a conclusion there and run here for every seed on the test split, as rows of their own after the
-# methods' (their records' "method" is the control's name). Overrides, not new config files, where they
-# can: a config file is training code, and adding one would make every record stale.
+# methods' (their records' "method" is the control's name). Overrides where they can, so that a record
+# shows the change beside the method's config.
 # name: (the method it controls, config file, overrides, label)
 CONTROLS = {
   "iccl_no_centroid": ("iccl", METHODS["iccl"], {"iccl.weight_icc": 0.0}, "ICCL without the centroid term"),
@@ -984,7 +984,7 @@ def parse_args(argv=None):
   parser.add_argument(
     "--methods",
     default=",".join(default_rows()),
-    help="comma-separated rows, from the methods: " + ", ".join(METHODS) + "; and the controls: " + ", ".join(CONTROLS),
+    help=f"comma-separated rows, from the methods: {', '.join(METHODS)}; and the controls: {', '.join(CONTROLS)}",
   )
   parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
   parser.add_argument(

@@ -101,6 +101,7 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
   leaves = differences(leaf_checksums(run_dir / "pretrain", end), leaf_checksums(scratch / "pretrain", end))
   report = json.loads((scratch / "eval_test.json").read_text())
   accuracies = differences(record["classifiers"], cm.summarise_report(report))
+  here = cm.machine()
   return {
     "method": method,
     "seed": seed,
@@ -114,8 +115,8 @@ def reproduce(record: dict, compare_root: Path, scratch_root: Path, commit: str,
     "identical": not leaves and not accuracies,
     "seconds": time.perf_counter() - began,
     "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "machine": cm.machine(),
-    "cpu_as_record": same_cpu(record, cm.machine()),
+    "machine": here,
+    "cpu_as_record": same_cpu(record, here),
   }
 
 
