@@ -490,7 +490,7 @@ def run_timed(
 
 
 # The instruction-set extensions XLA:CPU may compile for: two CPUs that differ in one of these can run the
-# same program with different float results (the digits demo prints 75.20 on one machine, 74.40 on another).
+# same program with different float results, so a record names its CPU's.
 CPU_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
            "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "asimd", "sve")  # fmt: skip
 
