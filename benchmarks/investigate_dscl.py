@@ -72,6 +72,10 @@ VARIANTS = {
   # What each method is given. Equal draws: twice the epochs at the same batch, so cross-entropy and DSCL
   # draw and embed online ICCL's 445,440 images (ICCL: 2 per position x 1740 steps; here 1 x 3480).
   "iccl": ("iccl", {}, False, "ICCL as compared: the reference row for its controls"),
+  # PaCo's and GPaCo's reference rows for paco_scaled / gpaco_scaled: the comparison's own seed-0 trunks
+  # (pretrained once, for both scripts), probed and evaluated on the validation split.
+  "paco": ("paco", {}, True, "PaCo as compared (the comparison's trunk): the reference row for paco_scaled"),
+  "gpaco": ("gpaco", {}, True, "GPaCo as compared (the comparison's trunk): the reference row for gpaco_scaled"),
   # The controls (compare_methods.CONTROLS holds what each runs: its method, config and overrides).
   "iccl_no_centroid": control("iccl_no_centroid", "ICCL with the centroid term's weight 0"),
   "iccl_instance_second_sample": control(
