@@ -363,9 +363,19 @@ def config_files(config: str, repo: Path = REPO) -> tuple[str, ...]:
     if not (repo / path).exists():
       continue
     for node in ast.walk(ast.parse((repo / path).read_text(), path)):
-      names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-      names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-      todo += [name.replace(".", "/") + ".py" for name in names if name.startswith("configs.")]
+      if isinstance(node, ast.Import):
+        modules = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        # `from .common import x` inside configs/ is `configs.common`; `from configs import common` may
+        # name a module of the package, and is one when its file exists.
+        package = "configs" if node.level else ""
+        module = ".".join(p for p in (package, node.module) if p)
+        modules = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+      else:
+        continue
+      for name in modules:
+        if name.startswith("configs.") and (repo / (name.replace(".", "/") + ".py")).exists():
+          todo.append(name.replace(".", "/") + ".py")
   return tuple(sorted(seen))
 
 

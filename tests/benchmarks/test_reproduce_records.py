@@ -151,7 +151,14 @@ def test_a_record_is_stale_only_when_the_code_its_config_runs_changed(tmp_path):
       "configs/base_ce.py": "from configs.common import EPOCHS\n",
       "configs/ce.py": "import ml_collections\nfrom configs.base_ce import EPOCHS\n",
       "configs/dscl.py": "EPOCHS = 15\n",
+      "configs/forms.py": "from configs import common\nfrom .base_ce import EPOCHS\nimport configs.dscl\n",
     }
+  )
+  assert rr.cm.config_files("configs/forms.py", tmp_path) == (
+    "configs/base_ce.py",
+    "configs/common.py",
+    "configs/dscl.py",
+    "configs/forms.py",
   )
   assert rr.cm.config_files("configs/ce.py", tmp_path) == (
     "configs/base_ce.py",
