@@ -211,7 +211,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
     description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument("--methods", default=",".join(cm.METHODS))
+  parser.add_argument("--methods", default=",".join(cm.default_rows()), help="rows: methods and promoted controls")
   parser.add_argument("--seeds", default=",".join(map(str, cm.SEEDS)))
   parser.add_argument("--compare-workdir-root", type=Path, default=REPO / "workdirs" / "compare_fashion_mnist_lt")
   parser.add_argument("--scratch-root", type=Path, default=REPO / "workdirs" / "reproduce_records")
