@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dscl_jax import methods
+from dscl_jax.config.schema import flat_keys
 from tests import benchmark_modules
 
 cm = benchmark_modules.load("compare_methods")
@@ -193,18 +194,13 @@ def test_run_one_records_what_the_jobs_left(tmp_path):
 
 
 def test_a_control_is_its_method_config_with_its_overrides_and_nothing_else():
-  def flat(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-      if hasattr(value, "items"):
-        out.update(flat(value, f"{prefix}{key}."))
-      else:
-        out[prefix + key] = value
-    return out
+  def leaves(config) -> dict:  # dotted field -> value, for the fields that are not groups
+    values = {key: cm._field(config, key) for key in flat_keys(config.to_dict())}
+    return {key: value for key, value in values.items() if not isinstance(value, dict)}
 
   for name, (method, path, overrides, _) in cm.CONTROLS.items():
     assert method in cm.METHODS and name in cm.LABELS and cm.row_source(name) == (path, overrides)
-    control, base = flat(cm.load_config(name)), flat(cm.load_config(method))
+    control, base = leaves(cm.load_config(name)), leaves(cm.load_config(method))
     assert control.keys() == base.keys(), name
     changed = {k: control[k] for k in control if control[k] != base[k]}
     if path == cm.METHODS[method]:  # an override control changes exactly its overrides
