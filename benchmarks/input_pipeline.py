@@ -9,19 +9,24 @@ global crops, 5 small 64x64 crops with boxes, query / key colour recipes, RGB) w
 workers, two ways:
   - the PIL path (`augment.on_device` False, the default): the host does every crop, flip, colour and
     blur in PIL;
-  - the device path (`augment.on_device` True): the host decodes, cuts and resizes the two 224 px crops
-    and draws the parameters; the rest runs in the jitted step (`dscl_jax.input.device_augment`);
+  - the device path (`augment.on_device` True, `augment.device_canvas` 640, the JPEGs' longest side):
+    the host decodes, puts the image on a 640 px canvas and draws the crop boxes and every other
+    parameter; cutting and resizing the crops and the rest run in the jitted step
+    (`dscl_jax.input.device_augment`);
+  - the device path with the crops on the host (`device_canvas` 0): the host also cuts and resizes the
+    two 224 px crops;
 and the same recipe on the same files in a torchvision DataLoader (benchmarks/torch_input_pipeline.py,
 run by /usr/bin/python3). Each (path, workers) is timed `--repeats` times, alternating the paths, and
 the median is reported. Throughput is the images of the timed batches over the time they took, after a
 few warm-up batches. (Not the median interval: with several workers, batches arrive in bursts, one per
 worker, and the median of bursty intervals says little.) "Per worker" divides it by the worker count,
-the figure to compare per core; `device_vs_pil_per_core` is the ratio of the medians with 1 worker.
+the figure to compare per core; `device_vs_pil_per_core` is the ratio of the medians with 1 worker
+(`device_host_crops_vs_pil_per_core` the same for the host-crop variant).
 
 What the device path costs the step (`--device_cost`, on by default): the ImageNet DSCL + PBSD step
 (ResNet-50, batch 8) compiled with and without device augmentation, its FLOPs from XLA's cost analysis;
 and on this CPU the time of the augmentation alone (`device_augment.finish_views`, jitted) against the
-step's. Prints the tables with the load average (the machine may be shared) and writes
+step's (the augmentation alone is also compiled with the crops on the host). Prints the tables with the load average (the machine may be shared) and writes
 benchmarks/results/input_pipeline.json.
 """
 
@@ -106,15 +111,23 @@ def write_images(root: str, num_images: int, seed: int = 0) -> str:
   return list_path
 
 
-def imagenet_recipe(on_device: bool):
-  """(augment, pbsd) configs of the ImageNet DSCL + PBSD recipe at 224 px, PIL or device path."""
+# The benchmark's JPEGs are at most 640 px a side: on a 640 px canvas none is resized, so the device path
+# cuts exactly the PIL path's boxes.
+CANVAS = 640
+# path -> (augment.on_device, augment.device_canvas)
+PATHS = {"pil": (False, 0), "device": (True, CANVAS), "device_host_crops": (True, 0)}
+
+
+def imagenet_recipe(path: str):
+  """(augment, pbsd) configs of the ImageNet DSCL + PBSD recipe at 224 px for one of `PATHS`."""
   cfg_augment = augment.default_augment_config(224, 3)
-  cfg_augment.on_device = on_device
+  cfg_augment.on_device, cfg_augment.device_canvas = PATHS[path]
   return cfg_augment, augment.default_pbsd_config()
 
 
-def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int, on_device: bool = False) -> dict:
-  cfg_augment, cfg_pbsd = imagenet_recipe(on_device)
+def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: int, path: str = "pil") -> dict:
+  cfg_augment, cfg_pbsd = imagenet_recipe(path)
+  on_device, canvas = PATHS[path]
   iterator = pipeline.pretrain_iterator(
     split, cfg_augment, cfg_pbsd, global_batch_size=batch_size, seed=0, num_workers=num_workers
   )
@@ -127,14 +140,19 @@ def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: in
     now = time.perf_counter()
     intervals.append(now - last)
     last = now
-  assert batch["query"].shape == (batch_size, 224, 224, 3), batch["query"].shape
+  if canvas:
+    assert batch["canvas"].shape == (batch_size, canvas, canvas, 3), batch["canvas"].shape
+  else:
+    assert batch["query"].shape == (batch_size, 224, 224, 3), batch["query"].shape
   assert batch["boxes"].shape == (batch_size, 5, 4), batch["boxes"].shape
   crops = "small_crops_augment" if on_device else "small_crops"
   assert batch[crops].shape[:2] == (batch_size, 5), batch[crops].shape
   del iterator  # stops the worker processes
   return {
     "num_workers": num_workers,
+    "path": path,
     "on_device": on_device,
+    "device_canvas": canvas,
     "images_per_s": batch_size * len(intervals) / sum(intervals),
     "images_per_s_median_interval": batch_size / statistics.median(intervals),
     "batch_seconds": intervals,
@@ -143,11 +161,11 @@ def time_ours(split, num_workers: int, batch_size: int, warmup: int, batches: in
 
 def measure_host_pipeline(num_workers: int, device_augment: bool, num_images: int = 256, batches: int = 8) -> dict:
   """Host images/s of the ImageNet DSCL + PBSD recipe with `num_workers` grain workers on `num_images` fresh
-  synthetic JPEGs, PIL path or device path (`device_augment`): `time_ours`'s result."""
+  synthetic JPEGs, PIL path or device path (`device_augment`, crops on the device): `time_ours`'s result."""
   with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as root:
     split = split_list.split_from_list("train", root, write_images(root, num_images), NUM_CLASSES)
     batch_size = min(64, num_images // 4)
-    return time_ours(split, num_workers, batch_size, 2, batches, on_device=device_augment)
+    return time_ours(split, num_workers, batch_size, 2, batches, path="device" if device_augment else "pil")
 
 
 def device_cost(batch_size: int) -> dict:
@@ -166,7 +184,7 @@ def device_cost(batch_size: int) -> dict:
     config = step_bench.resnet50_config(True)
     config.train.batch_size = batch_size
     config.model.key_bn_group_size = batch_size
-    config.augment.on_device = on_device
+    config.augment.on_device, config.augment.device_canvas = PATHS["device" if on_device else "pil"]
     state, step = step_bench.build_step(config, 1000, 3, mesh)
     views = get_method(config).requirements.views
     batch = synthetic.pretrain_batch(config, views, 3, 1000, np.random.default_rng(0), pixels=True)
@@ -184,6 +202,16 @@ def device_cost(batch_size: int) -> dict:
     print(f"step with on_device={on_device}: {result[f'{name}_step_flops'] / 1e9:.1f} GFLOP", flush=True)
   augment_only = jax.jit(lambda b: device_augment.finish_views(b, config.augment, config.pbsd)).lower(batch).compile()
   result["augment_flops"] = step_bench.compiled_flops(augment_only)
+  host_crops = config.copy_and_resolve_references()
+  host_crops.augment.device_canvas = 0
+  views = get_method(host_crops).requirements.views
+  batch_host_crops = synthetic.pretrain_batch(host_crops, views, 3, 1000, np.random.default_rng(0), pixels=True)
+  result["augment_host_crops_flops"] = step_bench.compiled_flops(
+    jax.jit(lambda b: device_augment.finish_views(b, host_crops.augment, host_crops.pbsd))
+    .lower(batch_host_crops)
+    .compile()
+  )
+  result["device_canvas"] = CANVAS
   times = []
   for _ in range(4):
     start = time.perf_counter()
@@ -192,6 +220,7 @@ def device_cost(batch_size: int) -> dict:
   result["augment_s"] = statistics.median(times[1:])  # the first call also allocates
   result["added_flops_fraction"] = result["device_step_flops"] / result["pil_step_flops"] - 1
   result["augment_flops_fraction"] = result["augment_flops"] / result["pil_step_flops"]
+  result["augment_host_crops_flops_fraction"] = result["augment_host_crops_flops"] / result["pil_step_flops"]
   result["augment_time_fraction_cpu"] = result["augment_s"] / result["step_s"]
   return result
 
@@ -258,10 +287,10 @@ def main(argv):
     load_before = os.getloadavg()
     rows = []
     for num_workers in args.workers:
-      runs = {"pil": [], "device": []}
+      runs = {path: [] for path in PATHS}
       for repeat in range(args.repeats):
-        for path in ("pil", "device"):
-          run = time_ours(split, num_workers, args.batch_size, args.warmup, args.batches, on_device=path == "device")
+        for path in PATHS:
+          run = time_ours(split, num_workers, args.batch_size, args.warmup, args.batches, path=path)
           runs[path].append(run)
           print(f"{path} path, {num_workers} workers, try {repeat + 1}: {run['images_per_s']:.1f} img/s", flush=True)
       torch_result = None
@@ -272,8 +301,7 @@ def main(argv):
       rows.append(
         {
           "num_workers": num_workers,
-          "pil_images_per_s": statistics.median(r["images_per_s"] for r in runs["pil"]),
-          "device_images_per_s": statistics.median(r["images_per_s"] for r in runs["device"]),
+          **{f"{path}_images_per_s": statistics.median(r["images_per_s"] for r in runs[path]) for path in PATHS},
           "runs": runs,
           "torchvision": torch_result,
         }
@@ -282,31 +310,39 @@ def main(argv):
 
   one_worker = next((row for row in rows if row["num_workers"] == 1), None)
   ratio = one_worker["device_images_per_s"] / one_worker["pil_images_per_s"] if one_worker else None
+  ratio_host_crops = (
+    one_worker["device_host_crops_images_per_s"] / one_worker["pil_images_per_s"] if one_worker else None
+  )
   cost = device_cost(_COST_BATCH.value) if _DEVICE_COST.value else None
 
   print(
     f"\nload average (1, 5, 15 min): {_loads(load_before)} before, {_loads(load_after)} after, on {os.cpu_count()} CPUs"
   )
   print(
-    "| workers | PIL path img/s per worker | device path img/s per worker | device / PIL | torchvision img/s per worker |"
+    "| workers | PIL path | device path | device / PIL | device path, crops on the host | that / PIL | torchvision |"
   )
-  print("|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|")
   for row in rows:
     workers = max(row["num_workers"], 1)  # 0 workers: the main process does the work
     reference = row["torchvision"]["images_per_s"] if row["torchvision"] else float("nan")
-    pil, device = row["pil_images_per_s"], row["device_images_per_s"]
+    pil, device, host_crops = (row[f"{path}_images_per_s"] for path in ("pil", "device", "device_host_crops"))
     print(
-      f"| {row['num_workers']} | {pil / workers:.1f} | {device / workers:.1f} | {device / pil:.2f} | {reference / workers:.1f} |"
+      f"| {row['num_workers']} | {pil / workers:.1f} | {device / workers:.1f} | {device / pil:.2f} "
+      f"| {host_crops / workers:.1f} | {host_crops / pil:.2f} | {reference / workers:.1f} |"
     )
+  print("(images/s per worker; medians)")
   if ratio is not None:
     print(f"\ndevice_vs_pil_per_core (1 worker, medians of {args.repeats}): {ratio:.2f}")
+    print(f"device_host_crops_vs_pil_per_core: {ratio_host_crops:.2f}")
   if cost:
     print(
       f"device augmentation in the ImageNet DSCL + PBSD step (batch {cost['batch']}): step "
       f"{cost['pil_step_flops'] / 1e9:.1f} -> {cost['device_step_flops'] / 1e9:.1f} GFLOP "
       f"(+{100 * cost['added_flops_fraction']:.2f}%); the augmentation alone {cost['augment_flops'] / 1e9:.2f} GFLOP "
       f"({100 * cost['augment_flops_fraction']:.2f}%), {cost['augment_s']:.3f} s of a {cost['step_s']:.1f} s step "
-      f"on this CPU ({100 * cost['augment_time_fraction_cpu']:.2f}%)"
+      f"on this CPU ({100 * cost['augment_time_fraction_cpu']:.2f}%); with the crops on the host the "
+      f"augmentation is {cost['augment_host_crops_flops'] / 1e9:.2f} GFLOP "
+      f"({100 * cost['augment_host_crops_flops_fraction']:.2f}%)"
     )
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
@@ -325,7 +361,9 @@ def main(argv):
         "load_average_before": load_before,
         "load_average_after": load_after,
         "machine": platform.processor() or platform.machine(),
+        "device_canvas": CANVAS,
         "device_vs_pil_per_core": ratio,
+        "device_host_crops_vs_pil_per_core": ratio_host_crops,
         "rows": rows,
         "device_cost": cost,
       },

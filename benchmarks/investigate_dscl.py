@@ -86,9 +86,15 @@ VARIANTS = {
   "ce_class_aware_mixup": control(
     "ce_class_aware_mixup", "cross-entropy with ICCL's class-aware second sample and mixup (no target, no centroids)"
   ),
-  # The accelerator path (augment.on_device): the same run as dscl_probe30's trunk with the per-pixel
-  # augmentation in the jitted step (torchvision's float ops) instead of PIL's.
-  "dscl_device_augment": ("dscl", {"augment.on_device": True}, False, "DSCL with the augmentation on the device"),
+  # The accelerator path (augment.on_device): the same run as dscl_probe30's trunk with the crops and the
+  # per-pixel augmentation in the jitted step (torchvision's float ops) instead of PIL's; the host sends
+  # each 28 px image on a 28 px canvas with the crop boxes, as an ImageNet run would on a 512 px one.
+  "dscl_device_augment": (
+    "dscl",
+    {"augment.on_device": True, "augment.device_canvas": 28},
+    False,
+    "DSCL with the augmentation (crops included) on the device",
+  ),
   "paco_scaled": control("paco_scaled", "PaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
   "gpaco_scaled": control("gpaco_scaled", "GPaCo, class-term ratio of the CIFAR-100-LT recipe, the others' recipe"),
 }

@@ -98,6 +98,16 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   _scale_range(config, "augment.probe_crop_scale")
   low, high = aug.blur_sigma
   _require(0 < low <= high, f"augment.blur_sigma {(low, high)!r} must satisfy 0 < low <= high (pixels)")
+  canvas = aug.device_canvas
+  _require(
+    isinstance(canvas, int) and (canvas == 0 or canvas >= aug.image_size),
+    f"augment.device_canvas {canvas!r} must be 0 (the host crops) or an int >= augment.image_size "
+    f"{aug.image_size} (a smaller canvas would upsample every crop)",
+  )
+  _require(
+    not canvas or aug.on_device,
+    f"augment.device_canvas {canvas!r} cuts the crops on the device, which needs augment.on_device = True",
+  )
   low, high = aug.crop_ratio
   _require(0 < low <= high, f"augment.crop_ratio {(low, high)!r} must satisfy 0 < low <= high")
   _require(

@@ -344,6 +344,33 @@ def _global_crop(image: Image.Image, rng: np.random.Generator, cfg_augment: Any)
   return crop, bool(rng.random() < 0.5)
 
 
+def fit_to_canvas(image_uint8: np.ndarray, canvas: int) -> np.ndarray:
+  """`[H, W, C]` uint8 unchanged when both sides are <= `canvas`; otherwise resized (antialiased
+  bilinear, PIL, aspect ratio kept) so that its longer side is `canvas`: `[h, w, C]` uint8."""
+  height, width = image_uint8.shape[:2]
+  if max(height, width) <= canvas:
+    return image_uint8
+  factor = canvas / max(height, width)
+  size = (min(canvas, max(1, round(height * factor))), min(canvas, max(1, round(width * factor))))
+  return to_array(resize(to_pil(image_uint8), size))
+
+
+def on_canvas(image_uint8: np.ndarray, canvas: int) -> np.ndarray:
+  """`[h, w, C]` uint8 (h, w <= `canvas`) in the top-left corner of a zero `[canvas, canvas, C]` uint8."""
+  height, width, channels = image_uint8.shape
+  if max(height, width) > canvas:
+    raise ValueError(f"a {height}x{width} image does not fit a {canvas} px canvas; fit_to_canvas it first")
+  out = np.zeros((canvas, canvas, channels), np.uint8)
+  out[:height, :width] = image_uint8
+  return out
+
+
+def _global_box(height: int, width: int, rng: np.random.Generator, cfg_augment: Any) -> tuple[np.ndarray, bool]:
+  """`_global_crop`'s draws without the crop: its box `[4]` float32 in pixels of the image, and the flip."""
+  box = sample_crop_box(height, width, rng, cfg_augment.crop_scale, cfg_augment.crop_ratio)
+  return box.astype(np.float32), bool(rng.random() < 0.5)
+
+
 def pbsd_views(cfg_pbsd: Any) -> tuple[str, ...]:
   """The views DSCL trains on: query and key, plus the small crops with PBSD or multi-crop."""
   return ("query", "key", "small_crops") if cfg_pbsd.enabled or cfg_pbsd.multicrop else ("query", "key")
@@ -351,6 +378,11 @@ def pbsd_views(cfg_pbsd: Any) -> tuple[str, ...]:
 
 # A view `v` augmented on the device comes with its `VIEW_PARAMS` vector as `v + AUGMENT_SUFFIX`.
 AUGMENT_SUFFIX = "_augment"
+# With `augment.device_canvas` a view `v` is cut on the device too: instead of its pixels comes its crop
+# box `v + BOX_SUFFIX` [4] (x1, y1, x2, y2) in pixels of the canvas `CANVAS_OF[v]` [canvas, canvas, C]
+# uint8 that holds its decoded image (the query and the key share their image's canvas).
+BOX_SUFFIX = "_box"
+CANVAS_OF = {"query": "canvas", "key": "canvas", "class_aware": "class_aware_canvas", "image": "image_canvas"}
 
 
 def _finish(image, mean, std, normalized: bool) -> np.ndarray:
@@ -394,6 +426,10 @@ def pretrain_views(
   'key' are the uint8 `[S, S, C]` crops before their flip and colours, 'query_augment' / 'key_augment'
   their `VIEW_PARAMS` float32 `[11]`, and instead of 'small_crops' comes 'small_crops_augment' `[n, 11]`
   (each crop's flip and colours) beside 'boxes': `dscl_jax.input.device_augment` does the rest.
+  With `cfg_augment.device_canvas` > 0 as well, the host does not even crop: 'canvas' is the image on a
+  `[canvas, canvas, C]` uint8 canvas (`fit_to_canvas`: an image with a longer side is first resized to
+  fit, so its boxes are drawn on the resized image), and 'query_box' / 'key_box' float32 `[4]` replace
+  'query' / 'key'. An image that fits draws the same boxes as the PIL path.
   """
   views_asked = pbsd_views(cfg_pbsd) if views is None else tuple(views)
   unknown = set(views_asked) - {"query", "key", "small_crops"}
@@ -402,14 +438,22 @@ def pretrain_views(
   if on_device:
     check_device_recipe(cfg_augment)
   channels = image_uint8.shape[-1]
-  image = to_pil(image_uint8)
-  crops = {"query": _global_crop(image, rng, cfg_augment)}
-  if "key" in views_asked:
-    crops["key"] = _global_crop(image, rng, cfg_augment)
+  canvas = cfg_augment.device_canvas if on_device else 0
+  views = {}
+  if canvas:  # the boxes alone, drawn as _global_crop draws them; the device cuts and resizes
+    fitted = fit_to_canvas(image_uint8, canvas)
+    crops = {"query": _global_box(fitted.shape[0], fitted.shape[1], rng, cfg_augment)}
+    if "key" in views_asked:
+      crops["key"] = _global_box(fitted.shape[0], fitted.shape[1], rng, cfg_augment)
+    views["canvas"] = on_canvas(fitted, canvas)
+  else:
+    image = to_pil(image_uint8)
+    crops = {"query": _global_crop(image, rng, cfg_augment)}
+    if "key" in views_asked:
+      crops["key"] = _global_crop(image, rng, cfg_augment)
   if not on_device:
     crops = {name: (horizontal_flip(crop) if flip else crop, False) for name, (crop, flip) in crops.items()}
   mean, std, sigma = cfg_augment.mean, cfg_augment.std, cfg_augment.blur_sigma
-  views = {}
   if "small_crops" in views_asked:
     if cfg_pbsd.num_crops < 1 or cfg_pbsd.crop_size < 1:
       raise ValueError(
@@ -444,7 +488,10 @@ def pretrain_views(
     views["boxes"] = np.stack(boxes).astype(np.float32)
   for name, (crop, flip) in crops.items():
     recipe = getattr(cfg_augment, name)
-    if on_device:
+    if canvas:
+      views[name + BOX_SUFFIX] = crop
+      views[name + AUGMENT_SUFFIX] = draw_colour(rng, recipe, channels, sigma).vector(flip)
+    elif on_device:
       views[name] = _finish(crop, mean, std, normalized=False)
       views[name + AUGMENT_SUFFIX] = draw_colour(rng, recipe, channels, sigma).vector(flip)
     else:
@@ -471,15 +518,26 @@ def probe_view(
   return _finish(horizontal_flip(crop) if flip else crop, cfg_augment.mean, cfg_augment.std, normalized)
 
 
-def probe_view_for_device(
-  image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any
-) -> tuple[np.ndarray, np.ndarray]:
-  """`probe_view` with `augment.on_device`: (the uint8 `[S, S, C]` crop before its flip, its `VIEW_PARAMS`
-  `[11]`, which hold only the flip); the evaluation view and no flip when `probe_augment` is False."""
+def probe_view_for_device(image_uint8: np.ndarray, rng: np.random.Generator, cfg_augment: Any) -> dict[str, np.ndarray]:
+  """`probe_view` with `augment.on_device`: {'image': the uint8 `[S, S, C]` crop before its flip,
+  'image_augment': its `VIEW_PARAMS` `[11]`, which hold only the flip}; the evaluation view and no flip
+  when `probe_augment` is False. With `augment.device_canvas` > 0 the crop is cut on the device:
+  'image_canvas' and 'image_box' replace 'image' (as in `pretrain_views`)."""
   if not cfg_augment.probe_augment:
-    return eval_view(image_uint8, cfg_augment, normalized=False), ColourDraw().vector(flip=False)
+    image = eval_view(image_uint8, cfg_augment, normalized=False)
+    return {"image": image, "image" + AUGMENT_SUFFIX: ColourDraw().vector(flip=False)}
+  if cfg_augment.device_canvas:
+    fitted = fit_to_canvas(image_uint8, cfg_augment.device_canvas)
+    box = sample_crop_box(fitted.shape[0], fitted.shape[1], rng, cfg_augment.probe_crop_scale, cfg_augment.crop_ratio)
+    flip = bool(rng.random() < 0.5)
+    return {
+      CANVAS_OF["image"]: on_canvas(fitted, cfg_augment.device_canvas),
+      "image" + BOX_SUFFIX: box.astype(np.float32),
+      "image" + AUGMENT_SUFFIX: ColourDraw().vector(flip),
+    }
   crop, flip = _probe_crop(image_uint8, rng, cfg_augment)
-  return _finish(crop, cfg_augment.mean, cfg_augment.std, normalized=False), ColourDraw().vector(flip)
+  image = _finish(crop, cfg_augment.mean, cfg_augment.std, normalized=False)
+  return {"image": image, "image" + AUGMENT_SUFFIX: ColourDraw().vector(flip)}
 
 
 def eval_view(image_uint8: np.ndarray, cfg_augment: Any, normalized: bool = True) -> np.ndarray:
@@ -527,6 +585,10 @@ def default_augment_config(image_size: int, channels: int) -> ml_collections.Con
   # blur, the small crops and the normalisation run in the jitted step (`dscl_jax.input.device_augment`),
   # with torchvision's float ops instead of PIL's uint8 ones. Same random draws as the PIL path.
   cfg.on_device = False
+  # > 0 (with on_device): the global crops' cut and resize run on the device too. The host sends each
+  # decoded image on a canvas of this many pixels a side (a larger image is first resized to fit) with
+  # the crop boxes: the host's work is then little more than decoding. 0: the host crops.
+  cfg.device_canvas = 0
   cfg.eval_resize_ratio = 256 / 224 if image_size >= 128 else 1.0
   # The reference blurs its 224 px views with sigma in (0.1, 2) px; a smaller view gets the same blur
   # relative to its size.

@@ -5,7 +5,9 @@ random parameter with the same per-sample generator and in the same order as the
 (`augment.pretrain_views(on_device=True)`); the parameters travel beside the pixels as one float32
 vector per view (`augment.VIEW_PARAMS`). Here, vectorised over the batch: the flip, the colour jitter in
 its drawn order, grayscale, the Gaussian blur, PBSD's small crops (cut from the query's flipped,
-uncoloured view, resized, flipped and coloured on their own) and the normalisation.
+uncoloured view, resized, flipped and coloured on their own) and the normalisation. With
+`augment.device_canvas` the host does not crop either: it sends each decoded image on a fixed canvas
+with the global crops' boxes, and the crops are cut and resized here first (`uncoloured_view`).
 
 These are torchvision's float tensor ops (`dscl_jax.ops.image`), not PIL's uint8 ones: values are not
 rounded to 8 bits between steps, the hue turns in float HSV instead of PIL's 8-bit HSV, the blur is a
@@ -81,15 +83,41 @@ def small_crops(query: jax.Array, boxes: jax.Array, params: jax.Array, cfg_augme
   return jax.vmap(lambda crop, p: colour_view(crop, p, radius))(cut, params)
 
 
+def _check_uint8(batch: dict, name: str, reason: str) -> jax.Array:
+  if batch[name].dtype != jnp.uint8:
+    raise ValueError(f"batch[{name!r}] comes with {reason}, so it must be uint8 pixels, got {batch[name].dtype}")
+  return batch[name]
+
+
+def uncoloured_view(batch: dict, name: str, size: int) -> jax.Array:
+  """View `name` before its flip and colours, float32 `[B, S, S, C]` in [0, 1] (S = `size`).
+
+  Its uint8 pixels from the host, or with `name + "_box"` (`augment.device_canvas`) that box of its
+  canvas resized to S x S here (`ops.image.resized_crop`: torchvision's antialiased bilinear, in float).
+  """
+  box_name = name + augment.BOX_SUFFIX
+  if box_name in batch:
+    canvas_name = augment.CANVAS_OF[name]
+    canvas = _check_uint8(batch, canvas_name, f"{box_name!r}").astype(jnp.float32) / 255.0
+    return jax.vmap(lambda image, box: image_ops.resized_crop(image, box, (size, size)))(canvas, batch[box_name])
+  return _check_uint8(batch, name, f"{name + augment.AUGMENT_SUFFIX!r}").astype(jnp.float32) / 255.0  # ToTensor
+
+
 def finish_views(batch: dict, cfg_augment: Any, cfg_pbsd: Any) -> dict:
   """`batch` with every image view as the model takes it (float32, normalised).
 
-  A view `v` that comes with `v + "_augment"` (`augment.on_device`) is augmented here, and
-  'small_crops_augment' makes 'small_crops' from the query; any other view goes through
-  `pixels.to_float` as before. The parameter entries are dropped.
+  A view `v` that comes with `v + "_augment"` (`augment.on_device`) is augmented here (cut from its
+  canvas first when it comes as `v + "_box"`), and 'small_crops_augment' makes 'small_crops' from the
+  query; any other view goes through `pixels.to_float` as before. The parameters, boxes and canvases
+  are dropped.
   """
   suffix = augment.AUGMENT_SUFFIX
-  out = {name: value for name, value in batch.items() if not name.endswith(suffix)}
+  dropped = {augment.CANVAS_OF[name] for name in augment.CANVAS_OF if name + augment.BOX_SUFFIX in batch}
+  out = {
+    name: value
+    for name, value in batch.items()
+    if not name.endswith((suffix, augment.BOX_SUFFIX)) and name not in dropped
+  }
   size = cfg_augment.image_size
   radius = blur_radius(cfg_augment.blur_sigma, size)
   for name in IMAGE_VIEWS:
@@ -99,11 +127,7 @@ def finish_views(batch: dict, cfg_augment: Any, cfg_pbsd: Any) -> dict:
       if name in batch:
         out[name] = pixels.to_float(batch[name], cfg_augment, name)
       continue
-    if batch[name].dtype != jnp.uint8:
-      raise ValueError(
-        f"batch[{name!r}] comes with {name + suffix!r}, so it must be uint8 pixels, got {batch[name].dtype}"
-      )
-    unit = batch[name].astype(jnp.float32) / 255.0  # torchvision's ToTensor
+    unit = uncoloured_view(batch, name, size)
     params = batch[name + suffix]
     if name == "query" and "small_crops" + suffix in batch:
       flipped = jax.vmap(image_ops.horizontal_flip)(unit, params[:, _FIELD["flip"]] > 0)

@@ -132,9 +132,10 @@ class _PretrainSample:
       second = augment.pretrain_views(
         other["image"], rng, self.cfg_augment, self.cfg_pbsd, ("query",), normalized=False, on_device=on_device
       )
-      views["class_aware"] = second["query"]
-      if on_device:
-        views["class_aware" + augment.AUGMENT_SUFFIX] = second["query" + augment.AUGMENT_SUFFIX]
+      # The second sample's query-recipe view under the 'class_aware' names (its canvas has its own name).
+      renamed = {"query": "class_aware", augment.CANVAS_OF["query"]: augment.CANVAS_OF["class_aware"]}
+      for name, value in second.items():
+        views[renamed.get(name) or name.replace("query", "class_aware", 1)] = value
       views["class_aware_label"] = np.int32(other["label"])
     return views
 
@@ -155,8 +156,10 @@ class _ProbeSample:
       index = epoch_index(self.seed, position, self.num_examples)
     record = self.source[index]
     if self.cfg_augment.on_device:
-      image, params = augment.probe_view_for_device(record["image"], rng, self.cfg_augment)
-      return {"image": image, "image" + augment.AUGMENT_SUFFIX: params, "label": np.int32(record["label"])}
+      return {
+        **augment.probe_view_for_device(record["image"], rng, self.cfg_augment),
+        "label": np.int32(record["label"]),
+      }
     return {
       "image": augment.probe_view(record["image"], rng, self.cfg_augment, normalized=False),
       "label": np.int32(record["label"]),

@@ -30,6 +30,12 @@ def pretrain_batch_shapes(
       shapes[name + augment.AUGMENT_SUFFIX] = ((b, params), np.dtype(np.float32))
     if shapes.pop("small_crops", None):
       shapes["small_crops" + augment.AUGMENT_SUFFIX] = ((b, config.pbsd.num_crops, params), np.dtype(np.float32))
+    canvas = config.augment.device_canvas
+    if canvas:  # and the global crops: their images on canvases, and boxes
+      for name in [name for name in shapes if name in augment.CANVAS_OF]:
+        shapes.pop(name)
+        shapes[augment.CANVAS_OF[name]] = ((b, canvas, canvas, channels), pixel_dtype)
+        shapes[name + augment.BOX_SUFFIX] = ((b, 4), np.dtype(np.float32))
   return shapes
 
 
@@ -44,7 +50,9 @@ def pretrain_batch(
   The image views are standard-normal floats (as if normalised), or with `pixels` uniform uint8 pixels,
   what the input pipeline sends (the step then normalises them, as in training). With `pixels` and
   `augment.on_device`, as the pipeline sends them then: each view's parameters drawn by the recipe
-  ('<view>_augment'), and 'small_crops_augment' with whole-pixel boxes instead of 'small_crops'."""
+  ('<view>_augment'), and 'small_crops_augment' with whole-pixel boxes instead of 'small_crops'; with
+  `augment.device_canvas` too, each global view comes as its canvas of random pixels and a
+  RandomResizedCrop box on it ('canvas' and 'query_box', ...)."""
   shapes = pretrain_batch_shapes(config, views, channels, pixels)
   b, s = config.train.batch_size, config.augment.image_size
 
@@ -53,16 +61,24 @@ def pretrain_batch(
       return rng.integers(0, 256, size=shape, dtype=np.uint8)
     return rng.normal(size=shape).astype(np.float32)
 
+  view_shape = (b, s, s, channels)
   batch = {
-    "query": images(shapes["query"][0]),
-    "key": images(shapes["query"][0]),
+    "query": images(view_shape),
+    "key": images(view_shape),
     "label": rng.integers(0, num_classes, size=b).astype(np.int32),
   }
-  if "key" not in shapes:
+  if "key" not in views:
     del batch["key"]
-  if "class_aware" in shapes:
-    batch["class_aware"] = images(shapes["class_aware"][0])
+  if "class_aware_label" in shapes:
+    batch["class_aware"] = images(view_shape)
     batch["class_aware_label"] = rng.integers(0, num_classes, size=b).astype(np.int32)
+  for name in [name for name in augment.CANVAS_OF if name + augment.BOX_SUFFIX in shapes]:
+    batch.pop(name, None)
+    canvas_name, canvas = augment.CANVAS_OF[name], config.augment.device_canvas
+    if canvas_name not in batch:
+      batch[canvas_name] = images(shapes[canvas_name][0])
+    boxes = [augment.sample_crop_box(canvas, canvas, rng, config.augment.crop_scale) for _ in range(b)]
+    batch[name + augment.BOX_SUFFIX] = np.stack(boxes).astype(np.float32)
   if "small_crops" in shapes:
     n = config.pbsd.num_crops
     batch["small_crops"] = images(shapes["small_crops"][0])

@@ -185,13 +185,16 @@ def test_probe_pipeline_sends_the_unflipped_crop_and_its_flip():
   )
 
 
-def test_pretrain_step_augments_on_the_device():
+@pytest.mark.parametrize("canvas", [0, 40])
+def test_pretrain_step_augments_on_the_device(canvas):
   """The step applies `finish_views` itself: its loss equals the step's on the views augmented outside."""
   config = small_config("dscl", pbsd=True)
   config.augment.on_device = True
+  config.augment.device_canvas = canvas
   views = ("query", "key", "small_crops")
   batch = synthetic.pretrain_batch(config, views, 1, 10, np.random.default_rng(0), pixels=True)
   assert "small_crops_augment" in batch and "small_crops" not in batch
+  assert ("canvas" in batch and "query_box" in batch and "query" not in batch) == bool(canvas)
   finished = jax.jit(lambda b: device_augment.finish_views(b, config.augment, config.pbsd))(batch)
   losses = []
   for inputs in (batch, {name: np.asarray(value) for name, value in finished.items()}):
@@ -200,6 +203,130 @@ def test_pretrain_step_augments_on_the_device():
     losses.append(float(metrics["loss"]))
   assert np.isfinite(losses[0])
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ the crops on the device (device_canvas)
+
+
+_cut = jax.jit(device_augment.uncoloured_view, static_argnums=(1, 2))
+
+
+def _canvas_config(cfg_augment, canvas):
+  out = cfg_augment.copy_and_resolve_references()
+  out.on_device, out.device_canvas = True, canvas
+  return out
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_canvas_path_draws_the_same_boxes_and_cuts_the_pil_paths_crops(channels):
+  """An image that fits the canvas: the same draws as the PIL path, the image unchanged in the canvas's
+  top-left corner, and the device's cut of each box within one uint8 level of the PIL path's crop (PIL
+  rounds to 8 bits after each resize pass; the device keeps floats)."""
+  cfg_augment, cfg_pbsd = _configs(channels)
+  cfg_canvas = _canvas_config(cfg_augment, 80)
+  finish = jax.jit(lambda b: device_augment.finish_views(b, cfg_canvas, cfg_pbsd))
+  for seed in range(8):
+    image = _smooth_image(60, 72, channels, seed)
+    rng_host, rng_canvas = np.random.default_rng(seed), np.random.default_rng(seed)
+    host = augment.pretrain_views(image, rng_host, cfg_augment, cfg_pbsd, on_device=True)
+    sent = augment.pretrain_views(image, rng_canvas, cfg_canvas, cfg_pbsd, on_device=True)
+    assert rng_host.bit_generator.state == rng_canvas.bit_generator.state
+    assert set(sent) == {
+      "canvas",
+      "query_box",
+      "key_box",
+      "boxes",
+      "query_augment",
+      "key_augment",
+      "small_crops_augment",
+    }
+    assert sent["canvas"].shape == (80, 80, channels) and sent["canvas"].dtype == np.uint8
+    np.testing.assert_array_equal(sent["canvas"][:60, :72], image)
+    assert not sent["canvas"][60:].any() and not sent["canvas"][:, 72:].any()
+    for name in ("boxes", "query_augment", "key_augment", "small_crops_augment"):
+      np.testing.assert_array_equal(sent[name], host[name])
+    batch = {name: value[None] for name, value in sent.items()}
+    for view in ("query", "key"):
+      box = sent[view + "_box"]
+      assert box.dtype == np.float32 and np.all(box == np.round(box)) and box[2] <= 72 and box[3] <= 60
+      cut = np.asarray(_cut(batch, view, 48))[0]
+      assert np.abs(np.round(cut * 255) - host[view]).max() <= 1, (seed, view)
+    finished = finish(batch)
+    assert set(finished) == {"query", "key", "small_crops", "boxes"}
+    assert finished["small_crops"].shape == (1, 5, 16, 16, channels)
+
+
+def test_an_image_larger_than_the_canvas_is_resized_to_fit_first():
+  """A 90 x 120 image on a 64 px canvas becomes 48 x 64 (PIL's antialiased bilinear, aspect kept); its
+  boxes are drawn on that and the device's cuts are the PIL path's crops of it, within one level."""
+  cfg_augment, cfg_pbsd = _configs(3, size=32, crop_size=12)
+  cfg_canvas = _canvas_config(cfg_augment, 64)
+  image = _smooth_image(90, 120, 3, 7)
+  fitted = augment.fit_to_canvas(image, 64)
+  expected = augment.to_array(augment.to_pil(image).resize((64, 48), augment.Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(fitted, expected)
+  assert augment.fit_to_canvas(image[:, :70], 64).shape == (64, 50, 3)  # portrait: the height is fitted
+  assert augment.fit_to_canvas(image[:40, :64], 64).shape == (40, 64, 3)  # fits: unchanged
+  sent = augment.pretrain_views(image, np.random.default_rng(3), cfg_canvas, cfg_pbsd, on_device=True)
+  host = augment.pretrain_views(fitted, np.random.default_rng(3), cfg_augment, cfg_pbsd, on_device=True)
+  np.testing.assert_array_equal(sent["canvas"][:48], fitted)
+  assert not sent["canvas"][48:].any()
+  batch = {name: value[None] for name, value in sent.items()}
+  for view in ("query", "key"):
+    cut = np.asarray(_cut(batch, view, 32))[0]
+    assert np.abs(np.round(cut * 255) - host[view]).max() <= 1
+  with pytest.raises(ValueError, match="does not fit a 64 px canvas"):
+    augment.on_canvas(image, 64)
+
+
+def test_device_canvas_is_validated():
+  config = small_config("dscl")
+  config.augment.device_canvas = 64
+  with pytest.raises(ConfigError, match="augment.device_canvas 64 .* needs augment.on_device = True"):
+    validate(config, 1)
+  config.augment.on_device = True
+  validate(config, 1)
+  config.augment.device_canvas = config.augment.image_size - 1
+  with pytest.raises(ConfigError, match=f"augment.device_canvas {config.augment.image_size - 1} must be 0"):
+    validate(config, 1)
+
+
+@pytest.mark.parametrize("sampler", ["instance", "instance_and_class_aware"])
+def test_pipeline_sends_canvases_and_boxes(sampler):
+  """The canvas path through the pipeline: canvases and boxes instead of crops, the class-aware sample
+  under its own names, and after `finish_views` views within a level of the host-crop path's."""
+  cfg_augment, cfg_pbsd = _configs(1, size=16, crop_size=6)
+  cfg_host = _canvas_config(cfg_augment, 0)
+  cfg_canvas = _canvas_config(cfg_augment, 24)
+  views = ("query", "key", "small_crops") + (("class_aware",) if sampler != "instance" else ())
+  kwargs = dict(views=views, sampler=sampler, global_batch_size=8, seed=3)
+  host = next(pipeline.pretrain_iterator(_split(), cfg_host, cfg_pbsd, **kwargs))
+  sent = next(pipeline.pretrain_iterator(_split(), cfg_canvas, cfg_pbsd, **kwargs))
+  expected = {"canvas", "query_box", "key_box", "boxes", "label", "query_augment", "key_augment", "small_crops_augment"}
+  if sampler != "instance":
+    expected |= {"class_aware_canvas", "class_aware_box", "class_aware_label", "class_aware_augment"}
+  assert set(sent) == expected
+  assert sent["canvas"].shape == (8, 24, 24, 1) and sent["query_box"].shape == (8, 4)
+  for name in set(host) & set(sent):
+    np.testing.assert_array_equal(sent[name], host[name], err_msg=name)
+  for view in ("query", "key") + (("class_aware",) if sampler != "instance" else ()):
+    cut = np.asarray(_cut(sent, view, 16))
+    assert np.abs(np.round(cut * 255) - host[view]).max() <= 1, view
+
+
+def test_probe_pipeline_sends_a_canvas_and_box():
+  cfg_augment, _ = _configs(1, size=16)
+  cfg_host, cfg_canvas = _canvas_config(cfg_augment, 0), _canvas_config(cfg_augment, 20)
+  kwargs = dict(global_batch_size=8, seed=5)
+  host = next(pipeline.probe_iterator(_split(), cfg_host, **kwargs))
+  sent = next(pipeline.probe_iterator(_split(), cfg_canvas, **kwargs))
+  assert set(sent) == {"image_canvas", "image_box", "image_augment", "label"}
+  np.testing.assert_array_equal(sent["image_augment"], host["image_augment"])
+  out = jax.jit(lambda b: device_augment.finish_views(b, cfg_canvas, None))(sent)
+  assert set(out) == {"image", "label"}
+  expected = jax.jit(lambda b: device_augment.finish_views(b, cfg_host, None))(host)["image"]
+  # one uint8 level, normalised by the std 0.5
+  assert np.abs(np.asarray(out["image"]) - np.asarray(expected)).max() <= 1.001 / 255 / 0.5
 
 
 def test_on_device_refuses_randaugment():
@@ -228,23 +355,27 @@ from dscl_jax.core import sharding
 from dscl_jax.input import augment, device_augment
 from tests.input.test_device_augment import _configs, _smooth_image
 cfg_augment, cfg_pbsd = _configs(3, size=32, crop_size=12)
-host = [
-  augment.pretrain_views(_smooth_image(40, 48, 3, s), np.random.default_rng(s), cfg_augment, cfg_pbsd, on_device=True)
-  for s in range(8)
-]
-batch = {name: np.stack([h[name] for h in host]) for name in host[0]}
-finish = lambda b: device_augment.finish_views(b, cfg_augment, cfg_pbsd)
-outputs = []
-for devices in (8, 1):
-  mesh = sharding.make_mesh(devices)
-  data = sharding.data_sharded(mesh)
-  out = jax.jit(finish, in_shardings=(data,), out_shardings=data)(sharding.to_global(batch, mesh))
-  outputs.append({k: np.asarray(v) for k, v in out.items()})
+cfg_augment.on_device = True
 assert len(jax.devices()) == 8
-for name in ("query", "key", "small_crops"):
-  # float noise only: XLA vectorises and fuses a batch of 1 and of 8 differently (measured 1.8e-6 at
-  # most on normalised values, about 4e-7 of a [0, 1] pixel)
-  np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=0, atol=1e-5, err_msg=name)
+for canvas in (0, 56):  # the host crops; the device cuts the crops from canvases
+  cfg_augment.device_canvas = canvas
+  host = [
+    augment.pretrain_views(_smooth_image(40, 48, 3, s), np.random.default_rng(s), cfg_augment, cfg_pbsd, on_device=True)
+    for s in range(8)
+  ]
+  batch = {name: np.stack([h[name] for h in host]) for name in host[0]}
+  assert ("canvas" in batch) == bool(canvas)
+  finish = lambda b: device_augment.finish_views(b, cfg_augment, cfg_pbsd)
+  outputs = []
+  for devices in (8, 1):
+    mesh = sharding.make_mesh(devices)
+    data = sharding.data_sharded(mesh)
+    out = jax.jit(finish, in_shardings=(data,), out_shardings=data)(sharding.to_global(batch, mesh))
+    outputs.append({k: np.asarray(v) for k, v in out.items()})
+  for name in ("query", "key", "small_crops"):
+    # float noise only: XLA vectorises and fuses a batch of 1 and of 8 differently (measured 1.8e-6 at
+    # most on normalised values, about 4e-7 of a [0, 1] pixel)
+    np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=0, atol=1e-5, err_msg=name)
 print("equal")
 """
 
