@@ -217,9 +217,7 @@ def results_block(records: list[dict]) -> str:
 
 
 def render(records: list[dict]) -> None:
-  if not records:
-    print("[investigate] no records yet: nothing to render", flush=True)
-    return
+  # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
   text = markdown(records)
   TABLE.write_text(text)
   updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
