@@ -100,6 +100,114 @@ VARIANTS = {
 }
 
 
+# The promotion rule (docs/results.md), fixed before the controls' records at the current training code came
+# in. A control is set against a reference variant on six validation measures (linear probe, kNN, logistic
+# regression; overall and tail third); when its condition holds on any one, the rows it names join the
+# comparison (compare_methods.PROMOTED, which tests/benchmarks/test_investigate_dscl.py holds to this rule).
+# 1.5 points is about the three-seed range of the comparison's runs.
+PROMOTION_MARGIN = 1.5
+PROMOTION_MEASURES = tuple(
+  (classifier, group) for classifier in ("linear_probe", "knn", "logistic_regression") for group in ("overall", "tail")
+)
+# control: (reference variant, condition, the rows promoted when it holds, what that says).
+# Conditions: "near" = at most PROMOTION_MARGIN below the reference or above it; "below" = more than the
+# margin below; "above" = more than the margin above.
+PROMOTION_RULES = {
+  "ce_equal_draws": ("iccl", "near", ("ce_equal_draws", "dscl_equal_draws"), "ICCL's lead is a budget effect"),
+  "dscl_equal_draws": ("iccl", "near", ("ce_equal_draws", "dscl_equal_draws"), "ICCL's lead is a budget effect"),
+  "iccl_no_centroid": ("iccl", "near", ("iccl_no_centroid",), "the centroid loss explains none of ICCL's lead"),
+  "ce_class_aware_mixup": ("iccl", "near", ("ce_class_aware_mixup",), "the sampler and mixup explain ICCL's lead"),
+  "iccl_instance_second_sample": (
+    "iccl",
+    "below",
+    ("iccl_instance_second_sample",),
+    "the class-aware rebalancing carries ICCL's lead",
+  ),
+  "paco_scaled": ("paco", "above", ("paco_scaled",), "the official recipe, not the method, made PaCo's row"),
+  "gpaco_scaled": ("gpaco", "above", ("gpaco_scaled",), "the official recipe, not the method, made GPaCo's row"),
+}
+CONDITION_TEXT = {
+  "near": f"at most {PROMOTION_MARGIN} points below it, or above",
+  "below": f"more than {PROMOTION_MARGIN} points below it",
+  "above": f"more than {PROMOTION_MARGIN} points above it",
+}
+MEASURE_LABELS = {"linear_probe": "probe", "knn": "kNN", "logistic_regression": "LR"}
+
+
+def _measure(record: dict, classifier: str, group: str) -> float:
+  report = record["classifiers"][classifier]
+  return report["overall"] if group == "overall" else report["groups"][group]
+
+
+def _holds(condition: str, difference: float) -> bool:
+  if condition == "near":
+    return difference >= -PROMOTION_MARGIN
+  if condition == "below":
+    return difference < -PROMOTION_MARGIN
+  if condition == "above":
+    return difference > PROMOTION_MARGIN
+  raise ValueError(f"unknown promotion condition {condition!r}; use one of {list(CONDITION_TEXT)}")
+
+
+def promotion_checks(records: list[dict]) -> dict[str, dict]:
+  """Each rule of PROMOTION_RULES applied to the records: {control: {"state": "pending" | "holds" | "fails",
+  "differences": {"probe overall": control - reference, ...}, "met": [measures where the condition holds]}}.
+  Pending: the control's or the reference's record is missing."""
+  by_name = {r["variant"]: r for r in records}
+  checks = {}
+  for control_name, (reference, condition, _, _) in PROMOTION_RULES.items():
+    if control_name not in by_name or reference not in by_name:
+      checks[control_name] = {"state": "pending", "differences": {}, "met": []}
+      continue
+    differences = {
+      f"{MEASURE_LABELS[c]} {g}": _measure(by_name[control_name], c, g) - _measure(by_name[reference], c, g)
+      for c, g in PROMOTION_MEASURES
+    }
+    met = [m for m, d in differences.items() if _holds(condition, d)]
+    checks[control_name] = {"state": "holds" if met else "fails", "differences": differences, "met": met}
+  return checks
+
+
+def promoted_rows(records: list[dict]) -> dict[str, str]:
+  """{control row: "promoted" | "pending" | "not promoted"} by PROMOTION_RULES: promoted when any rule
+  naming the row holds; pending while none holds and one still waits for a record."""
+  checks = promotion_checks(records)
+  verdicts = {}
+  for row in cm.CONTROLS:
+    states = [checks[c]["state"] for c, rule in PROMOTION_RULES.items() if row in rule[2]]
+    verdicts[row] = "promoted" if "holds" in states else "pending" if "pending" in states else "not promoted"
+  return verdicts
+
+
+def promotion_markdown(records: list[dict]) -> str:
+  """The rule's table: each control against its reference, the measure that decides, the verdict."""
+  checks, verdicts = promotion_checks(records), promoted_rows(records)
+  lines = [
+    f"The promotion rule applied to these records (control minus reference, points; a condition that holds on "
+    f"any of the six measures promotes; `compare_methods.PROMOTED` must list exactly the promoted rows):",
+    "",
+    "| control | set against | condition | if it holds | differences | rows | verdict |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, (reference, condition, rows, meaning) in PROMOTION_RULES.items():
+    check = checks[name]
+    if check["state"] == "pending":
+      shown = "waits for " + " and ".join(
+        f"`{n}`" for n in (name, reference) if n not in {r["variant"] for r in records}
+      )
+    else:
+      shown = ", ".join(
+        f"{'**' if m in check['met'] else ''}{m} {d:+.2f}{'**' if m in check['met'] else ''}"
+        for m, d in check["differences"].items()
+      )
+    row_names = ", ".join(f"`{r}`" for r in rows)
+    verdict = "; ".join(f"{r}: {verdicts[r]}" for r in rows)
+    lines.append(
+      f"| `{name}` | `{reference}` | {CONDITION_TEXT[condition]} | {meaning} | {shown} | {row_names} | {verdict} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
 def variant_config(name: str, variants=VARIANTS) -> str:
   """The config file a variant runs (before its overrides)."""
   return cm.row_source(name)[0] if name in cm.CONTROLS else cm.METHODS[variants[name][0]]
@@ -213,12 +321,14 @@ def markdown(records: list[dict]) -> str:
 
 def results_block(records: list[dict]) -> str:
   """What goes between the `investigate_dscl` markers of docs/results.md."""
-  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{markdown(records)}"
+  return (
+    f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{markdown(records)}\n{promotion_markdown(records)}"
+  )
 
 
 def render(records: list[dict]) -> None:
   # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
-  text = markdown(records)
+  text = markdown(records) + "\n" + promotion_markdown(records)
   TABLE.write_text(text)
   updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
@@ -288,7 +398,15 @@ def main(argv=None) -> None:
         f"(tail {probe['groups']['tail']:.2f}%), {time.perf_counter() - start:.0f} s",
         flush=True,
       )
-  render(read_records())
+  records = read_records()
+  render(records)
+  promoted = sorted(r for r, verdict in promoted_rows(records).items() if verdict == "promoted")
+  if promoted != sorted(cm.PROMOTED):
+    print(
+      f"[investigate] the promotion rule promotes {promoted or 'nothing'} but compare_methods.PROMOTED is "
+      f"{list(cm.PROMOTED) or 'empty'}: update PROMOTED (docs/results.md says what it changes)",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -108,3 +108,53 @@ def test_the_results_document_holds_what_rendering_writes():
   assert block.startswith(
     f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`."
   )
+
+
+def _scored(variant, **measures):
+  """A record whose six promotion measures are 80 except those given, e.g. knn_tail=78.0."""
+  classifiers = {}
+  for classifier in ("linear_probe", "knn", "logistic_regression"):
+    overall = measures.get(f"{classifier}_overall", 80.0)
+    classifiers[classifier] = {"overall": overall, "groups": {"tail": measures.get(f"{classifier}_tail", 80.0)}}
+  return {"variant": variant, "classifiers": classifiers}
+
+
+def test_the_promotion_rule_by_hand_worked_cases():
+  # Nothing recorded: every control waits.
+  assert set(inv.promoted_rows([]).values()) == {"pending"}
+  assert set(inv.promoted_rows([]).keys()) == set(inv.cm.CONTROLS)
+  # Equal draws: 1.49 points below ICCL on one measure (kNN tail) is "within 1.5": both rows are promoted,
+  # though dscl_equal_draws has no record yet and every other measure of ce_equal_draws is 5 points below.
+  low = {f"{c}_{g}": 75.0 for c in ("linear_probe", "knn", "logistic_regression") for g in ("overall", "tail")}
+  records = [_scored("iccl"), _scored("ce_equal_draws", **{**low, "knn_tail": 78.51})]
+  verdicts = inv.promoted_rows(records)
+  assert verdicts["ce_equal_draws"] == verdicts["dscl_equal_draws"] == "promoted"
+  check = inv.promotion_checks(records)["ce_equal_draws"]
+  assert check["met"] == ["kNN tail"] and check["differences"]["kNN tail"] == pytest.approx(-1.49)
+  # 1.51 below on every measure fails; the partner still waits, so the pair is pending, then not promoted.
+  records = [_scored("iccl"), _scored("ce_equal_draws", **{k: 78.49 for k in low})]
+  assert inv.promoted_rows(records)["ce_equal_draws"] == "pending"
+  records.append(_scored("dscl_equal_draws", **low))
+  assert inv.promoted_rows(records)["dscl_equal_draws"] == "not promoted"
+  # The rebalancing control is promoted only when it falls more than 1.5 below ICCL on some measure.
+  below = [_scored("iccl"), _scored("iccl_instance_second_sample", logistic_regression_overall=78.4)]
+  assert inv.promoted_rows(below)["iccl_instance_second_sample"] == "promoted"
+  level = [_scored("iccl"), _scored("iccl_instance_second_sample", logistic_regression_overall=78.6)]
+  assert inv.promoted_rows(level)["iccl_instance_second_sample"] == "not promoted"
+  # PaCo rescaled: set against the `paco` row (not ICCL), promoted above +1.5.
+  paco = [_scored("paco"), _scored("paco_scaled", linear_probe_tail=81.6), _scored("gpaco"), _scored("gpaco_scaled")]
+  verdicts = inv.promoted_rows(paco)
+  assert verdicts["paco_scaled"] == "promoted" and verdicts["gpaco_scaled"] == "not promoted"
+  assert verdicts["iccl_no_centroid"] == "pending"
+  table = inv.promotion_markdown(paco)
+  assert "**probe tail +1.60**" in table and "waits for `iccl_no_centroid` and `iccl`" in table
+
+
+def test_compare_methods_promotes_exactly_what_the_rule_says_of_the_committed_records():
+  """A record that meets (or stops meeting) its condition must change compare_methods.PROMOTED with it."""
+  assert set(inv.PROMOTION_RULES) == set(inv.cm.CONTROLS)
+  for control, (reference, condition, rows, _) in inv.PROMOTION_RULES.items():
+    assert reference in inv.VARIANTS and control in inv.VARIANTS and set(rows) <= set(inv.cm.CONTROLS)
+    assert condition in inv.CONDITION_TEXT
+  verdicts = inv.promoted_rows(inv.read_records())
+  assert sorted(inv.cm.PROMOTED) == sorted(r for r, v in verdicts.items() if v == "promoted")
