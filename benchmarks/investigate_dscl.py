@@ -183,8 +183,8 @@ def promotion_markdown(records: list[dict]) -> str:
   """The rule's table: each control against its reference, the measure that decides, the verdict."""
   checks, verdicts = promotion_checks(records), promoted_rows(records)
   lines = [
-    f"The promotion rule applied to these records (control minus reference, points; a condition that holds on "
-    f"any of the six measures promotes; `compare_methods.PROMOTED` must list exactly the promoted rows):",
+    "The promotion rule applied to these records (control minus reference, points; a condition that holds on "
+    "any of the six measures promotes; `compare_methods.PROMOTED` must list exactly the promoted rows):",
     "",
     "| control | set against | condition | if it holds | differences | rows | verdict |",
     "|---|---|---|---|---|---|---|",
