@@ -338,7 +338,8 @@ def test_a_killed_comparison_keeps_the_attempt_and_the_time_its_job_ran(tmp_path
   assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_table_figures_and_results_block(tmp_path):
+def test_table_figures_and_results_block(tmp_path, monkeypatch):
+  monkeypatch.setattr(cm, "PROMOTED", ())  # the 8 methods alone; a promoted control adds 3 runs (below)
   ramp = np.linspace(90.0, 60.0, 10)
   records = [
     record("ce", 0, ramp),
@@ -351,7 +352,10 @@ def test_table_figures_and_results_block(tmp_path):
   assert (mean, n) == (pytest.approx(76.0), 2) and std == pytest.approx(math.sqrt(2.0))  # 75, 77
   assert table["dscl"]["knn"]["tail"][1] == 0.0 and "knn" not in table["ce"]
   text = cm.markdown(records)
-  assert "4 of 24 runs recorded" in text and "Commits: abcdef1." in text
+  assert "4 of 24 runs recorded (8 methods x seeds 0, 1, 2)" in text and "Commits: abcdef1." in text
+  monkeypatch.setattr(cm, "PROMOTED", ("iccl_no_centroid",))
+  assert "4 of 27 runs recorded (8 methods and 1 control x seeds 0, 1, 2)" in cm.markdown(records)
+  monkeypatch.setattr(cm, "PROMOTED", ())
   records[0]["job_commits"] = {"pretrain": ["9876543210"], "eval": ["abcdef1234"]}
   assert cm.commits(records) == ["9876543", "abcdef1"]
   assert "| cross-entropy | 2 | 76.00 ± 1.41 |" in text and "| DSCL | 2 | 78.00 ± 2.83 |" in text
