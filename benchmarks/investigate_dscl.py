@@ -171,7 +171,10 @@ def promotion_checks(records: list[dict]) -> dict[str, dict]:
 def promoted_rows(records: list[dict]) -> dict[str, str]:
   """{control row: "promoted" | "pending" | "not promoted"} by PROMOTION_RULES: promoted when any rule
   naming the row holds; pending while none holds and one still waits for a record."""
-  checks = promotion_checks(records)
+  return _verdicts(promotion_checks(records))
+
+
+def _verdicts(checks: dict[str, dict]) -> dict[str, str]:
   verdicts = {}
   for row in cm.CONTROLS:
     states = [checks[c]["state"] for c, rule in PROMOTION_RULES.items() if row in rule[2]]
@@ -181,7 +184,8 @@ def promoted_rows(records: list[dict]) -> dict[str, str]:
 
 def promotion_markdown(records: list[dict]) -> str:
   """The rule's table: each control against its reference, the measure that decides, the verdict."""
-  checks, verdicts = promotion_checks(records), promoted_rows(records)
+  checks = promotion_checks(records)
+  verdicts, recorded = _verdicts(checks), {r["variant"] for r in records}
   lines = [
     "The promotion rule applied to these records (control minus reference, points; a condition that holds on "
     "any of the six measures promotes; `compare_methods.PROMOTED` must list exactly the promoted rows):",
@@ -192,9 +196,7 @@ def promotion_markdown(records: list[dict]) -> str:
   for name, (reference, condition, rows, meaning) in PROMOTION_RULES.items():
     check = checks[name]
     if check["state"] == "pending":
-      shown = "waits for " + " and ".join(
-        f"`{n}`" for n in (name, reference) if n not in {r["variant"] for r in records}
-      )
+      shown = "waits for " + " and ".join(f"`{n}`" for n in (name, reference) if n not in recorded)
     else:
       shown = ", ".join(
         f"{'**' if m in check['met'] else ''}{m} {d:+.2f}{'**' if m in check['met'] else ''}"
@@ -321,14 +323,17 @@ def markdown(records: list[dict]) -> str:
 
 def results_block(records: list[dict]) -> str:
   """What goes between the `investigate_dscl` markers of docs/results.md."""
-  return (
-    f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{markdown(records)}\n{promotion_markdown(records)}"
-  )
+  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{tables(records)}"
+
+
+def tables(records: list[dict]) -> str:
+  """The variants' table, then the promotion rule's."""
+  return f"{markdown(records)}\n{promotion_markdown(records)}"
 
 
 def render(records: list[dict]) -> None:
   # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
-  text = markdown(records) + "\n" + promotion_markdown(records)
+  text = tables(records)
   TABLE.write_text(text)
   updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
