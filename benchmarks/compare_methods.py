@@ -9,9 +9,12 @@ Each run is `python -m dscl_jax.main` on the method's config with `--config.seed
 job (pretrain, linear_probe, eval) so each job's wall time is its own. A finished run appends one record
 (method, seed, overrides, commit, accuracy of every classifier overall / per group / per class, wall
 times) to `benchmarks/results/compare_fashion_mnist_lt.json`; a (method, seed) already recorded is skipped.
-An interrupted run resumes from its checkpoints in `--workdir-root` the next time. Several copies of the
-command may run at once on one machine: each run is claimed by the first copy that
-reaches it (`<run workdir>/compare.claim`, an flock the kernel drops when its holder dies), the others skip it.
+An interrupted run resumes from its checkpoints in `--workdir-root` the next time. A seed-0 run whose trunk
+benchmarks/investigate_dscl.py already pretrained (same config but the validation split, same training
+code; `--trunks-from`) probes that trunk instead of training it again, and its record says so
+(`pretrained_from`). Several copies of the command may run at once on one machine: each run is claimed by
+the first copy that reaches it (`<run workdir>/compare.claim`, an flock the kernel drops when its holder
+dies), the others skip it.
 
 All eight configs share the backbone, the data, the epochs, the batch and the probe / eval settings; the
 script refuses to start if they do not (`check_fair`), or if a method draws more images than the others
@@ -49,6 +52,7 @@ if str(REPO) not in sys.path:  # run as a script: `data` and `dscl_jax` from thi
 from data.long_tail import count_thirds, shot_classes  # noqa: E402
 from dscl_jax.config.schema import load_config_file  # noqa: E402
 from dscl_jax.runtime import files  # noqa: E402
+from dscl_jax.runtime import workdir as workdir_guard  # noqa: E402
 
 # The registry's methods, and the two DSCL variants the paper ablates, in the order of the table.
 METHODS = {
@@ -547,14 +551,72 @@ def machine() -> dict:
   }
 
 
+# ------------------------------------------------------------------------------------------ reused trunks
+# Where benchmarks/investigate_dscl.py pretrains its variants (its --workdir-root): a variant whose pretrain
+# config is a row's (seed 0) trained that row's trunk, and the comparison probes it instead of training it again.
+TRUNKS_FROM = REPO / "workdirs" / "investigate_dscl"
+# Training fields (for the workdir guard) that leave the trunk as it is: the validation split is cut from the
+# images the long-tailed train split leaves out, so the train split and its order do not move
+# (tests/data/test_data.py; tests/benchmarks/test_compare_methods.py: the trunks are equal bit for bit).
+TRUNK_NEUTRAL_FIELDS = ("data.val_per_class",)
+
+
+def pretrain_config(row: str, seed: int, overrides: dict) -> dict:
+  """The config a row's pretrain job runs with (row_source's overrides, then `overrides`), as the job saves
+  it in `<workdir>/pretrain/config.json`."""
+  return workdir_guard.config_dict(with_overrides(load_config(row), {**overrides, "seed": seed}))
+
+
+def finished_trunk(row: str, seed: int, overrides: dict, commit: str, root: Path) -> tuple[Path, dict] | None:
+  """(workdir, its pretrain timing entry) of a pretrain finished below `root` that trained what this row's
+  pretrain would: a config equal but for fields free for pretraining and TRUNK_NEUTRAL_FIELDS, made by
+  commits with this row's training code (record_code). None when there is none."""
+  if not root.is_dir():
+    return None
+  wanted = pretrain_config(row, seed, overrides)
+  paths = record_code(row_source(row)[0])
+  for candidate in sorted(root.iterdir()):
+    saved, timing = candidate / "pretrain" / "config.json", candidate / "compare_timing.json"
+    if not (saved.is_file() and timing.is_file()):
+      continue
+    entry = json.loads(timing.read_text()).get("pretrain", {})
+    if not entry.get("done"):
+      continue
+    changes = workdir_guard.changed_fields(json.loads(saved.read_text()), wanted, "pretrain")
+    if any(field not in TRUNK_NEUTRAL_FIELDS for field, _, _ in changes):
+      continue
+    if all(same_training_code(c, commit, paths=paths) for c in entry["commits"]):
+      return candidate, entry
+  return None
+
+
 def run_one(
-  method: str, seed: int, workdir_root: Path, overrides: dict, commit: str, dirty: bool, run_job=run_job
+  method: str,
+  seed: int,
+  workdir_root: Path,
+  overrides: dict,
+  commit: str,
+  dirty: bool,
+  run_job=run_job,
+  trunks_from: Path | None = None,
 ) -> dict:
-  """Runs (or resumes) the three jobs of one row (a method, or a control: row_source) and seed; its record."""
+  """Runs (or resumes) the three jobs of one row (a method, or a control: row_source) and seed; its record.
+  Unless this run's own pretrain has finished, a trunk `finished_trunk` finds below `trunks_from` is probed
+  instead of pretraining again; the record names it (`pretrained_from`) and takes its pretrain time."""
   workdir = workdir_root / f"{method}_seed{seed}"
   config, row_overrides = row_source(method)
   overrides = {**row_overrides, **overrides}
-  jobs = {job: run_job(method, seed, job, workdir, overrides, commit, config=config) for job in JOBS}
+  timing = workdir / "compare_timing.json"
+  own_done = timing.is_file() and json.loads(timing.read_text()).get("pretrain", {}).get("done", False)
+  donor = None if own_done or trunks_from is None else finished_trunk(method, seed, overrides, commit, trunks_from)
+  if donor is None:
+    jobs = {job: run_job(method, seed, job, workdir, overrides, commit, config=config) for job in JOBS}
+  else:
+    trunk, entry = donor
+    print(f"[compare] {LABELS[method]}, seed {seed}: pretrain reused from {trunk} (same trunk)", flush=True)
+    jobs = {"pretrain": {"seconds": entry["seconds"], "commits": entry["commits"]}}
+    probe_overrides = {**overrides, "pretrained": str(trunk)}
+    jobs.update({job: run_job(method, seed, job, workdir, probe_overrides, commit, config=config) for job in JOBS[1:]})
   report = json.loads((workdir / "eval_test.json").read_text())
   record = {
     "method": method,
@@ -571,6 +633,8 @@ def run_one(
     # A run resumed in a later sitting may span commits: each job's attempts, oldest first.
     "job_commits": {j: r["commits"] for j, r in jobs.items()},
     "machine": machine(),
+    # The pretrain workdir of another script whose trunk this run probed (finished_trunk), or None.
+    "pretrained_from": None if donor is None else f"{donor[0].parent.name}/{donor[0].name}",
   }
   record["budget"] = record_budget(record)
   return record
@@ -1004,6 +1068,13 @@ def parse_args(argv=None):
     help="one workdir per (method, seed) below it; interrupted runs resume from it",
   )
   parser.add_argument("--max-runs", type=int, default=-1, help="stop after this many new records (-1: all)")
+  parser.add_argument(
+    "--trunks-from",
+    type=lambda value: Path(value) if value else None,
+    default=TRUNKS_FROM,
+    help="probe a trunk finished below it (benchmarks/investigate_dscl.py's workdirs) instead of pretraining "
+    "the same config again; '' to pretrain every run",
+  )
   parser.add_argument("--render-only", action="store_true", help="run nothing; render the records")
   add_maintenance_flags(parser, RECORDS)
   parser.add_argument(
@@ -1044,7 +1115,7 @@ def main(argv=None) -> None:
       ) as mine:
         if not mine:
           continue
-        record = run_one(method, seed, args.workdir_root, {}, commit, dirty)
+        record = run_one(method, seed, args.workdir_root, {}, commit, dirty, trunks_from=args.trunks_from)
         append_record(record)
       probe = record["classifiers"]["linear_probe"]
       print(

@@ -2,6 +2,7 @@
 accuracies against hand-worked values, records appended and skipped, the table's mean and sample std, the
 figures and the docs/results.md block; and one real (tiny) run through `dscl_jax.main` into a record."""
 
+import functools
 import json
 import math
 import os
@@ -152,7 +153,7 @@ def test_queues_running_at_once_split_the_runs(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(cm, "append_record", lambda r, path=None: store.append(r))
   monkeypatch.setattr(cm, "render", lambda records: None)
 
-  def fake_run_one(method, seed, workdir_root, overrides, commit, dirty):
+  def fake_run_one(method, seed, workdir_root, overrides, commit, dirty, trunks_from=None):
     ran.append((method, seed))
     store.append(record("supcon", 0, [60.0] * 10))  # meanwhile, another queue records SupCon seed 0
     return record(method, seed, [50.0] * 10)
@@ -191,6 +192,66 @@ def test_run_one_records_what_the_jobs_left(tmp_path):
     "target_forward_images": 222_720,
     "rarest_class_draws_per_image": 386.16,
   }
+
+
+def donor_workdir(root, row, seed, commits, changes):
+  """A finished pretrain of `row` below `root`, as benchmarks/investigate_dscl.py leaves one: its saved
+  config (the row's, seed `seed`, with `changes` such as {"data.val_per_class": 500}) and its timing file."""
+  config = cm.pretrain_config(row, seed, cm.row_source(row)[1])
+  for dotted, value in changes.items():
+    group, name = dotted.split(".")
+    config[group][name] = value
+  workdir = root / f"{row}_donor_{seed}"
+  (workdir / "pretrain").mkdir(parents=True)
+  (workdir / "pretrain" / "config.json").write_text(json.dumps(config))
+  timing = {"pretrain": {"seconds": 7000.0, "attempts": 1, "done": True, "commits": commits}}
+  (workdir / "compare_timing.json").write_text(json.dumps(timing))
+  return workdir
+
+
+def test_a_trunk_pretrained_on_the_validation_split_is_probed_not_trained_again(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_job(method, seed, job, workdir, overrides, commit, config=None):
+    calls.append((job, workdir.name, overrides.get("pretrained")))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if job == "eval":
+      (workdir / "eval_test.json").write_text(json.dumps(report({"linear_probe": [60.0] * 10})))
+    return {"seconds": 5.0, "commits": [commit]}
+
+  # Commits "new*" hold this run's training code, "old*" another (git is asked in the real test below).
+  monkeypatch.setattr(cm, "same_training_code", lambda a, b, paths=None: a[:3] == b[:3] == "new")
+  donors = tmp_path / "investigate"
+  iccl = donor_workdir(donors, "iccl", 0, ["new1", "new2"], {"data.val_per_class": 500})
+  donor_workdir(donors, "iccl_no_centroid", 0, ["new1"], {"data.val_per_class": 500})
+  run = functools.partial(cm.run_one, workdir_root=tmp_path / "compare", overrides={}, dirty=False, run_job=fake_job)
+  r = run("iccl", 0, commit="new3", trunks_from=donors)
+  assert calls == [("linear_probe", "iccl_seed0", str(iccl)), ("eval", "iccl_seed0", str(iccl))]
+  assert r["pretrained_from"] == "investigate/iccl_donor_0" and r["wall_seconds"]["pretrain"] == 7000.0
+  assert r["job_commits"]["pretrain"] == ["new1", "new2"] and r["overrides"] == {"seed": 0}
+  # Another seed, a config that differs in a training field (iccl_no_centroid's centroid weight is 0 where
+  # iccl's is 1), other training code, or no donors: the run pretrains its own trunk.
+  for seed, commit, trunks_from in ((1, "new3", donors), (0, "old3", donors), (0, "new3", None)):
+    calls.clear()
+    r = run("iccl", seed, commit=commit, trunks_from=trunks_from, workdir_root=tmp_path / f"own{seed}{commit}")
+    assert [c[0] for c in calls] == list(cm.JOBS) and all(c[2] is None for c in calls)
+    assert r["pretrained_from"] is None and r["wall_seconds"]["pretrain"] == 5.0
+  calls.clear()
+  ce = run("ce", 0, commit="new3", trunks_from=donors)
+  assert [c[0] for c in calls] == list(cm.JOBS) and ce["pretrained_from"] is None
+  # A run whose own pretrain has finished keeps its own trunk.
+  mine = tmp_path / "mine" / "iccl_seed0"
+  mine.mkdir(parents=True)
+  (mine / "compare_timing.json").write_text(json.dumps({"pretrain": {"done": True}}))
+  calls.clear()
+  r = run("iccl", 0, commit="new3", trunks_from=donors, workdir_root=mine.parent)
+  assert [c[0] for c in calls] == list(cm.JOBS) and r["pretrained_from"] is None
+  # A donor that differs only in one field that alters training (the temperature) is refused.
+  other = tmp_path / "other"
+  donor_workdir(other, "iccl", 0, ["new1"], {"loss.temperature": 0.5})
+  assert cm.finished_trunk("iccl", 0, {}, "new3", other) is None
+  timing = json.loads((iccl / "compare_timing.json").read_text())["pretrain"]
+  assert cm.finished_trunk("iccl", 0, {}, "new3", donors) == (iccl, timing)
 
 
 def test_a_control_is_its_method_config_with_its_overrides_and_nothing_else():
@@ -442,6 +503,20 @@ def test_a_real_tiny_run_becomes_a_record(tmp_path):
   again = cm.run_one("ce", 0, tmp_path, overrides, "0123abc", False)
   assert again["classifiers"] == r["classifiers"]
   assert json.loads((tmp_path / "ce_seed0" / "compare_timing.json").read_text()) == timing
+  # The trunk pretrained with a validation split held out (as benchmarks/investigate_dscl.py runs it) is
+  # this run's trunk bit for bit: every array's CRC-32 in the last checkpoint is equal, so a comparison run
+  # may probe it instead (finished_trunk; test_a_trunk_pretrained_on_the_validation_split_is_probed_...).
+  head = cm.git_commit()[0]
+  donors = tmp_path / "investigate"
+  validation = {"data.val_per_class": 500, "eval.split": "val"}
+  cm.run_job("ce", 0, "pretrain", donors / "ce", {**overrides, **validation}, head)
+
+  def last_checksums(workdir):
+    steps = [p for p in (workdir / "pretrain" / "checkpoints").iterdir() if p.name.isdigit()]
+    return json.loads((max(steps, key=lambda p: int(p.name)) / "checksums" / "metadata").read_text())
+
+  assert last_checksums(donors / "ce") == last_checksums(tmp_path / "ce_seed0")
+  assert cm.finished_trunk("ce", 0, overrides, head, donors)[0] == donors / "ce"
 
 
 def test_withdrawn_records_move_aside_and_are_remade(tmp_path):
