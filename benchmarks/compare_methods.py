@@ -413,6 +413,16 @@ def same_training_code(a: str, b: str, repo: Path = REPO, paths: tuple[str, ...]
 TIMING_EVERY_SECONDS = 30.0
 
 
+TIMING = "compare_timing.json"
+
+
+def read_timing(workdir: Path) -> dict:
+  """{job: {"seconds", "attempts", "done", "commits"}} from `<workdir>/compare_timing.json` ({} before the
+  run's first job)."""
+  path = workdir / TIMING
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_job(
   method: str, seed: int, job: str, workdir: Path, overrides: dict, commit: str = "", config: str | None = None
 ) -> dict:
@@ -420,8 +430,7 @@ def run_job(
   `<workdir>/compare_<job>.log`; returns {"seconds": wall time, "commits": the commit of each attempt}.
   The job's time accumulates across interrupted attempts in `<workdir>/compare_timing.json`, and a job
   finished earlier is not run again. `config`: a config file other than the row's (row_source)."""
-  timing_path = workdir / "compare_timing.json"
-  timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+  timing_path, timing = workdir / TIMING, read_timing(workdir)
   entry = timing.setdefault(job, {"seconds": 0.0, "attempts": 0, "done": False})
   entry.setdefault("commits", [])
   if entry["done"]:
@@ -576,10 +585,8 @@ def finished_trunk(row: str, seed: int, overrides: dict, commit: str, root: Path
   wanted = pretrain_config(row, seed, overrides)
   paths = record_code(row_source(row)[0])
   for candidate in sorted(root.iterdir()):
-    saved, timing = candidate / "pretrain" / "config.json", candidate / "compare_timing.json"
-    if not (saved.is_file() and timing.is_file()):
-      continue
-    entry = json.loads(timing.read_text()).get("pretrain", {})
+    saved = candidate / "pretrain" / "config.json"
+    entry = read_timing(candidate).get("pretrain", {}) if saved.is_file() else {}
     if not entry.get("done"):
       continue
     changes = workdir_guard.changed_fields(json.loads(saved.read_text()), wanted, "pretrain")
@@ -606,8 +613,7 @@ def run_one(
   workdir = workdir_root / f"{method}_seed{seed}"
   config, row_overrides = row_source(method)
   overrides = {**row_overrides, **overrides}
-  timing = workdir / "compare_timing.json"
-  own_done = timing.is_file() and json.loads(timing.read_text()).get("pretrain", {}).get("done", False)
+  own_done = read_timing(workdir).get("pretrain", {}).get("done", False)
   donor = None if own_done or trunks_from is None else finished_trunk(method, seed, overrides, commit, trunks_from)
   if donor is None:
     jobs = {job: run_job(method, seed, job, workdir, overrides, commit, config=config) for job in JOBS}

@@ -321,9 +321,9 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def results_block(records: list[dict]) -> str:
-  """What goes between the `investigate_dscl` markers of docs/results.md."""
-  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{tables(records)}"
+def results_block(tables_text: str) -> str:
+  """What goes between the `investigate_dscl` markers of docs/results.md, around `tables(records)`."""
+  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{tables_text}"
 
 
 def tables(records: list[dict]) -> str:
@@ -335,7 +335,7 @@ def render(records: list[dict]) -> None:
   # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
   text = tables(records)
   TABLE.write_text(text)
-  updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
+  updated = cm.update_block(results_block(text), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
   print(text, flush=True)
   print(

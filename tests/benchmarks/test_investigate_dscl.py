@@ -104,7 +104,7 @@ def test_the_results_document_holds_what_rendering_writes():
   assert content.count(inv.BEGIN) == 1 and content.count(inv.END) == 1
   assert inv.BEGIN not in (inv.REPO / "README.md").read_text()
   block = content.split(inv.BEGIN, 1)[1].split(inv.END, 1)[0]
-  assert block == "\n" + inv.results_block(inv.read_records())
+  assert block == "\n" + inv.results_block(inv.tables(inv.read_records()))
   assert block.startswith(
     f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`."
   )
