@@ -16,6 +16,7 @@ import pytest
 
 from dscl_jax import methods
 from dscl_jax.config.schema import flat_keys
+from dscl_jax.runtime import checkpoint
 from tests import benchmark_modules
 
 cm = benchmark_modules.load("compare_methods")
@@ -512,8 +513,8 @@ def test_a_real_tiny_run_becomes_a_record(tmp_path):
   cm.run_job("ce", 0, "pretrain", donors / "ce", {**overrides, **validation}, head)
 
   def last_checksums(workdir):
-    steps = [p for p in (workdir / "pretrain" / "checkpoints").iterdir() if p.name.isdigit()]
-    return json.loads((max(steps, key=lambda p: int(p.name)) / "checksums" / "metadata").read_text())
+    checkpoints = checkpoint.manager(workdir / "pretrain" / "checkpoints")
+    return checkpoints.stored_checksums(checkpoints.steps()[-1])
 
   assert last_checksums(donors / "ce") == last_checksums(tmp_path / "ce_seed0")
   assert cm.finished_trunk("ce", 0, overrides, head, donors)[0] == donors / "ce"
