@@ -102,7 +102,14 @@ CONTROLS = {
 }
 LABELS.update({name: control[3] for name, control in CONTROLS.items()})
 # The controls that join the comparison (chosen from the validation records, docs/results.md says why).
-PROMOTED: tuple[str, ...] = ("iccl_no_centroid", "paco_scaled", "gpaco_scaled", "ce_equal_draws", "dscl_equal_draws")
+PROMOTED: tuple[str, ...] = (
+  "iccl_no_centroid",
+  "paco_scaled",
+  "gpaco_scaled",
+  "ce_equal_draws",
+  "dscl_equal_draws",
+  "ce_class_aware_mixup",
+)
 SEEDS = (0, 1, 2)
 JOBS = ("pretrain", "linear_probe", "eval")
 # Fields that make the comparison fair: equal in every config (methods differ in their own groups only).
