@@ -109,6 +109,7 @@ PROMOTED: tuple[str, ...] = (
   "ce_equal_draws",
   "dscl_equal_draws",
   "ce_class_aware_mixup",
+  "iccl_instance_second_sample",
 )
 SEEDS = (0, 1, 2)
 JOBS = ("pretrain", "linear_probe", "eval")
