@@ -218,11 +218,10 @@ def budget_of(config, class_counts) -> dict:
 
 def record_budget(record: dict) -> dict:
   """The budget of the pretraining behind a record: its config with its overrides, on its training classes.
-  A record whose trunk is another run's (`pretrained_from`) gets that run's budget: its overrides change
-  the probe only."""
+  A record whose trunk is another run's (`pretrained_from`) carries that run's pretraining overrides
+  (a control's `train.epochs` 30) beside its own probe and eval ones, which leave the budget unchanged, so
+  the same rule covers it."""
   overrides = {k: v for k, v in record["overrides"].items() if k != "pretrained"}
-  if record.get("pretrained_from"):
-    overrides = {"seed": record["seed"]}
   return budget_of(with_overrides(load_config_file(REPO / record["config"]), overrides), record["train_class_counts"])
 
 
@@ -752,22 +751,26 @@ def budget_cells(budget: dict | None) -> str:
 
 
 def add_budgets(path: Path, description: str) -> int:
-  """Adds the budget block (`record_budget`, a function of the record's config, overrides and training
-  classes) to every record of `path` that lacks one; returns how many. Nothing else in a record changes."""
+  """Sets the budget block (`record_budget`, a function of the record's config, overrides and training
+  classes) of every record of `path` that lacks one or holds another value; returns how many. Nothing else
+  in a record changes."""
   with exclusive(path.with_name(path.name + ".lock"), wait=True):
     entries = read_entries(path)
-    missing = [r for r in entries if "budget" not in r]
-    for record in missing:
+    changed = [r for r in entries if r.get("budget") != record_budget(r)]
+    for record in changed:
       record["budget"] = record_budget(record)
-    if missing:
+    if changed:
       write_json(path, {"description": description, "records": entries})
-  return len(missing)
+  return len(changed)
 
 
 def add_maintenance_flags(parser: argparse.ArgumentParser, path: Path) -> None:
   """The flags that maintain a records file `path` instead of running: --add-budgets, --withdraw-stale."""
   parser.add_argument(
-    "--add-budgets", action="store_true", help="add the budget block to records made before it existed, then render"
+    "--add-budgets",
+    action="store_true",
+    help="add the budget block to the records that lack it and correct any that differ from what their config "
+    "gives, then render",
   )
   parser.add_argument(
     "--withdraw-stale",
@@ -780,7 +783,7 @@ def add_maintenance_flags(parser: argparse.ArgumentParser, path: Path) -> None:
 def maintain(args, path: Path, description: str, tag: str) -> bool:
   """Carries out `add_maintenance_flags`' flag if one was given (and says what it did); returns whether."""
   if args.add_budgets:
-    print(f"[{tag}] budget block added to {add_budgets(path, description)} record(s)", flush=True)
+    print(f"[{tag}] budget block added or corrected in {add_budgets(path, description)} record(s)", flush=True)
   elif args.withdraw_stale:
     keep, reason = current_code_predicate()
     print(f"[{tag}] {withdraw(path, description, keep, reason)} record(s) withdrawn: {reason}", flush=True)

@@ -349,16 +349,39 @@ def test_check_fair_refuses_more_draws_unless_declared():
   assert "| ICCL * | 1 |" in table and "\\* ICCL is given a second, class-aware sample" in table
 
 
-def test_add_budgets_fills_in_old_records_only(tmp_path):
+def test_add_budgets_fills_in_missing_and_corrects_wrong_blocks(tmp_path):
   path = tmp_path / "records.json"
   old = {**record("iccl", 0, [50.0] * 10), "config": cm.METHODS["iccl"], "overrides": {"seed": 0}}
   old.pop("budget", None)
-  newer = {**record("ce", 1, [50.0] * 10), "config": cm.METHODS["ce"], "overrides": {"seed": 1}, "budget": {"x": 1}}
-  cm.write_json(path, {"description": "d", "records": [old, newer]})
-  assert cm.add_budgets(path, "d") == 1
+  wrong = {**record("ce", 1, [50.0] * 10), "config": cm.METHODS["ce"], "overrides": {"seed": 1}, "budget": {"x": 1}}
+  right = {**record("ce", 2, [50.0] * 10), "config": cm.METHODS["ce"], "overrides": {"seed": 2}}
+  right["budget"] = cm.record_budget(right)
+  cm.write_json(path, {"description": "d", "records": [old, wrong, right]})
+  assert cm.add_budgets(path, "d") == 2
   records = cm.read_entries(path)
-  assert records[0]["budget"]["images_drawn"] == 445_440 and records[1]["budget"] == {"x": 1}
+  assert records[0]["budget"]["images_drawn"] == 445_440 and records[1]["budget"]["images_drawn"] == 222_720
   assert cm.add_budgets(path, "d") == 0
+
+
+def test_a_reused_trunk_keeps_its_pretraining_overrides_in_the_budget():
+  """A control recorded on its investigation trunk (`pretrained_from`) with `train.epochs` 30 was given
+  30 epochs: 2 x 116 x 15 x 128 images, not the 15-epoch count."""
+  reused = {
+    **record("ce_equal_draws", 0, [50.0] * 10),
+    "config": cm.METHODS["ce"],
+    "overrides": {"seed": 0, "train.epochs": 30, "pretrained": "/x/pretrain"},
+    "pretrained_from": "investigate_dscl/ce_equal_draws",
+  }
+  assert cm.record_budget(reused)["images_drawn"] == 2 * 116 * 15 * 128 == 445_440
+
+
+def test_every_committed_record_has_the_budget_of_its_row():
+  """Recomputed another way: from the row's declared config (`load_config`), not the record's own config
+  and overrides. A record whose budget differs was made from something other than its row."""
+  for rec in cm.read_entries(cm.RECORDS):
+    row_config = cm.with_overrides(cm.load_config(rec["method"]), {"seed": rec["seed"]})
+    expected = cm.budget_of(row_config, rec["train_class_counts"])
+    assert rec["budget"] == expected, f"{rec['method']} seed {rec['seed']}: {rec['budget']} != {expected}"
 
 
 PARENT = """
