@@ -12,8 +12,9 @@ RENDERED = (
   REPO / "benchmarks" / "results" / "compare_fashion_mnist_lt.md",
   REPO / "benchmarks" / "results" / "investigate_dscl_fashion_mnist_lt.md",
 )
-# An accuracy as the tables print it: two digits, two decimals, and its seed std when there is one.
-FIGURE = re.compile(r"(?<![\d.])\d{2}\.\d{2}(?: ± \d+\.\d{2})?(?![\d.])")
+# An accuracy as the tables print it: two digits, two decimals, and its seed std when there is one (prose
+# may wrap a line around the ±).
+FIGURE = re.compile(r"(?<![\d.])\d{2}\.\d{2}(?:\s+±\s+\d+\.\d{2})?(?![\d.])")
 RUNS = re.compile(r"(\d+)\s+of\s+(?:its\s+|the\s+)?45\b")
 SUMMARIES = (("README.md", "## Results"), ("docs/results.md", "### What the table says so far"))
 
@@ -27,12 +28,13 @@ def section(text: str, heading: str) -> str:
 
 
 def figures(text: str) -> list[str]:
-  return FIGURE.findall(text)
+  return [" ".join(figure.split()) for figure in FIGURE.findall(text)]
 
 
 def test_the_check_reads_accuracies_and_their_spread_only():
   text = "reads 85.98 and 74.61 ± 0.86 (4.04x, 310.3 img/s, 445,440 images, 0.39x, 2026.12)"
   assert figures(text) == ["85.98", "74.61 ± 0.86"]
+  assert figures("reads 85.88 ±\n  0.14 overall") == ["85.88 ± 0.14"]
   assert section("# a\n## R\nx 1\n### sub\ny\n## L\nz\n", "## R") == "x 1\n### sub\ny\n"
 
 
