@@ -14,7 +14,7 @@ RENDERED = (
 )
 # An accuracy as the tables print it: two digits, two decimals, and its seed std when there is one (prose
 # may wrap a line around the ±).
-FIGURE = re.compile(r"(?<![\d.])\d{2}\.\d{2}(?:\s+±\s+\d+\.\d{2})?(?![\d.])")
+FIGURE = re.compile(r"(?<![\d.])\d{2}\.\d{2}(?:\s+±\s+\d+\.\d{2})?(?!\d|\.\d)")
 RUNS = re.compile(r"(\d+)\s+of\s+(?:its\s+|the\s+)?45\b")
 SUMMARIES = (("README.md", "## Results"), ("docs/results.md", "### What the table says so far"))
 
@@ -35,6 +35,7 @@ def test_the_check_reads_accuracies_and_their_spread_only():
   text = "reads 85.98 and 74.61 ± 0.86 (4.04x, 310.3 img/s, 445,440 images, 0.39x, 2026.12)"
   assert figures(text) == ["85.98", "74.61 ± 0.86"]
   assert figures("reads 85.88 ±\n  0.14 overall") == ["85.88 ± 0.14"]
+  assert figures("ends with 82.45 ± 0.31. And 79.12.") == ["82.45 ± 0.31", "79.12"]
   assert section("# a\n## R\nx 1\n### sub\ny\n## L\nz\n", "## R") == "x 1\n### sub\ny\n"
 
 
