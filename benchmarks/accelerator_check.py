@@ -4,16 +4,16 @@ peak, with the host input pipeline and a CPU cross-check, in one JSON file and o
   python benchmarks/accelerator_check.py              # -> benchmarks/results/accelerator_check.json
   python benchmarks/accelerator_check.py --smoke --output /tmp/check.json   # tiny shapes: ~1 min, 2 CPUs
 
-Sections, in the order they run (progress lines "[accelerator_check] ..." go to stderr):
+Sections (progress lines "[accelerator_check] ..." go to stderr):
   torch          the PyTorch step (benchmarks/torch_reference_step.py, resnet50_dscl_pbsd) in a subprocess,
                  before JAX takes the GPU's memory: this Python when it imports torch, else /usr/bin/python3;
                  cuda when torch sees a GPU (NCHW and channels-last both), else cpu; float32 and bfloat16
                  (autocast) at each global batch. Skipped, saying why, when no Python here has torch.
-  environment    jax.devices(), the versions of jax, jaxlib, flax, optax, numpy, ml_collections, torch.
+  environment    jax.devices(), the versions of jax (and its CUDA plugin), flax, optax, orbax, numpy, torch ...
   peak           an [n, n] @ [n, n] product (8192; 256 with --smoke) in float32 and bfloat16: the TFLOP/s
                  the utilisations divide by. float32 at XLA's default precision, as the step runs it
                  (TF32 on GPUs that have it).
-  bare, step     the ImageNet-scale DSCL + PBSD pretrain step (benchmarks/step.py's resnet50_dscl_pbsd:
+  step, bare     the ImageNet-scale DSCL + PBSD pretrain step (benchmarks/step.py's resnet50_dscl_pbsd:
                  ResNet-50, 224x224, K 65536, 5 crops of 64x64, synthetic uint8 batches) and its bare
                  backbone (step.py --bare: the same convolutions, nothing else), one device, global batch
                  64 and 128, float32 and bfloat16: compile seconds, median step seconds, images/s, FLOPs per
@@ -28,6 +28,10 @@ Sections, in the order they run (progress lines "[accelerator_check] ..." go to 
                  saying why, without grain or that function.
 A section that fails does not stop the others; the run then writes <output>.incomplete.json instead of
 <output> and exits 1, naming it. Only torch and host_pipeline may be skipped, and only with a reason.
+They run in the order torch, environment, peak, step, loss_vs_cpu, host_pipeline, bare. While it runs,
+<output>.partial.json holds every section and case so far (rewritten after each), so a run killed from
+outside still leaves its numbers; `--time-limit-s S` starts no case or section after S seconds, lists
+those under "not_run", and makes the run incomplete rather than cut off mid-case.
 
 Time on one H200-class GPU: meant to stay under 8 minutes (8 ResNet-50 step compiles, 8 PyTorch runs, a
 ResNet-18 step compiled once for the host CPU and twice for the GPU), not yet measured on one: the JSON
@@ -287,15 +291,24 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   return result
 
 
-def cases_section(plan: Plan, bare: bool, peak: dict) -> dict:
-  """Every (batch, dtype) case of the step (or of its bare backbone), each from a fresh state."""
-  cases = []
+def cases_section(plan: Plan, bare: bool, peak: dict, progress: "Progress | None" = None) -> dict:
+  """Every (batch, dtype) case of the step (or of its bare backbone), each from a fresh state. With
+  `progress`, the section so far is saved after each case, and a case not started by its time limit is
+  listed under "not_run" instead."""
+  what = "the same convolutions only (step.py --bare)" if bare else "the DSCL + PBSD pretrain step"
+  shapes = describe(plan.make_config(plan.batches[0], "float32"))
+  section = {"what": what, "shapes": shapes, "devices": 1, "cases": []}
   for batch_size in plan.batches:  # smaller first, bfloat16 first: each peak-memory reading more likely its own
     for dtype in sorted(plan.dtypes_of(bare), key=lambda d: d != "bfloat16"):
-      cases.append(measure_case(plan, batch_size, dtype, bare, peak))
-      gc.collect()  # the case's state and batch go before the next one's
-  what = "the same convolutions only (step.py --bare)" if bare else "the DSCL + PBSD pretrain step"
-  return {"what": what, "shapes": describe(plan.make_config(plan.batches[0], "float32")), "devices": 1, "cases": cases}
+      late = progress.late() if progress else None
+      if late:
+        section.setdefault("not_run", []).append({"batch": batch_size, "dtype": dtype, "why": late})
+      else:
+        section["cases"].append(measure_case(plan, batch_size, dtype, bare, peak))
+        gc.collect()  # the case's state and batch go before the next one's
+      if progress:
+        progress.save({"bare" if bare else "step": section})
+  return section
 
 
 def describe(config) -> str:
@@ -457,6 +470,12 @@ def host_pipeline_section(plan: Plan) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- report
+JAX_PACKAGES = (
+  *("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax", "orbax-checkpoint", "chex"),
+  *("numpy", "ml_collections", "grain"),
+)
+
+
 def versions(torch_probe: dict | str) -> dict:
   def version(name):
     try:
@@ -464,7 +483,7 @@ def versions(torch_probe: dict | str) -> dict:
     except importlib.metadata.PackageNotFoundError:
       return None
 
-  found = {name: version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections", "grain")}
+  found = {name: version(name) for name in JAX_PACKAGES}
   found["python"] = platform.python_version()
   torch = torch_probe if isinstance(torch_probe, dict) else {}
   found["torch"], found["torchvision"] = torch.get("torch"), torch.get("torchvision")
@@ -497,6 +516,8 @@ def problems(sections: dict, plan: Plan) -> list[str]:
       found.append(f"{name}: missing")
     elif "error" in section:
       found.append(f"{name}: failed: {section['error'].strip().splitlines()[-1]}")
+    elif "not_run" in section and "cases" not in section:
+      found.append(f"{name}: not run ({section['not_run']})")
     elif "skipped" in section and (name not in MAY_SKIP or not str(section["skipped"]).strip()):
       found.append(f"{name}: skipped ({section['skipped']!r}); only {' and '.join(MAY_SKIP)} may be, with a reason")
   reported = {line.split(":")[0] for line in found}
@@ -587,6 +608,10 @@ def markdown(result: dict) -> str:
       f"host pipeline, grain workers {pipe['num_workers']}: PIL {pipe['pil'].get('images_per_s', float('nan')):.1f} "
       f"images/s, device augmentation {pipe['device_augment'].get('images_per_s', float('nan')):.1f} images/s"
     )
+  for name in SECTIONS:
+    not_run = s[name].get("not_run")
+    if not_run:
+      lines.append(f"{name}: not run: {not_run}")
   return "\n".join(lines)
 
 
@@ -604,26 +629,64 @@ def run_section(name: str, fn, *args) -> dict:
   return result
 
 
+@dataclasses.dataclass
+class Progress:
+  """Where a run stands. The sections so far go to `partial_path` after every section and every case, so a
+  run stopped from outside (a lease's time limit, a kill) still leaves what it measured; no case or section
+  starts after `deadline` (time.perf_counter() seconds), and the run then says which did not."""
+
+  partial_path: str
+  deadline: float = math.inf
+  sections: dict = dataclasses.field(default_factory=dict)
+
+  def late(self) -> str | None:
+    """Why nothing more may start, or None while it may."""
+    if time.perf_counter() <= self.deadline:
+      return None
+    return f"not started: past the time limit ({self.deadline - _START:.0f} s after the start)"
+
+  def save(self, update: dict | None = None) -> None:
+    self.sections.update(update or {})
+    with open(self.partial_path + ".tmp", "w") as f:  # then renamed: a kill mid-write leaves the last whole one
+      json.dump({"partial": True, "total_s": time.perf_counter() - _START, "sections": self.sections}, f, indent=2)
+    os.replace(self.partial_path + ".tmp", self.partial_path)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the JSON file to write")
   parser.add_argument("--smoke", action="store_true", help="the same code paths at tiny shapes (~1 min on a CPU)")
+  parser.add_argument(
+    "--time-limit-s",
+    type=float,
+    default=math.inf,
+    help="start no case or section after this many seconds (a lease's limit); the run is then incomplete",
+  )
   args = parser.parse_args(argv)
   plan = SMOKE if args.smoke else FULL
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  progress = Progress(os.path.splitext(args.output)[0] + ".partial.json", _START + args.time_limit_s)
+  sections = progress.sections
 
-  sections = {}
-  # PyTorch first: a subprocess that has the GPU to itself, before JAX reserves most of its memory.
+  def section(name: str, fn, *fn_args) -> dict:
+    late = progress.late()
+    progress.save({name: {"not_run": late} if late else run_section(name, fn, *fn_args)})
+    return sections[name]
+
+  # PyTorch first: a subprocess that has the GPU to itself, before JAX reserves most of its memory. Then
+  # in order of what the check is for: the step against PyTorch, the loss against the CPU, the host
+  # pipeline, and the bare backbone last (the least needed, should a time limit cut the run short).
   log("looking for a Python with torch ...")
   torch_python, torch_probe = find_torch_python()
-  sections["torch"] = run_section("torch", torch_section, plan, torch_python, torch_probe)
-  sections["environment"] = run_section("environment", environment_section, torch_python, torch_probe)
-  sections["peak"] = run_section("peak", peak_section, plan)
-  peak = sections["peak"] if "error" not in sections["peak"] else {}
-  sections["bare"] = run_section("bare", cases_section, plan, True, peak)
-  sections["step"] = run_section("step", cases_section, plan, False, peak)
+  section("torch", torch_section, plan, torch_python, torch_probe)
+  section("environment", environment_section, torch_python, torch_probe)
+  peak = section("peak", peak_section, plan)
+  peak = peak if "error" not in peak and "not_run" not in peak else {}
+  section("step", cases_section, plan, False, peak, progress)
   sections["torch"]["ours_over_pytorch"] = ours_over_torch(sections["step"], sections["torch"])
-  sections["loss_vs_cpu"] = run_section("loss_vs_cpu", loss_vs_cpu_section, plan)
-  sections["host_pipeline"] = run_section("host_pipeline", host_pipeline_section, plan)
+  section("loss_vs_cpu", loss_vs_cpu_section, plan)
+  section("host_pipeline", host_pipeline_section, plan)
+  section("bare", cases_section, plan, True, peak, progress)
 
   result = {
     "smoke": args.smoke,
@@ -635,9 +698,9 @@ def main(argv=None) -> int:
   }
   missing = problems(result["sections"], plan)
   output = args.output if not missing else os.path.splitext(args.output)[0] + ".incomplete.json"
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, "w") as f:
     json.dump(result, f, indent=2)
+  os.remove(progress.partial_path)  # the whole result is written: the partial one says nothing more
   if missing:
     print(f"INCOMPLETE, so written to {output}, not {args.output}:\n  " + "\n  ".join(missing), file=sys.stderr)
   else:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import jax
+import pytest
 
 from tests import REPO_ROOT, benchmark_modules, cpu_env
 
@@ -126,19 +127,81 @@ def test_a_failing_section_leaves_the_others_and_writes_only_an_incomplete_file(
   def broken(plan):
     raise RuntimeError("the matmul fell over")
 
-  def cases(plan, bare, peak):
-    case = dict(compile_s=1.0, median_step_s=8.0, images_per_s=1.0, flops_per_step=None, utilisation=None, loss=1.0)
-    return {"cases": [dict(case, batch=8, dtype=d, peak_memory_bytes=None) for d in plan.dtypes_of(bare)]}
-
-  monkeypatch.setattr(ac, "find_torch_python", lambda: (None, "no Python here imports torch"))
+  fake_sections(monkeypatch)
   monkeypatch.setattr(ac, "peak_section", broken)
-  monkeypatch.setattr(ac, "cases_section", cases)
-  check = dict(accelerator="cpu", cpu="cpu", same_device=True, batch=8, relative_difference=0.0)
-  monkeypatch.setattr(ac, "loss_vs_cpu_section", lambda plan: dict(check, loss_accelerator=1.0, loss_cpu=1.0))
-  monkeypatch.setattr(ac, "host_pipeline_section", lambda plan: {"skipped": "no grain"})
   assert ac.main(["--smoke", "--output", str(tmp_path / "x.json")]) == 1
-  assert not (tmp_path / "x.json").exists()
+  assert not (tmp_path / "x.json").exists() and not (tmp_path / "x.partial.json").exists()
   result = json.loads((tmp_path / "x.incomplete.json").read_text())
   assert "RuntimeError: the matmul fell over" in result["sections"]["peak"]["error"]
   assert result["sections"]["step"]["cases"] and result["sections"]["torch"]["skipped"]
   assert "peak: failed: RuntimeError: the matmul fell over" in capsys.readouterr().err
+
+
+def fake_sections(monkeypatch):
+  """Every section replaced by a quick stand-in with numbers; the cases section still honours `progress`."""
+
+  def cases(plan, bare, peak, progress=None):
+    case = dict(compile_s=1.0, median_step_s=8.0, images_per_s=1.0, flops_per_step=None, utilisation=None, loss=1.0)
+    section = {"cases": []}
+    for dtype in plan.dtypes_of(bare):
+      if progress and progress.late():
+        section.setdefault("not_run", []).append({"batch": 8, "dtype": dtype, "why": progress.late()})
+        continue
+      section["cases"].append(dict(case, batch=8, dtype=dtype, peak_memory_bytes=None))
+      if progress:
+        progress.save({"bare" if bare else "step": section})
+    return section
+
+  monkeypatch.setattr(ac, "find_torch_python", lambda: (None, "no Python here imports torch"))
+  monkeypatch.setattr(ac, "peak_section", lambda plan: {d: {"n": 8, "tflops": 1.0} for d in plan.dtypes})
+  monkeypatch.setattr(ac, "cases_section", cases)
+  check = dict(accelerator="cpu", cpu="cpu", same_device=True, batch=8, relative_difference=0.0)
+  monkeypatch.setattr(ac, "loss_vs_cpu_section", lambda plan: dict(check, loss_accelerator=1.0, loss_cpu=1.0))
+  monkeypatch.setattr(ac, "host_pipeline_section", lambda plan: {"skipped": "no grain"})
+
+
+def test_a_run_killed_from_outside_leaves_what_it_measured(tmp_path, monkeypatch):
+  """A kill (here an interrupt in the host pipeline, after the step) leaves the partial file with the
+  sections and cases done so far; no final file."""
+
+  def killed(plan):
+    raise KeyboardInterrupt
+
+  fake_sections(monkeypatch)
+  monkeypatch.setattr(ac, "host_pipeline_section", killed)
+  with pytest.raises(KeyboardInterrupt):
+    ac.main(["--smoke", "--output", str(tmp_path / "x.json")])
+  assert not (tmp_path / "x.json").exists() and not (tmp_path / "x.incomplete.json").exists()
+  partial = json.loads((tmp_path / "x.partial.json").read_text())
+  assert partial["partial"] is True
+  assert list(partial["sections"]) == ["torch", "environment", "peak", "step", "loss_vs_cpu"]
+  assert [c["dtype"] for c in partial["sections"]["step"]["cases"]] == ["float32", "bfloat16"]
+
+
+def test_a_time_limit_starts_nothing_after_it_and_says_so(tmp_path, monkeypatch, capsys):
+  fake_sections(monkeypatch)
+  assert ac.main(["--smoke", "--output", str(tmp_path / "x.json"), "--time-limit-s", "0"]) == 1
+  result = json.loads((tmp_path / "x.incomplete.json").read_text())
+  sections = result["sections"]
+  assert all("past the time limit" in sections[name]["not_run"] for name in ac.SECTIONS)
+  missing = ac.problems(sections, ac.SMOKE)
+  assert "torch: not run (not started: past the time limit (0 s after the start))" in missing
+  assert len(missing) == len(ac.SECTIONS)
+  assert "loss_vs_cpu: not run: not started" in capsys.readouterr().out
+
+
+def test_a_time_limit_reached_inside_a_section_keeps_its_cases_and_lists_the_rest(tmp_path, monkeypatch):
+  progress = ac.Progress(str(tmp_path / "x.partial.json"))
+
+  def measure(plan, batch_size, dtype, bare, peak):
+    progress.deadline = -math.inf  # the limit passes during the first case
+    return {"batch": batch_size, "dtype": dtype, "images_per_s": 1.0, "loss": 1.0}
+
+  monkeypatch.setattr(ac, "measure_case", measure)
+  section = ac.cases_section(ac.SMOKE, False, {}, progress)
+  assert section["cases"] == [{"batch": 8, "dtype": "bfloat16", "images_per_s": 1.0, "loss": 1.0}]
+  assert [(c["batch"], c["dtype"]) for c in section["not_run"]] == [(8, "float32")]
+  assert json.loads((tmp_path / "x.partial.json").read_text())["sections"]["step"] == section
+  assert ac.problems({name: {} for name in ac.SECTIONS} | {"step": section}, ac.SMOKE)[0] == (
+    "step: cases with numbers [(8, 'bfloat16')], wanted [(8, 'bfloat16'), (8, 'float32')]"
+  )
