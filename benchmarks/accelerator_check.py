@@ -252,27 +252,27 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare)
   batch = synthetic_batch(config, plan.num_classes, plan.channels, mesh)
   peak_before = peak_bytes(device)
-  compiled, compile_seconds, times, state, metrics = step_bench.compile_and_time(step, state, batch, plan.repeats)
+  start = time.perf_counter()
+  lowered = step.lower(state, batch)
+  lower_seconds = time.perf_counter() - start
+  compiled, compile_seconds, times, state, metrics = step_bench.compile_and_time(
+    step, state, batch, plan.repeats, lowered
+  )
   median = statistics.median(times)
-  flops = step_bench.compiled_flops(compiled)
-  peak_tflops = peak.get(dtype, {}).get("tflops")
   memory = compiled.memory_analysis()
   result = {
     "batch": batch_size,
     "dtype": dtype,
-    "compile_s": compile_seconds,
+    "compile_s": lower_seconds + compile_seconds,
     "median_step_s": median,
     "step_times_s": times,
     "images_per_s": batch_size / median,
-    "flops_per_step": flops,
-    "tflops": flops / median / 1e12 if flops else None,
-    "utilisation": flops / median / (peak_tflops * 1e12) if flops and peak_tflops else None,
+    "compiled_flops_per_step": step_bench.compiled_flops(compiled),
     "loss": float(metrics["loss"]),
     "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
     "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
   }
-  if flops is None:
-    result["flops_note"] = f"cost_analysis() gave no FLOPs on {device.platform}"
+  result |= flops_fields(step_bench.lowered_flops(lowered), median, peak.get(dtype, {}).get("tflops"))
   # JAX cannot reset the peak counter: the reading after this case is this case's own peak only if it rose.
   peak_after = peak_bytes(device)
   if peak_after is None:
@@ -291,17 +291,48 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   return result
 
 
-def cases_section(plan: Plan, bare: bool, peak: dict, progress: "Progress | None" = None) -> dict:
+def flops_fields(flops: float | None, median_step_s: float, peak_tflops: float | None) -> dict:
+  """A case's FLOPs (of the lowered program: step.py's lowered_flops), TFLOP/s and utilisation."""
+  return {
+    "flops_per_step": flops,
+    "flops_source": "cost analysis of the lowered program (before the backend's passes)",
+    "tflops": flops / median_step_s / 1e12 if flops else None,
+    "utilisation": flops / median_step_s / (peak_tflops * 1e12) if flops and peak_tflops else None,
+  } | ({} if flops else {"flops_note": "the lowered program's cost_analysis() gave no FLOPs"})
+
+
+def case_flops(plan: Plan, batch_size: int, dtype: str, bare: bool) -> float | None:
+  """The lowered program's FLOPs of one (batch, dtype) case, without compiling or running it."""
+  mesh = sharding.make_mesh(1)
+  config = plan.make_config(batch_size, dtype)
+  state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare)
+  return step_bench.lowered_flops(step.lower(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh)))
+
+
+def cases_section(
+  plan: Plan, bare: bool, peak: dict, progress: "Progress | None" = None, earlier: tuple[dict, ...] = ()
+) -> dict:
   """Every (batch, dtype) case of the step (or of its bare backbone), each from a fresh state. With
   `progress`, the section so far is saved after each case, and a case not started by its time limit is
-  listed under "not_run" instead."""
+  listed under "not_run" instead. A case in `earlier` (an earlier run's, --resume) is kept, not run again;
+  one without "flops_source" (measured before the FLOPs came from the lowered program) gets its FLOPs and
+  utilisation anew, from lowering its program here (no compile, no run)."""
   what = "the same convolutions only (step.py --bare)" if bare else "the DSCL + PBSD pretrain step"
   shapes = describe(plan.make_config(plan.batches[0], "float32"))
   section = {"what": what, "shapes": shapes, "devices": 1, "cases": []}
+  kept = {(c["batch"], c["dtype"]): c for c in earlier}
   for batch_size in plan.batches:  # smaller first, bfloat16 first: each peak-memory reading more likely its own
     for dtype in sorted(plan.dtypes_of(bare), key=lambda d: d != "bfloat16"):
       late = progress.late() if progress else None
-      if late:
+      if (batch_size, dtype) in kept:
+        case = dict(kept[batch_size, dtype], from_earlier_run=True)
+        if "flops_source" not in case:
+          case["compiled_flops_per_step"] = case.pop("flops_per_step", None)
+          flops = case_flops(plan, batch_size, dtype, bare)
+          case |= flops_fields(flops, case["median_step_s"], peak.get(dtype, {}).get("tflops"))
+        section["cases"].append(case)
+        log(f"{'bare' if bare else 'step'} batch {batch_size} {dtype}: kept from the earlier run")
+      elif late:
         section.setdefault("not_run", []).append({"batch": batch_size, "dtype": dtype, "why": late})
       else:
         section["cases"].append(measure_case(plan, batch_size, dtype, bare, peak))
@@ -608,6 +639,10 @@ def markdown(result: dict) -> str:
       f"host pipeline, grain workers {pipe['num_workers']}: PIL {pipe['pil'].get('images_per_s', float('nan')):.1f} "
       f"images/s, device augmentation {pipe['device_augment'].get('images_per_s', float('nan')):.1f} images/s"
     )
+  resumed = result.get("resumed_from")
+  if resumed:
+    machine = ", ".join(sorted({d["device_kind"] for d in (resumed["environment"] or {}).get("devices", [])}))
+    lines.append(f"kept from {resumed['file']} (its machine: {machine or '?'}): {', '.join(resumed['kept'])}")
   for name in SECTIONS:
     not_run = s[name].get("not_run")
     if not_run:
@@ -637,6 +672,7 @@ class Progress:
 
   partial_path: str
   deadline: float = math.inf
+  smoke: bool = False
   sections: dict = dataclasses.field(default_factory=dict)
 
   def late(self) -> str | None:
@@ -648,8 +684,30 @@ class Progress:
   def save(self, update: dict | None = None) -> None:
     self.sections.update(update or {})
     with open(self.partial_path + ".tmp", "w") as f:  # then renamed: a kill mid-write leaves the last whole one
-      json.dump({"partial": True, "total_s": time.perf_counter() - _START, "sections": self.sections}, f, indent=2)
+      now = time.perf_counter() - _START
+      json.dump({"partial": True, "smoke": self.smoke, "total_s": now, "sections": self.sections}, f, indent=2)
     os.replace(self.partial_path + ".tmp", self.partial_path)
+
+
+def load_earlier(path: str, smoke: bool) -> dict:
+  """The sections of an earlier run (--resume) worth keeping: those with numbers (no "error", "not_run"
+  or "skipped"; for step and bare, their cases with numbers, which cases_section keeps), its environment
+  for the record. Refuses a run of the other plan (--smoke or not)."""
+  with open(path) as f:
+    run = json.load(f)
+  earlier_smoke = run.get("smoke")
+  if earlier_smoke is None:
+    raise SystemExit(f"--resume {path}: not a run of this script (no 'smoke' field)")
+  if earlier_smoke != smoke:
+    raise SystemExit(f"--resume {path}: a {'--smoke' if earlier_smoke else 'full'} run; this one is not")
+  kept = {}
+  for name, section in run["sections"].items():
+    if name in ("step", "bare"):
+      good = [c for c in section.get("cases", []) if c.get("images_per_s", 0) > 0 and math.isfinite(c["loss"])]
+      kept[name] = {"cases": good}
+    elif not {"error", "not_run", "skipped"} & set(section):
+      kept[name] = {k: v for k, v in section.items() if k != "from_earlier_run"}
+  return kept
 
 
 def main(argv=None) -> int:
@@ -662,15 +720,26 @@ def main(argv=None) -> int:
     default=math.inf,
     help="start no case or section after this many seconds (a lease's limit); the run is then incomplete",
   )
+  parser.add_argument(
+    "--resume",
+    metavar="JSON",
+    help="an earlier run's .partial.json or .incomplete.json (same --smoke or not): keep its sections and "
+    "cases that have numbers, run the rest",
+  )
   args = parser.parse_args(argv)
   plan = SMOKE if args.smoke else FULL
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  progress = Progress(os.path.splitext(args.output)[0] + ".partial.json", _START + args.time_limit_s)
+  progress = Progress(os.path.splitext(args.output)[0] + ".partial.json", _START + args.time_limit_s, args.smoke)
   sections = progress.sections
+  earlier = load_earlier(args.resume, args.smoke) if args.resume else {}
 
   def section(name: str, fn, *fn_args) -> dict:
     late = progress.late()
-    progress.save({name: {"not_run": late} if late else run_section(name, fn, *fn_args)})
+    if name in earlier and name not in ("step", "bare", "environment"):
+      progress.save({name: dict(earlier[name], from_earlier_run=True)})
+      log(f"{name}: kept from {args.resume}")
+    else:
+      progress.save({name: {"not_run": late} if late else run_section(name, fn, *fn_args)})
     return sections[name]
 
   # PyTorch first: a subprocess that has the GPU to itself, before JAX reserves most of its memory. Then
@@ -682,11 +751,12 @@ def main(argv=None) -> int:
   section("environment", environment_section, torch_python, torch_probe)
   peak = section("peak", peak_section, plan)
   peak = peak if "error" not in peak and "not_run" not in peak else {}
-  section("step", cases_section, plan, False, peak, progress)
+  earlier_cases = lambda name: tuple(earlier.get(name, {}).get("cases", ()))
+  section("step", cases_section, plan, False, peak, progress, earlier_cases("step"))
   sections["torch"]["ours_over_pytorch"] = ours_over_torch(sections["step"], sections["torch"])
   section("loss_vs_cpu", loss_vs_cpu_section, plan)
   section("host_pipeline", host_pipeline_section, plan)
-  section("bare", cases_section, plan, True, peak, progress)
+  section("bare", cases_section, plan, True, peak, progress, earlier_cases("bare"))
 
   result = {
     "smoke": args.smoke,
@@ -696,6 +766,18 @@ def main(argv=None) -> int:
     "load_average": os.getloadavg(),
     "sections": {name: sections[name] for name in SECTIONS},
   }
+  if args.resume:  # what came from where: the earlier run's machine and date beside this one's
+    result["resumed_from"] = {
+      "file": os.path.basename(args.resume),
+      "environment": earlier.get("environment"),
+      "kept": sorted(name for name in sections if sections[name].get("from_earlier_run"))
+      + [
+        f"{n} {c['batch']} {c['dtype']}"
+        for n in ("step", "bare")
+        for c in sections[n].get("cases", [])
+        if c.get("from_earlier_run")
+      ],
+    }
   missing = problems(result["sections"], plan)
   output = args.output if not missing else os.path.splitext(args.output)[0] + ".incomplete.json"
   with open(output, "w") as f:

@@ -14,6 +14,7 @@ import pytest
 from tests import REPO_ROOT, benchmark_modules, cpu_env
 
 ac = benchmark_modules.load("accelerator_check")
+REAL_CASES_SECTION = ac.cases_section
 DTYPES = {"float32", "bfloat16"}
 
 
@@ -140,7 +141,7 @@ def test_a_failing_section_leaves_the_others_and_writes_only_an_incomplete_file(
 def fake_sections(monkeypatch):
   """Every section replaced by a quick stand-in with numbers; the cases section still honours `progress`."""
 
-  def cases(plan, bare, peak, progress=None):
+  def cases(plan, bare, peak, progress=None, earlier=()):
     case = dict(compile_s=1.0, median_step_s=8.0, images_per_s=1.0, flops_per_step=None, utilisation=None, loss=1.0)
     section = {"cases": []}
     for dtype in plan.dtypes_of(bare):
@@ -205,3 +206,53 @@ def test_a_time_limit_reached_inside_a_section_keeps_its_cases_and_lists_the_res
   assert ac.problems({name: {} for name in ac.SECTIONS} | {"step": section}, ac.SMOKE)[0] == (
     "step: cases with numbers [(8, 'bfloat16')], wanted [(8, 'bfloat16'), (8, 'float32')]"
   )
+
+
+def test_resume_keeps_what_has_numbers_and_runs_the_rest(tmp_path, monkeypatch, capsys):
+  """An earlier run's sections with numbers are kept, its failed, skipped or unrun ones run again; a kept
+  case measured before FLOPs came from the lowered program gets them (and its utilisation) anew."""
+  fake_sections(monkeypatch)
+  monkeypatch.setattr(ac, "cases_section", REAL_CASES_SECTION)
+  measured = []
+
+  def measure(plan, batch_size, dtype, bare, peak):
+    measured.append(("bare" if bare else "step", batch_size, dtype))
+    numbers = dict(compile_s=1.0, median_step_s=0.25, images_per_s=32.0, loss=2.0, peak_memory_bytes=None)
+    return dict(numbers, batch=batch_size, dtype=dtype, flops_per_step=9.0, utilisation=0.1, flops_source="lowered")
+
+  monkeypatch.setattr(ac, "measure_case", measure)
+  monkeypatch.setattr(ac, "case_flops", lambda plan, batch_size, dtype, bare: 100.0)
+  old_case = dict(batch=8, dtype="float32", compile_s=2.0, median_step_s=0.5, images_per_s=16.0, loss=1.5)
+  old_case["peak_memory_bytes"] = None
+  earlier = {
+    "smoke": True,
+    "sections": {
+      "environment": {"devices": [{"id": 0, "platform": "gpu", "device_kind": "H200"}]},
+      "peak": {"float32": {"n": 256, "tflops": 1e-9}, "bfloat16": {"n": 256, "tflops": 2e-9}},
+      "torch": {"skipped": "no torch there"},
+      "step": {"cases": [dict(old_case, flops_per_step=5.0)]},
+      "bare": {"not_run": "not started: past the time limit"},
+      "loss_vs_cpu": {"error": "Traceback ...\nRuntimeError: boom"},
+      "host_pipeline": {"num_workers": 16, "pil": {"images_per_s": 7.0}, "device_augment": {"images_per_s": 21.0}},
+    },
+  }
+  (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+  assert ac.main(["--smoke", "--output", str(tmp_path / "x.json"), "--resume", str(tmp_path / "earlier.json")]) == 0
+  result = json.loads((tmp_path / "x.json").read_text())
+  sections = result["sections"]
+  assert measured == [("step", 8, "bfloat16"), ("bare", 8, "float32")]
+  kept = sections["step"]["cases"][1]
+  assert kept["from_earlier_run"] and kept["compiled_flops_per_step"] == 5.0 and kept["flops_per_step"] == 100.0
+  assert math.isclose(kept["utilisation"], 100.0 / 0.5 / (1e-9 * 1e12))  # the earlier run's peak
+  assert sections["host_pipeline"]["from_earlier_run"] and sections["host_pipeline"]["pil"]["images_per_s"] == 7.0
+  assert sections["loss_vs_cpu"]["loss_cpu"] == 1.0 and "from_earlier_run" not in sections["loss_vs_cpu"]
+  assert sections["torch"]["skipped"] == "no Python here imports torch"  # run again, here
+  assert sections["environment"]["devices"] != earlier["sections"]["environment"]["devices"]  # this machine's
+  assert result["resumed_from"]["environment"] == earlier["sections"]["environment"]
+  assert result["resumed_from"]["kept"] == ["host_pipeline", "peak", "step 8 float32"]
+  assert "kept from earlier.json (its machine: H200): host_pipeline, peak, step 8 float32" in capsys.readouterr().out
+
+  earlier["smoke"] = False
+  (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+  with pytest.raises(SystemExit, match="a full run; this one is not"):
+    ac.main(["--smoke", "--output", str(tmp_path / "y.json"), "--resume", str(tmp_path / "earlier.json")])
