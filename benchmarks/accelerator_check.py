@@ -33,16 +33,20 @@ They run in the order torch, environment, peak, step, loss_vs_cpu, host_pipeline
 outside still leaves its numbers; `--time-limit-s S` starts no case or section after S seconds, lists
 those under "not_run", and makes the run incomplete rather than cut off mid-case.
 
-Time on one H200-class GPU: meant to stay under 8 minutes (8 ResNet-50 step compiles, 8 PyTorch runs, a
-ResNet-18 step compiled once for the host CPU and twice for the GPU), not yet measured on one: the JSON
-records each section's seconds and each case's compile seconds. --smoke takes about a minute on the
-2-core development machine (46 s at load 3.4, 75 s at load 5).
+Time on one H200 (2026-12-04, benchmarks/results/accelerator_check.md): the PyTorch section 185 s
+(8 runs of about 23 s, mostly start-up and cuDNN's autotuning), our step section 256 s (4 compiles of 36
+to 49 s), the loss check about 50 s up to its last compile; the rest not yet measured. The whole run
+takes longer than the 8 minutes it was meant to: plan on a quarter of an hour (an estimate), or split
+it over calls with --time-limit-s and --resume. On a GPU the FLOPs come last, from each program lowered
+for the host CPU (a GPU gives no cost analysis for a lowered program): 40 s a case on 2 cores. --smoke takes
+about a minute on the 2-core development machine (46 s at load 3.4, 75 s at load 5; 4 min at load 6).
 
 What an accelerator host without network needs beyond its jax[cuda], flax, optax, orbax, torch and
 torchvision (which bring absl-py, etils, Pillow, protobuf, psutil and PyYAML): ml_collections for every
-section, grain and its extras (array_record, cloudpickle, portpicker) for the host pipeline. On a networked Linux machine, for the host's Python (3.11 here):
+section, grain and its extras (array_record, cloudpickle, portpicker) for the host pipeline. On a networked
+Linux machine, for the host's Python (3.12 on the H200 image this ran on):
 
-  pip download --no-deps --only-binary=:all: --python-version 3.11 \
+  pip download --no-deps --only-binary=:all: --python-version 3.12 \
       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d wheels/ \
       ml_collections==1.1.0 grain==0.2.18 array_record==0.8.6 cloudpickle==3.1.3 portpicker==1.6.0
 
@@ -272,7 +276,8 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
     "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
     "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
   }
-  result |= flops_fields(step_bench.lowered_flops(lowered), median, peak.get(dtype, {}).get("tflops"))
+  flops = step_bench.lowered_flops(lowered)  # None on a GPU (jax 0.11): fill_flops counts it on the host CPU
+  result |= flops_fields(flops, median, peak.get(dtype, {}).get("tflops"), f"the lowered program on {device.platform}")
   # JAX cannot reset the peak counter: the reading after this case is this case's own peak only if it rose.
   peak_after = peak_bytes(device)
   if peak_after is None:
@@ -291,22 +296,49 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   return result
 
 
-def flops_fields(flops: float | None, median_step_s: float, peak_tflops: float | None) -> dict:
-  """A case's FLOPs (of the lowered program: step.py's lowered_flops), TFLOP/s and utilisation."""
+def flops_fields(flops: float | None, median_step_s: float, peak_tflops: float | None, source: str) -> dict:
+  """A case's FLOPs by XLA's cost analysis of `source` (a lowered program), TFLOP/s and utilisation."""
+  if not flops:
+    return {"flops_per_step": None, "tflops": None, "utilisation": None, "flops_note": f"no cost analysis of {source}"}
   return {
     "flops_per_step": flops,
-    "flops_source": "cost analysis of the lowered program (before the backend's passes)",
-    "tflops": flops / median_step_s / 1e12 if flops else None,
-    "utilisation": flops / median_step_s / (peak_tflops * 1e12) if flops and peak_tflops else None,
-  } | ({} if flops else {"flops_note": "the lowered program's cost_analysis() gave no FLOPs"})
+    "flops_source": f"XLA's cost analysis of {source}",
+    "tflops": flops / median_step_s / 1e12,
+    "utilisation": flops / median_step_s / (peak_tflops * 1e12) if peak_tflops else None,
+  }
 
 
 def case_flops(plan: Plan, batch_size: int, dtype: str, bare: bool) -> float | None:
-  """The lowered program's FLOPs of one (batch, dtype) case, without compiling or running it."""
-  mesh = sharding.make_mesh(1)
+  """The FLOPs of one (batch, dtype) case's program as lowered for the host CPU, without compiling or running
+  it. The count of a lowered program is the same on any backend (within 3% of the compiled CPU program's on
+  the smoke step), but a GPU gives none for a lowered program and, for a compiled one, counts the
+  convolutions it hands to cuDNN as zero (58 GFLOP for the step at batch 64 on an H200, against 2626)."""
+  mesh = Mesh(np.asarray([jax.devices("cpu")[0]]), ("data",))
   config = plan.make_config(batch_size, dtype)
   state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare)
   return step_bench.lowered_flops(step.lower(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh)))
+
+
+def fill_flops(sections: dict, plan: Plan, progress: "Progress | None" = None) -> list[str]:
+  """Gives every step and bare case without FLOPs those of its program lowered on the host CPU (case_flops),
+  with TFLOP/s and utilisation against `sections`' peak; saves after each with `progress`; returns the
+  cases filled ("step 64 bfloat16", ...)."""
+  peak = sections.get("peak", {})
+  filled = []
+  for name in ("step", "bare"):
+    for case in sections.get(name, {}).get("cases", []):
+      if case.get("flops_per_step") or (progress and progress.late()):
+        continue
+      flops = case_flops(plan, case["batch"], case["dtype"], name == "bare")
+      case.pop("flops_note", None)
+      case |= flops_fields(
+        flops, case["median_step_s"], peak.get(case["dtype"], {}).get("tflops"), "the program lowered for the host CPU"
+      )
+      filled.append(f"{name} {case['batch']} {case['dtype']}")
+      log(f"FLOPs of {filled[-1]}: {flops / 1e9:.1f} GFLOP (lowered for the host CPU)")
+      if progress:
+        progress.save()
+  return filled
 
 
 def cases_section(
@@ -314,9 +346,7 @@ def cases_section(
 ) -> dict:
   """Every (batch, dtype) case of the step (or of its bare backbone), each from a fresh state. With
   `progress`, the section so far is saved after each case, and a case not started by its time limit is
-  listed under "not_run" instead. A case in `earlier` (an earlier run's, --resume) is kept, not run again;
-  one without "flops_source" (measured before the FLOPs came from the lowered program) gets its FLOPs and
-  utilisation anew, from lowering its program here (no compile, no run)."""
+  listed under "not_run" instead. A case in `earlier` (an earlier run's, --resume) is kept, not run again."""
   what = "the same convolutions only (step.py --bare)" if bare else "the DSCL + PBSD pretrain step"
   shapes = describe(plan.make_config(plan.batches[0], "float32"))
   section = {"what": what, "shapes": shapes, "devices": 1, "cases": []}
@@ -326,10 +356,9 @@ def cases_section(
       late = progress.late() if progress else None
       if (batch_size, dtype) in kept:
         case = dict(kept[batch_size, dtype], from_earlier_run=True)
-        if "flops_source" not in case:
+        if "compiled_flops_per_step" not in case:  # a run from before the FLOPs of the lowered program
           case["compiled_flops_per_step"] = case.pop("flops_per_step", None)
-          flops = case_flops(plan, batch_size, dtype, bare)
-          case |= flops_fields(flops, case["median_step_s"], peak.get(dtype, {}).get("tflops"))
+          case |= {"flops_per_step": None, "tflops": None, "utilisation": None}
         section["cases"].append(case)
         log(f"{'bare' if bare else 'step'} batch {batch_size} {dtype}: kept from the earlier run")
       elif late:
@@ -570,14 +599,16 @@ def problems(sections: dict, plan: Plan) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-  s = result["sections"]
+  """The run's table (a partial run's too: a section it did not reach reads as not run)."""
+  s = {name: result["sections"].get(name, {"not_run": "not reached"}) for name in SECTIONS}
   env = s["environment"]
   kinds = sorted({f"{d['device_kind']} ({d['platform']})" for d in env.get("devices", [])})
   v = env.get("versions", {})
   lines = [
     f"## accelerator check{' (smoke)' if result['smoke'] else ''}: {', '.join(kinds)} x{env.get('device_count')}",
     f"jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, torch {v.get('torch')}, "
-    f"torchvision {v.get('torchvision')}; {result['total_s']:.0f} s in all",
+    f"torchvision {v.get('torchvision')}; {result['total_s']:.0f} s in all"
+    + (" (a partial run: stopped before its end)" if result.get("partial") else ""),
     "",
   ]
   peak = s["peak"]
@@ -710,6 +741,20 @@ def load_earlier(path: str, smoke: bool) -> dict:
   return kept
 
 
+def fill_flops_of_file(path: str) -> int:
+  """--fill-flops: fill_flops on a run's file (final, incomplete or partial), rewritten in place."""
+  with open(path) as f:
+    result = json.load(f)
+  filled = fill_flops(result["sections"], SMOKE if result["smoke"] else FULL)
+  if filled:
+    result["flops_filled_later"] = {"cases": filled, "host": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+    with open(path + ".tmp", "w") as f:
+      json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+  print(markdown(result), flush=True)
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the JSON file to write")
@@ -726,7 +771,15 @@ def main(argv=None) -> int:
     help="an earlier run's .partial.json or .incomplete.json (same --smoke or not): keep its sections and "
     "cases that have numbers, run the rest",
   )
+  parser.add_argument(
+    "--fill-flops",
+    metavar="JSON",
+    help="measure nothing: give the cases of this run's file that lack FLOPs those of their programs lowered "
+    "on this host's CPU (as a run does at its end), rewrite it and print its table",
+  )
   args = parser.parse_args(argv)
+  if args.fill_flops:
+    return fill_flops_of_file(args.fill_flops)
   plan = SMOKE if args.smoke else FULL
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   progress = Progress(os.path.splitext(args.output)[0] + ".partial.json", _START + args.time_limit_s, args.smoke)
@@ -757,6 +810,7 @@ def main(argv=None) -> int:
   section("loss_vs_cpu", loss_vs_cpu_section, plan)
   section("host_pipeline", host_pipeline_section, plan)
   section("bare", cases_section, plan, True, peak, progress, earlier_cases("bare"))
+  fill_flops(sections, plan, progress)  # on a GPU: the lowered programs' FLOPs, counted on the host CPU
 
   result = {
     "smoke": args.smoke,

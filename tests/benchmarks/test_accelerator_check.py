@@ -159,6 +159,7 @@ def fake_sections(monkeypatch):
   check = dict(accelerator="cpu", cpu="cpu", same_device=True, batch=8, relative_difference=0.0)
   monkeypatch.setattr(ac, "loss_vs_cpu_section", lambda plan: dict(check, loss_accelerator=1.0, loss_cpu=1.0))
   monkeypatch.setattr(ac, "host_pipeline_section", lambda plan: {"skipped": "no grain"})
+  monkeypatch.setattr(ac, "case_flops", lambda plan, batch_size, dtype, bare: 100.0)
 
 
 def test_a_run_killed_from_outside_leaves_what_it_measured(tmp_path, monkeypatch):
@@ -221,7 +222,6 @@ def test_resume_keeps_what_has_numbers_and_runs_the_rest(tmp_path, monkeypatch, 
     return dict(numbers, batch=batch_size, dtype=dtype, flops_per_step=9.0, utilisation=0.1, flops_source="lowered")
 
   monkeypatch.setattr(ac, "measure_case", measure)
-  monkeypatch.setattr(ac, "case_flops", lambda plan, batch_size, dtype, bare: 100.0)
   old_case = dict(batch=8, dtype="float32", compile_s=2.0, median_step_s=0.5, images_per_s=16.0, loss=1.5)
   old_case["peak_memory_bytes"] = None
   earlier = {
@@ -256,3 +256,25 @@ def test_resume_keeps_what_has_numbers_and_runs_the_rest(tmp_path, monkeypatch, 
   (tmp_path / "earlier.json").write_text(json.dumps(earlier))
   with pytest.raises(SystemExit, match="a full run; this one is not"):
     ac.main(["--smoke", "--output", str(tmp_path / "y.json"), "--resume", str(tmp_path / "earlier.json")])
+
+
+def test_fill_flops_counts_a_cases_program_on_the_host_cpu_and_rewrites_the_file(tmp_path, capsys):
+  """A GPU gives no FLOPs for a lowered program: --fill-flops lowers the case's program for this host's
+  CPU (the real smoke step here) and fills FLOPs, TFLOP/s and utilisation, nothing else."""
+  case = dict(batch=8, dtype="float32", compile_s=2.0, median_step_s=0.5, images_per_s=16.0, loss=1.5)
+  case |= dict(peak_memory_bytes=None, flops_per_step=None, tflops=None, utilisation=None, flops_note="no cost")
+  run = {"smoke": True, "partial": True, "total_s": 9.0, "sections": {"peak": {"float32": {"n": 256, "tflops": 0.5}}}}
+  run["sections"]["step"] = {"cases": [case]}
+  (tmp_path / "run.json").write_text(json.dumps(run))
+  assert ac.main(["--fill-flops", str(tmp_path / "run.json")]) == 0
+  filled = json.loads((tmp_path / "run.json").read_text())
+  got = filled["sections"]["step"]["cases"][0]
+  expected = ac.case_flops(ac.SMOKE, 8, "float32", False)
+  assert 1e8 < expected == got["flops_per_step"]  # the smoke step: about 0.24 GFLOP
+  assert math.isclose(got["utilisation"], expected / 0.5 / 0.5e12) and "flops_note" not in got
+  assert {k: got[k] for k in case if k not in ("flops_per_step", "tflops", "utilisation", "flops_note")} == {
+    k: v for k, v in case.items() if k not in ("flops_per_step", "tflops", "utilisation", "flops_note")
+  }
+  assert filled["flops_filled_later"]["cases"] == ["step 8 float32"]
+  out = capsys.readouterr().out
+  assert "(a partial run: stopped before its end)" in out and "| ours | float32 | 8 |" in out
