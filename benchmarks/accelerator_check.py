@@ -378,9 +378,10 @@ def describe(config) -> str:
   return f"ResNet-{config.model.depth} ({config.model.style}), {s}x{s}, K {config.moco.queue_size}{crops}"
 
 
-def loss_vs_cpu_section(plan: Plan) -> dict:
+def loss_vs_cpu_section(plan: Plan, progress: "Progress | None" = None) -> dict:
   """One float32 step from the same state (same seed) and batch on the default device and on the host
-  CPU: the loss it reports (computed before its update) on each."""
+  CPU: the loss it reports (computed before its update) on each. With `progress`, the two losses are
+  saved (marked "incomplete") before the highest-precision step compiles."""
   config = plan.loss_check_config(plan.loss_check_batch, "float32")
   accelerator = jax.devices()[0]
   try:
@@ -412,6 +413,8 @@ def loss_vs_cpu_section(plan: Plan) -> dict:
   }
   if result["same_device"]:  # the CPU's float32 is full float32 at any precision setting
     return result | {"note": "no accelerator: the CPU against itself"}
+  if progress:
+    progress.save({"loss_vs_cpu": result | {"incomplete": "the highest-precision step has not run yet"}})
   loss_highest = one_step(accelerator, "highest")
   log(f"loss on {accelerator.platform} at the highest precision: {loss_highest:.6f}")
   return result | {
@@ -578,6 +581,8 @@ def problems(sections: dict, plan: Plan) -> list[str]:
       found.append(f"{name}: failed: {section['error'].strip().splitlines()[-1]}")
     elif "not_run" in section and "cases" not in section:
       found.append(f"{name}: not run ({section['not_run']})")
+    elif "incomplete" in section:
+      found.append(f"{name}: incomplete ({section['incomplete']})")
     elif "skipped" in section and (name not in MAY_SKIP or not str(section["skipped"]).strip()):
       found.append(f"{name}: skipped ({section['skipped']!r}); only {' and '.join(MAY_SKIP)} may be, with a reason")
   reported = {line.split(":")[0] for line in found}
@@ -721,8 +726,8 @@ class Progress:
 
 
 def load_earlier(path: str, smoke: bool) -> dict:
-  """The sections of an earlier run (--resume) worth keeping: those with numbers (no "error", "not_run"
-  or "skipped"; for step and bare, their cases with numbers, which cases_section keeps), its environment
+  """The sections of an earlier run (--resume) worth keeping: those with numbers (no "error", "not_run",
+  "skipped" or "incomplete"; for step and bare, their cases with numbers, which cases_section keeps), its environment
   for the record. Refuses a run of the other plan (--smoke or not)."""
   with open(path) as f:
     run = json.load(f)
@@ -736,7 +741,7 @@ def load_earlier(path: str, smoke: bool) -> dict:
     if name in ("step", "bare"):
       good = [c for c in section.get("cases", []) if c.get("images_per_s", 0) > 0 and math.isfinite(c["loss"])]
       kept[name] = {"cases": good}
-    elif not {"error", "not_run", "skipped"} & set(section):
+    elif not {"error", "not_run", "skipped", "incomplete"} & set(section):
       kept[name] = {k: v for k, v in section.items() if k != "from_earlier_run"}
   return kept
 
@@ -807,7 +812,7 @@ def main(argv=None) -> int:
   earlier_cases = lambda name: tuple(earlier.get(name, {}).get("cases", ()))
   section("step", cases_section, plan, False, peak, progress, earlier_cases("step"))
   sections["torch"]["ours_over_pytorch"] = ours_over_torch(sections["step"], sections["torch"])
-  section("loss_vs_cpu", loss_vs_cpu_section, plan)
+  section("loss_vs_cpu", loss_vs_cpu_section, plan, progress)
   section("host_pipeline", host_pipeline_section, plan)
   section("bare", cases_section, plan, True, peak, progress, earlier_cases("bare"))
   fill_flops(sections, plan, progress)  # on a GPU: the lowered programs' FLOPs, counted on the host CPU

@@ -157,7 +157,8 @@ def fake_sections(monkeypatch):
   monkeypatch.setattr(ac, "peak_section", lambda plan: {d: {"n": 8, "tflops": 1.0} for d in plan.dtypes})
   monkeypatch.setattr(ac, "cases_section", cases)
   check = dict(accelerator="cpu", cpu="cpu", same_device=True, batch=8, relative_difference=0.0)
-  monkeypatch.setattr(ac, "loss_vs_cpu_section", lambda plan: dict(check, loss_accelerator=1.0, loss_cpu=1.0))
+  loss = lambda plan, progress=None: dict(check, loss_accelerator=1.0, loss_cpu=1.0)
+  monkeypatch.setattr(ac, "loss_vs_cpu_section", loss)
   monkeypatch.setattr(ac, "host_pipeline_section", lambda plan: {"skipped": "no grain"})
   monkeypatch.setattr(ac, "case_flops", lambda plan, batch_size, dtype, bare: 100.0)
 
@@ -278,3 +279,36 @@ def test_fill_flops_counts_a_cases_program_on_the_host_cpu_and_rewrites_the_file
   assert filled["flops_filled_later"]["cases"] == ["step 8 float32"]
   out = capsys.readouterr().out
   assert "(a partial run: stopped before its end)" in out and "| ours | float32 | 8 |" in out
+
+
+def test_a_loss_check_stopped_before_its_last_step_keeps_two_losses_and_is_run_again(tmp_path, monkeypatch):
+  """On an accelerator the check's third step (highest precision) compiles last: a kill there leaves the
+  CPU's and the default-precision losses in the partial file, marked incomplete, and --resume runs it
+  again rather than keeping it."""
+  progress = ac.Progress(str(tmp_path / "x.partial.json"))
+  cpu = jax.devices("cpu")[0]
+  monkeypatch.setattr(ac.jax, "devices", lambda *backend: [cpu] if backend else [FakeAccelerator()])
+  losses = iter([2.0, 2.5])
+
+  def build_step(config, num_classes, channels, mesh):
+    return None, lambda state, batch: (None, {"loss": next(losses)})  # a third call: StopIteration
+
+  monkeypatch.setattr(ac.step_bench, "build_step", build_step)
+  monkeypatch.setattr(ac, "synthetic_batch", lambda *args, **kwargs: None)
+  monkeypatch.setattr(ac, "Mesh", lambda devices, axes: None)
+  with pytest.raises(StopIteration):
+    ac.loss_vs_cpu_section(ac.SMOKE, progress)
+  saved = json.loads((tmp_path / "x.partial.json").read_text())["sections"]["loss_vs_cpu"]
+  assert (saved["loss_cpu"], saved["loss_accelerator"], saved["relative_difference"]) == (2.0, 2.5, 0.25)
+  assert "highest" in saved["incomplete"] and "loss_accelerator_highest_precision" not in saved
+  assert ac.problems({"loss_vs_cpu": saved}, ac.SMOKE)[0] == "environment: missing"
+  assert "loss_vs_cpu: incomplete (the highest-precision step has not run yet)" in ac.problems(
+    {"loss_vs_cpu": saved}, ac.SMOKE
+  )
+  run = {"smoke": True, "sections": {"loss_vs_cpu": saved}}
+  (tmp_path / "run.json").write_text(json.dumps(run))
+  assert "loss_vs_cpu" not in ac.load_earlier(str(tmp_path / "run.json"), smoke=True)
+
+
+class FakeAccelerator:
+  platform, device_kind, id = "gpu", "a fake GPU", 0
