@@ -727,8 +727,8 @@ class Progress:
 
 def load_earlier(path: str, smoke: bool) -> dict:
   """The sections of an earlier run (--resume) worth keeping: those with numbers (no "error", "not_run",
-  "skipped" or "incomplete"; for step and bare, their cases with numbers, which cases_section keeps), its environment
-  for the record. Refuses a run of the other plan (--smoke or not)."""
+  "skipped" or "incomplete"; for step and bare, their cases with numbers, which cases_section keeps), and
+  its environment, for the record. Refuses a run of the other plan (--smoke or not)."""
   with open(path) as f:
     run = json.load(f)
   earlier_smoke = run.get("smoke")
