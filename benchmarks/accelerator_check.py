@@ -37,9 +37,10 @@ Time on one H200 (2026-12-04, benchmarks/results/accelerator_check.md): the PyTo
 (8 runs of about 23 s, mostly start-up and cuDNN's autotuning), our step section 256 s (4 compiles of 36
 to 49 s), the loss check about 50 s up to its last compile; the rest not yet measured. The whole run
 takes longer than the 8 minutes it was meant to: plan on a quarter of an hour (an estimate), or split
-it over calls with --time-limit-s and --resume. On a GPU the FLOPs come last, from each program lowered
-for the host CPU (a GPU gives no cost analysis for a lowered program): 40 s a case on 2 cores. --smoke takes
-about a minute on the 2-core development machine (46 s at load 3.4, 75 s at load 5; 4 min at load 6).
+it over calls with --time-limit-s and --resume. On a GPU each case's FLOPs come from its program lowered
+for the host CPU from the state's shapes (a GPU gives no cost analysis for a lowered program): 9 to 21 s
+a case on 2 cores. --smoke takes about a minute on the 2-core development machine (46 s at load 3.4,
+75 s at load 5; 4 min at load 6).
 
 What an accelerator host without network needs beyond its jax[cuda], flax, optax, orbax, torch and
 torchvision (which bring absl-py, etils, Pillow, protobuf, psutil and PyYAML): ml_collections for every
@@ -276,8 +277,10 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
     "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
     "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
   }
-  flops = step_bench.lowered_flops(lowered)  # None on a GPU (jax 0.11): fill_flops counts it on the host CPU
-  result |= flops_fields(flops, median, peak.get(dtype, {}).get("tflops"), f"the lowered program on {device.platform}")
+  flops, source = step_bench.lowered_flops(lowered), f"the lowered program on {device.platform}"
+  if not flops:  # a GPU (jax 0.11): count the same program lowered for the host CPU
+    flops, source = case_flops(plan, batch_size, dtype, bare), "the program lowered for the host CPU"
+  result |= flops_fields(flops, median, peak.get(dtype, {}).get("tflops"), source)
   # JAX cannot reset the peak counter: the reading after this case is this case's own peak only if it rose.
   peak_after = peak_bytes(device)
   if peak_after is None:
@@ -309,13 +312,14 @@ def flops_fields(flops: float | None, median_step_s: float, peak_tflops: float |
 
 
 def case_flops(plan: Plan, batch_size: int, dtype: str, bare: bool) -> float | None:
-  """The FLOPs of one (batch, dtype) case's program as lowered for the host CPU, without compiling or running
-  it. The count of a lowered program is the same on any backend (within 3% of the compiled CPU program's on
+  """The FLOPs of one (batch, dtype) case's program as lowered for the host CPU from the state's shapes
+  alone: nothing is initialised, compiled or run (9 to 21 s for a ResNet-50 case on the 2-core machine).
+  The count of a lowered program is the same on any backend (within 3% of the compiled CPU program's on
   the smoke step), but a GPU gives none for a lowered program and, for a compiled one, counts the
   convolutions it hands to cuDNN as zero (58 GFLOP for the step at batch 64 on an H200, against 2626)."""
   mesh = Mesh(np.asarray([jax.devices("cpu")[0]]), ("data",))
   config = plan.make_config(batch_size, dtype)
-  state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare)
+  state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare, abstract=True)
   return step_bench.lowered_flops(step.lower(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh)))
 
 
@@ -815,7 +819,7 @@ def main(argv=None) -> int:
   section("loss_vs_cpu", loss_vs_cpu_section, plan, progress)
   section("host_pipeline", host_pipeline_section, plan)
   section("bare", cases_section, plan, True, peak, progress, earlier_cases("bare"))
-  fill_flops(sections, plan, progress)  # on a GPU: the lowered programs' FLOPs, counted on the host CPU
+  fill_flops(sections, plan, progress)  # kept cases from before the FLOPs were counted this way
 
   result = {
     "smoke": args.smoke,

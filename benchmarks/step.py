@@ -43,7 +43,7 @@ import numpy as np
 from configs.common import fashion_mnist_lt_config, imagenet_recipe_config
 from dscl_jax.config.schema import load_config_file
 from dscl_jax.core import optim, sharding
-from dscl_jax.core.build import build_models, init_pretrain_state, jit_pretrain_step
+from dscl_jax.core.build import abstract_pretrain_state, build_models, init_pretrain_state, jit_pretrain_step
 from dscl_jax.input import pixels, synthetic
 from dscl_jax.methods import OnlineForward, get_method
 from dscl_jax.methods.queue_contrastive import batch_major
@@ -137,17 +137,21 @@ def op_times(trace_dir: str, steps: int) -> list[tuple[str, float]]:
   return totals.most_common()
 
 
-def build_step(config, num_classes: int, channels: int, mesh, bare: bool = False):
+def build_step(config, num_classes: int, channels: int, mesh, bare: bool = False, abstract: bool = False):
   """(initial state, jitted step) for `config` as training builds them (dscl_jax.core.build, which imports
   the data readers only when a job reads data, so a host without tensorflow_datasets or grain can build the
   step), with a fixed schedule and optimiser and a long-tailed class prior for the methods that use one.
-  `bare`: `make_bare_step`, the same convolutions and nothing else."""
+  `bare`: `make_bare_step`, the same convolutions and nothing else. `abstract`: the state's shapes and
+  dtypes only (enough to lower the step, not to run it), without compiling or running the initialiser."""
   method = get_method(config)
   schedule = optim.warmup_cosine_schedule(0.1, 10_000, 100)
   tx = optim.sgd(schedule, 0.9, 5e-4)
   online, target = build_models(config, method, num_classes)
   counts = np.geomspace(1000, 10, num_classes).round()
-  state = init_pretrain_state(config, method, online, tx, num_classes, channels, mesh, counts)
+  if abstract:
+    state = abstract_pretrain_state(config, method, online, tx, num_classes, channels, counts)
+  else:
+    state = init_pretrain_state(config, method, online, tx, num_classes, channels, mesh, counts)
   if not bare:
     return state, jit_pretrain_step(config, method, online, target, tx, schedule, mesh)
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
