@@ -102,6 +102,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's torch on the CPU development mach
 DEFAULT_OUTPUT = os.path.join(HERE, "results", "accelerator_check.json")
 SECTIONS = ("environment", "peak", "step", "bare", "torch", "host_pipeline", "loss_vs_cpu")  # JSON order
 MAY_SKIP = ("torch", "host_pipeline")
+HOST_CPU_PROGRAM = "the program lowered for the host CPU"  # case_flops: where a GPU case's FLOPs come from
 _START = time.perf_counter()
 
 
@@ -279,7 +280,7 @@ def measure_case(plan: Plan, batch_size: int, dtype: str, bare: bool, peak: dict
   }
   flops, source = step_bench.lowered_flops(lowered), f"the lowered program on {device.platform}"
   if not flops:  # a GPU (jax 0.11): count the same program lowered for the host CPU
-    flops, source = case_flops(plan, batch_size, dtype, bare), "the program lowered for the host CPU"
+    flops, source = case_flops(plan, batch_size, dtype, bare), HOST_CPU_PROGRAM
   result |= flops_fields(flops, median, peak.get(dtype, {}).get("tflops"), source)
   # JAX cannot reset the peak counter: the reading after this case is this case's own peak only if it rose.
   peak_after = peak_bytes(device)
@@ -335,9 +336,7 @@ def fill_flops(sections: dict, plan: Plan, progress: "Progress | None" = None) -
         continue
       flops = case_flops(plan, case["batch"], case["dtype"], name == "bare")
       case.pop("flops_note", None)
-      case |= flops_fields(
-        flops, case["median_step_s"], peak.get(case["dtype"], {}).get("tflops"), "the program lowered for the host CPU"
-      )
+      case |= flops_fields(flops, case["median_step_s"], peak.get(case["dtype"], {}).get("tflops"), HOST_CPU_PROGRAM)
       filled.append(f"{name} {case['batch']} {case['dtype']}")
       log(f"FLOPs of {filled[-1]}: {flops / 1e9:.1f} GFLOP (lowered for the host CPU)")
       if progress:

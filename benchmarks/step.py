@@ -177,22 +177,23 @@ def compile_and_time(step, state, batch, repeats: int, lowered=None):
 
 
 def lowered_flops(lowered) -> float | None:
-  """FLOPs of one call by XLA's cost analysis of the program as lowered, before the backend's passes: the
-  same count on any backend (within 3% of the compiled CPU program's on the smoke step). On a GPU the
-  compiled program's own analysis counts the convolutions handed to cuDNN as custom calls as zero: 58
-  GFLOP for the ImageNet step at batch 64 on an H200, where the lowered program has about 2.7 TFLOP."""
-  analysis = lowered.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
+  """FLOPs of one call by XLA's cost analysis of the program as lowered, before the backend's passes
+  (within 3% of the compiled CPU program's on the smoke step), or None where the backend gives none: a
+  GPU does not (jax 0.11.2), and its compiled program counts the convolutions handed to cuDNN as zero
+  (58 GFLOP for the ImageNet step at batch 64 on an H200, where the lowered CPU program has 2626)."""
+  return flops_of(lowered.cost_analysis())
 
 
 def compiled_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled program by XLA's cost analysis (per device): a dict, a list of one
-  dict per program in older jax, or None where the backend has none. A loop body counts once (the step's
-  lax.map over the crops' loss: well under 1% of the ImageNet step)."""
-  analysis = compiled.cost_analysis()
+  """FLOPs of one call of a compiled program by XLA's cost analysis (per device), or None where the backend
+  has none. A loop body counts once (the step's lax.map over the crops' loss: well under 1% of the
+  ImageNet step)."""
+  return flops_of(compiled.cost_analysis())
+
+
+def flops_of(analysis) -> float | None:
+  """The positive "flops" of a cost analysis (a dict, a list of one dict per program in older jax, or
+  None), else None."""
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get("flops")
