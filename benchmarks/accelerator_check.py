@@ -209,6 +209,11 @@ SMOKE = dataclasses.replace(
 )
 
 
+def device_mesh(device) -> Mesh:
+  """The 1-device "data" mesh of sharding.make_mesh, on `device` rather than the default backend's first."""
+  return Mesh(np.asarray([device]), ("data",))
+
+
 def synthetic_batch(config, num_classes: int, channels: int, mesh: Mesh, seed: int = 0) -> dict:
   """The step's global batch of uint8 views (dscl_jax.input.synthetic), placed on `mesh`."""
   views = get_method(config).requirements.views
@@ -318,7 +323,7 @@ def case_flops(plan: Plan, batch_size: int, dtype: str, bare: bool) -> float | N
   The count of a lowered program is the same on any backend (within 3% of the compiled CPU program's on
   the smoke step), but a GPU gives none for a lowered program and, for a compiled one, counts the
   convolutions it hands to cuDNN as zero (58 GFLOP for the step at batch 64 on an H200, against 2626)."""
-  mesh = Mesh(np.asarray([jax.devices("cpu")[0]]), ("data",))
+  mesh = device_mesh(jax.devices("cpu")[0])
   config = plan.make_config(batch_size, dtype)
   state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh, bare, abstract=True)
   return step_bench.lowered_flops(step.lower(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh)))
@@ -393,7 +398,7 @@ def loss_vs_cpu_section(plan: Plan, progress: "Progress | None" = None) -> dict:
     raise RuntimeError(f"no CPU backend ({error}): unset JAX_PLATFORMS or set it to e.g. 'cuda,cpu'") from None
 
   def one_step(device, precision=None) -> float:
-    mesh = Mesh(np.asarray([device]), ("data",))
+    mesh = device_mesh(device)
     with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
       state, step = step_bench.build_step(config, plan.num_classes, plan.channels, mesh)
       _, metrics = step(state, synthetic_batch(config, plan.num_classes, plan.channels, mesh))

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import jax
-import numpy as np
 import pytest
 
 from tests import REPO_ROOT, benchmark_modules, cpu_env
@@ -320,7 +319,7 @@ def test_case_flops_lowers_from_shapes_alone_to_the_program_a_built_state_lowers
   lowered with a real, initialised state, and within 3% of the compiled CPU program's own count (XLA's
   optimisations remove a little)."""
   config = ac.SMOKE.make_config(8, "float32")
-  mesh = ac.Mesh(np.asarray([jax.devices("cpu")[0]]), ("data",))
+  mesh = ac.device_mesh(jax.devices("cpu")[0])
   state, step = ac.step_bench.build_step(config, ac.SMOKE.num_classes, ac.SMOKE.channels, mesh)
   lowered = step.lower(state, ac.synthetic_batch(config, ac.SMOKE.num_classes, ac.SMOKE.channels, mesh))
   from_shapes = ac.case_flops(ac.SMOKE, 8, "float32", False)
