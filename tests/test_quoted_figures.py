@@ -16,7 +16,7 @@ RENDERED = (
 # may wrap a line around the ±).
 FIGURE = re.compile(r"(?<![\d.])\d{2}\.\d{2}(?:\s+±\s+\d+\.\d{2})?(?!\d|\.\d)")
 RUNS = re.compile(r"(\d+)\s+of\s+(?:its\s+|the\s+)?45\b")
-SUMMARIES = (("README.md", "## Results"), ("docs/results.md", "### What the table says so far"))
+SUMMARIES = (("README.md", "## Results"), ("docs/results.md", "### What the table says"))
 
 
 def section(text: str, heading: str) -> str:
