@@ -405,6 +405,13 @@ def git_commit() -> tuple[str, bool]:
   return head.stdout.strip(), bool(status.stdout.strip())
 
 
+def training_code_commit() -> str:
+  """The short hash of the newest commit that changed the training code (TRAINING_CODE)."""
+  return subprocess.run(
+    ["git", "log", "-1", "--format=%h", "--", *TRAINING_CODE], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout.strip()
+
+
 def same_training_code(a: str, b: str, repo: Path = REPO, paths: tuple[str, ...] = TRAINING_CODE) -> bool:
   """Whether commits `a` and `b` (full or short hashes) hold identical files under `paths` (default all of
   TRAINING_CODE; `record_code(config)` for one config's runs)."""

@@ -321,9 +321,23 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def results_block(tables_text: str) -> str:
-  """What goes between the `investigate_dscl` markers of docs/results.md, around `tables(records)`."""
-  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{tables_text}"
+def coverage_line(records: list[dict], same_as_now, code_commit: str) -> str:
+  """Says how many records every job of which ran with the training code of `code_commit`
+  (`same_as_now(commit, config)`, `compare_methods.same_code_as`); names the others."""
+  stale = [r["variant"] for r in records if not cm.made_with(r, same_as_now)]
+  paths = f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}"
+  line = (
+    f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
+    f"{len(records) - len(stale)} of {len(records)} records were made with it"
+  )
+  return line + (f"; made with older code: {', '.join(stale)}." if stale else ".")
+
+
+def results_block(records: list[dict]) -> str:
+  """What goes between the `investigate_dscl` markers of docs/results.md: where it comes from, the
+  coverage line (which depends on the commit checked out), then `tables(records)`."""
+  coverage = coverage_line(records, cm.same_code_as(cm.git_commit()[0]), cm.training_code_commit())
+  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{coverage}\n\n{tables(records)}"
 
 
 def tables(records: list[dict]) -> str:
@@ -335,7 +349,7 @@ def render(records: list[dict]) -> None:
   # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
   text = tables(records)
   TABLE.write_text(text)
-  updated = cm.update_block(results_block(text), begin=BEGIN, end=END)
+  updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
   print(text, flush=True)
   print(

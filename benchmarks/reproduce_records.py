@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -179,20 +178,13 @@ def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) 
   return line + "."
 
 
-def training_code_commit() -> str:
-  """The short hash of the newest commit that changed the training code."""
-  return subprocess.run(
-    ["git", "log", "-1", "--format=%h", "--", *cm.TRAINING_CODE], cwd=REPO, capture_output=True, text=True, check=True
-  ).stdout.strip()
-
-
 def results_block(checks: list[dict]) -> str:
   """What goes between the `reproduce_records` markers of docs/results.md: the coverage line (which
   depends on the commit checked out) and the table of checks."""
   commit, _ = cm.git_commit()
   current = cm.same_code_as(commit)
   made, checked, unchecked = coverage(cm.read_records(), checks, current)
-  text = coverage_line(made, checked, unchecked, training_code_commit()) + "\n\n" + summary(checks)
+  text = coverage_line(made, checked, unchecked, cm.training_code_commit()) + "\n\n" + summary(checks)
   return f"Made by `python benchmarks/reproduce_records.py` from `{RESULTS.relative_to(REPO)}`.\n\n{text}"
 
 

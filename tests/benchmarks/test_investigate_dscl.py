@@ -98,15 +98,32 @@ def test_a_variant_becomes_a_record_and_a_table_row(tmp_path, monkeypatch):
 
 
 def test_the_results_document_holds_what_rendering_writes():
-  """docs/results.md (not the README) shows the investigation, exactly as `--render-only` renders the
-  committed records."""
+  """docs/results.md (not the README) shows the investigation's tables exactly as `--render-only`
+  renders the committed records. The coverage line names the commit of the training code, so it is
+  compared in form only: a commit that changes the training code changes it until the next render."""
   content = inv.cm.RESULTS_DOC.read_text()
   assert content.count(inv.BEGIN) == 1 and content.count(inv.END) == 1
   assert inv.BEGIN not in (inv.REPO / "README.md").read_text()
   block = content.split(inv.BEGIN, 1)[1].split(inv.END, 1)[0]
-  assert block == "\n" + inv.results_block(inv.tables(inv.read_records()))
-  assert block.startswith(
-    f"\nMade by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`."
+  source, coverage, tables = block.strip("\n").split("\n\n", 2)
+  assert source == f"Made by `{inv.COMMAND}` from `benchmarks/results/investigate_dscl_fashion_mnist_lt.json`."
+  records = inv.read_records()
+  assert coverage.startswith("Against the training code of ") and f"of {len(records)} records" in coverage
+  assert tables + "\n" == inv.tables(records)
+
+
+def test_the_coverage_line_counts_records_every_job_of_which_ran_with_todays_code():
+  now = {"c" * 7, "d" * 7}  # commits with today's training code; commits() shortens hashes to 7
+  records = [
+    {"variant": "iccl", "commit": "c" * 40, "job_commits": {"pretrain": ["d" * 40], "eval": ["c" * 40]}},
+    {"variant": "paco", "commit": "c" * 40, "job_commits": {"pretrain": ["a" * 40], "eval": ["c" * 40]}},
+    {"variant": "gpaco", "commit": "a" * 40, "job_commits": {"pretrain": ["a" * 40]}},
+  ]
+  line = inv.coverage_line(records, lambda commit, config=None: commit in now, "ccccccc")
+  assert line.startswith("Against the training code of ccccccc (the newest commit that changed dscl_jax, ")
+  assert line.endswith(": 1 of 3 records were made with it; made with older code: paco, gpaco.")
+  assert inv.coverage_line(records[:1], lambda commit, config=None: commit in now, "ccccccc").endswith(
+    ": 1 of 1 records were made with it."
   )
 
 
