@@ -412,6 +412,12 @@ def training_code_commit() -> str:
   ).stdout.strip()
 
 
+def against_training_code(code_commit: str) -> str:
+  """The opening of a coverage line: which commit's training code the records are held against."""
+  paths = f"{', '.join(TRAINING_CODE[:-1])} or {TRAINING_CODE[-1]}"
+  return f"Against the training code of {code_commit} (the newest commit that changed {paths})"
+
+
 def same_training_code(a: str, b: str, repo: Path = REPO, paths: tuple[str, ...] = TRAINING_CODE) -> bool:
   """Whether commits `a` and `b` (full or short hashes) hold identical files under `paths` (default all of
   TRAINING_CODE; `record_code(config)` for one config's runs)."""

@@ -325,10 +325,8 @@ def coverage_line(records: list[dict], same_as_now, code_commit: str) -> str:
   """Says how many records every job of which ran with the training code of `code_commit`
   (`same_as_now(commit, config)`, `compare_methods.same_code_as`); names the others."""
   stale = [r["variant"] for r in records if not cm.made_with(r, same_as_now)]
-  paths = f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}"
   line = (
-    f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
-    f"{len(records) - len(stale)} of {len(records)} records were made with it"
+    f"{cm.against_training_code(code_commit)}: {len(records) - len(stale)} of {len(records)} records were made with it"
   )
   return line + (f"; made with older code: {', '.join(stale)}." if stale else ".")
 

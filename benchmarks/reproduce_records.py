@@ -167,9 +167,8 @@ def coverage(records: list[dict], checks: list[dict], same_as_now) -> tuple[list
 
 def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) -> str:
   total = len(made) + len(checked) + len(unchecked)
-  paths = f"{', '.join(cm.TRAINING_CODE[:-1])} or {cm.TRAINING_CODE[-1]}"
   line = (
-    f"Against the training code of {code_commit} (the newest commit that changed {paths}): "
+    f"{cm.against_training_code(code_commit)}: "
     f"{len(made)} of {total} records were made with it and {len(checked)} were made earlier and "
     "reproduced bit for bit with it"
   )
