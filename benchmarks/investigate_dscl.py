@@ -331,11 +331,12 @@ def coverage_line(records: list[dict], same_as_now, code_commit: str) -> str:
   return line + (f"; made with older code: {', '.join(stale)}." if stale else ".")
 
 
-def results_block(records: list[dict]) -> str:
+def results_block(records: list[dict], tables_text: str) -> str:
   """What goes between the `investigate_dscl` markers of docs/results.md: where it comes from, the
-  coverage line (which depends on the commit checked out), then `tables(records)`."""
+  coverage line of `records` (which depends on the commit checked out), then `tables_text`, the caller's
+  `tables(records)`."""
   coverage = coverage_line(records, cm.same_code_as(cm.git_commit()[0]), cm.training_code_commit())
-  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{coverage}\n\n{tables(records)}"
+  return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{coverage}\n\n{tables_text}"
 
 
 def tables(records: list[dict]) -> str:
@@ -347,7 +348,7 @@ def render(records: list[dict]) -> None:
   # With no records (all withdrawn) the table still says so: 0 of N variants recorded.
   text = tables(records)
   TABLE.write_text(text)
-  updated = cm.update_block(results_block(records), begin=BEGIN, end=END)
+  updated = cm.update_block(results_block(records, text), begin=BEGIN, end=END)
   where = cm.RESULTS_DOC.relative_to(REPO)
   print(text, flush=True)
   print(
