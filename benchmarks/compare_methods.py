@@ -396,13 +396,19 @@ def record_code(config: str | None, repo: Path = REPO) -> tuple[str, ...]:
   return TRAINING_CODE if config is None else (*SHARED_TRAINING_CODE, *config_files(config, repo))
 
 
+def head_commit() -> str:
+  """HEAD's full hash."""
+  return subprocess.run(
+    ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout.strip()
+
+
 def git_commit() -> tuple[str, bool]:
   """(HEAD's hash, whether the code that trains - package, data, configs - has uncommitted changes)."""
-  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
   status = subprocess.run(
     ["git", "status", "--porcelain", "--", *TRAINING_CODE], cwd=REPO, capture_output=True, text=True, check=True
   )
-  return head.stdout.strip(), bool(status.stdout.strip())
+  return head_commit(), bool(status.stdout.strip())
 
 
 def training_code_commit() -> str:
@@ -847,7 +853,7 @@ def reproduced_runs(checks: list[dict], same_as_now) -> set:
 def current_code_predicate():
   """(keep, reason): `keep(record)` is true for a record made with HEAD's training code (`made_with`), or a
   comparison record that `benchmarks/reproduce_records.py` reproduced bit for bit with it."""
-  head = git_commit()[0]
+  head = head_commit()
   same_as_head = same_code_as(head)
   reproduced = reproduced_runs(read_entries(REPRODUCED, "checks"), same_as_head)
 

@@ -335,7 +335,7 @@ def results_block(records: list[dict], tables_text: str) -> str:
   """What goes between the `investigate_dscl` markers of docs/results.md: where it comes from, the
   coverage line of `records` (which depends on the commit checked out), then `tables_text`, the caller's
   `tables(records)`."""
-  coverage = coverage_line(records, cm.same_code_as(cm.git_commit()[0]), cm.training_code_commit())
+  coverage = coverage_line(records, cm.same_code_as(cm.head_commit()), cm.training_code_commit())
   return f"Made by `{COMMAND}` from `{RECORDS.relative_to(REPO)}`.\n\n{coverage}\n\n{tables_text}"
 
 

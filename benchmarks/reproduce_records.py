@@ -180,8 +180,7 @@ def coverage_line(made: list, checked: list, unchecked: list, code_commit: str) 
 def results_block(checks: list[dict]) -> str:
   """What goes between the `reproduce_records` markers of docs/results.md: the coverage line (which
   depends on the commit checked out) and the table of checks."""
-  commit, _ = cm.git_commit()
-  current = cm.same_code_as(commit)
+  current = cm.same_code_as(cm.head_commit())
   made, checked, unchecked = coverage(cm.read_records(), checks, current)
   text = coverage_line(made, checked, unchecked, cm.training_code_commit()) + "\n\n" + summary(checks)
   return f"Made by `python benchmarks/reproduce_records.py` from `{RESULTS.relative_to(REPO)}`.\n\n{text}"

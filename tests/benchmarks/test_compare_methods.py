@@ -530,7 +530,7 @@ def test_a_real_tiny_run_becomes_a_record(tmp_path):
   # The trunk pretrained with a validation split held out (as benchmarks/investigate_dscl.py runs it) is
   # this run's trunk bit for bit: every array's CRC-32 in the last checkpoint is equal, so a comparison run
   # may probe it instead (finished_trunk; test_a_trunk_pretrained_on_the_validation_split_is_probed_...).
-  head = cm.git_commit()[0]
+  head = cm.head_commit()
   donors = tmp_path / "investigate"
   validation = {"data.val_per_class": 500, "eval.split": "val"}
   cm.run_job("ce", 0, "pretrain", donors / "ce", {**overrides, **validation}, head)
